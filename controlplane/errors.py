@@ -1,0 +1,75 @@
+"""One error shape for the REST API: ``{"error": {"type", "code", "message", "fields"}}``.
+
+``fields`` maps each offending field to its messages, so clients and the console can show them inline.
+Database integrity errors (a race the validators could not see) become 409s instead of 500s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {str(k): _flatten(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        flat = [_flatten(item) for item in detail]
+        return flat
+    return str(detail)
+
+
+def _summary(fields: dict[str, Any]) -> str:
+    parts = []
+    for name, messages in fields.items():
+        text = messages[0] if isinstance(messages, list) and messages else messages
+        if isinstance(text, dict):
+            text = "invalid"
+        parts.append(f"{name}: {text}" if name != "non_field_errors" else str(text))
+    return "; ".join(parts)
+
+
+def error_body(status_code: int, code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": "invalid_request" if status_code < 500 else "server_error",
+            "code": code,
+            "message": message,
+            "fields": fields or {},
+        }
+    }
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, IntegrityError):
+        return Response(
+            error_body(status.HTTP_409_CONFLICT, "conflict", "the change conflicts with existing data; retry"),
+            status=status.HTTP_409_CONFLICT,
+        )
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail = _flatten(exc.detail)
+        fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+        response.data = error_body(response.status_code, "invalid", _summary(fields) or "invalid input", fields)
+    else:
+        code = "not_found" if isinstance(exc, Http404) else getattr(exc, "default_code", "error")
+        detail = getattr(exc, "detail", str(exc))
+        if isinstance(exc, exceptions.APIException) and isinstance(exc.detail, dict | list):
+            fields = _flatten(exc.detail) if isinstance(exc.detail, dict) else {}
+            message = _summary(fields) if fields else "; ".join(str(d) for d in exc.detail)
+            response.data = error_body(response.status_code, str(code), message, fields)
+        else:
+            if isinstance(exc, exceptions.APIException):
+                code = exc.get_codes() if isinstance(exc.get_codes(), str) else code
+            response.data = error_body(response.status_code, str(code), str(detail))
+    return response

@@ -1,0 +1,204 @@
+"""Django settings, read from the environment in this one module (see docs/configuration.md).
+
+``FRONTDOOR_ENV`` picks the profile: ``development`` (default; safe local defaults) or ``production``
+(secrets required, DEBUG refused, HTTPS hardening on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+try:
+    FRONTDOOR_ENV = env_str("FRONTDOOR_ENV", "development")
+    if FRONTDOOR_ENV not in {"development", "production"}:
+        raise ImproperlyConfigured(f"FRONTDOOR_ENV={FRONTDOOR_ENV!r}: use 'development' or 'production'")
+    PRODUCTION = FRONTDOOR_ENV == "production"
+
+    DEBUG = env_bool("DEBUG", default=not PRODUCTION)
+    if PRODUCTION and DEBUG:
+        raise ImproperlyConfigured("DEBUG=true is refused when FRONTDOOR_ENV=production")
+
+    _DEV_SECRET = "dev-insecure-secret-key-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105
+    _DEV_PEPPER = "dev-insecure-api-key-pepper"  # noqa: S105
+    SECRET_KEY = env_str("SECRET_KEY", "" if PRODUCTION else _DEV_SECRET)
+    FRONTDOOR_KEY_PEPPER = env_str("FRONTDOOR_KEY_PEPPER", "" if PRODUCTION else _DEV_PEPPER)
+    if PRODUCTION and (len(SECRET_KEY) < 50 or SECRET_KEY == _DEV_SECRET):
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) of 50+ characters is required in production")
+    if PRODUCTION and (len(FRONTDOOR_KEY_PEPPER) < 32 or FRONTDOOR_KEY_PEPPER == _DEV_PEPPER):
+        raise ImproperlyConfigured("FRONTDOOR_KEY_PEPPER (or _FILE) of 32+ characters is required in production")
+
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+    DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/frontdoor")
+    REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    FRONTDOOR_REDIS_PREFIX = env_str("FRONTDOOR_REDIS_PREFIX", "fd")
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+    FRONTDOOR_TEST_DATABASE = env_str("FRONTDOOR_TEST_DATABASE", "test_frontdoor")
+
+    # Backends: "local" (embedded default) or "kubernetes".
+    FRONTDOOR_BACKEND = env_str("FRONTDOOR_BACKEND", "local")
+    FRONTDOOR_GATEWAY_URL = env_str("FRONTDOOR_GATEWAY_URL", "http://127.0.0.1:8001")
+    FRONTDOOR_RESYNC_SECONDS = env_float("FRONTDOOR_RESYNC_SECONDS", 30.0)
+    FRONTDOOR_GPU_TYPES = env_list("FRONTDOOR_GPU_TYPES", ["nvidia-h100", "nvidia-h200", "nvidia-a100", "nvidia-l4"])
+    LOGIN_RATE_LIMIT_PER_MINUTE = env_int("FRONTDOOR_LOGIN_RATE_LIMIT", 10)
+except ImproperlyConfiguredEnv as exc:
+    raise ImproperlyConfigured(str(exc)) from exc
+
+if FRONTDOOR_BACKEND not in {"local", "kubernetes"}:
+    raise ImproperlyConfigured(f"FRONTDOOR_BACKEND={FRONTDOOR_BACKEND!r}: use 'local' or 'kubernetes'")
+
+
+def _database_from_url(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, got scheme {parsed.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "frontdoor",
+        "USER": unquote(parsed.username or "postgres"),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "127.0.0.1",
+        "PORT": str(parsed.port or 5432),
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": 8, "timeout": 10}},
+        "TEST": {"NAME": FRONTDOOR_TEST_DATABASE},
+    }
+
+
+DATABASES = {"default": _database_from_url(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_htmx",
+    "tenants",
+    "quotas",
+    "deployments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "controlplane.middleware.RequestIdMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+ASGI_APPLICATION = "controlplane.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "controlplane.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "controlplane.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Frontdoor control plane API",
+    "DESCRIPTION": "Tenants, members, API keys, quotas, model deployments, revisions and usage.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task re-delivered after a crash must not wait an hour: visibility timeout bounds the redelivery delay.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("FRONTDOOR_TASK_VISIBILITY_TIMEOUT", 600)}
+CELERY_TASK_ALWAYS_EAGER = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# Production hardening; `manage.py check --deploy --fail-level WARNING` passes with these.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True

@@ -1,0 +1,66 @@
+"""Gateway settings, all read from the environment in one place (docs/gateway.md lists them).
+
+Django-free: only ``controlplane.env`` helpers, which import nothing from Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.env import env_bool, env_float, env_int, env_str
+
+DEV_KEY_PEPPER = "dev-insecure-api-key-pepper"  # identical to the control plane's development default
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Every tunable of the gateway; ``from_env()`` builds it, tests build it directly."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "fd"
+    key_pepper: str = DEV_KEY_PEPPER
+    redis_timeout_s: float = 0.5  # short socket timeouts: a dead Redis must give a fast 503, not a hang
+    fail_open: bool = False  # on Redis errors: False answers 503, True serves without limits
+    max_body_bytes: int = 1024 * 1024
+    max_tokens_cap: int = 32768
+    n_cap: int = 8
+    default_max_tokens: int = 256  # reserved for chat/completions when the client sends no max_tokens
+    connect_timeout_s: float = 2.0
+    first_byte_timeout_s: float = 60.0
+    total_timeout_s: float = 600.0  # ceiling when a deployment has no timeout_s
+    eject_s: float = 10.0  # how long a replica that refused a connection stays out of rotation
+    retries: int = 2  # extra attempts on other replicas when a connection was refused (nothing sent yet)
+    cold_hold_s: float = 60.0  # how long a request for a scaled-to-zero deployment waits for a replica
+    cold_queue_max: int = 1000  # held requests per process beyond which new ones get 503 at once
+    embeddings_window_s: float = 0.002
+    embeddings_max_batch: int = 64
+    upstream_pool_size: int = 1024  # aiohttp connector limit (all upstreams together)
+    access_log: bool = True
+    auth_cache_size: int = 10000
+
+    @classmethod
+    def from_env(cls) -> GatewayConfig:
+        d = cls()
+        return cls(
+            redis_url=env_str("REDIS_URL", d.redis_url),
+            redis_prefix=env_str("FRONTDOOR_REDIS_PREFIX", d.redis_prefix),
+            key_pepper=env_str("FRONTDOOR_KEY_PEPPER", d.key_pepper),
+            redis_timeout_s=env_float("FRONTDOOR_GATEWAY_REDIS_TIMEOUT_S", d.redis_timeout_s),
+            fail_open=env_bool("FRONTDOOR_GATEWAY_FAIL_OPEN", d.fail_open),
+            max_body_bytes=env_int("FRONTDOOR_GATEWAY_MAX_BODY_BYTES", d.max_body_bytes),
+            max_tokens_cap=env_int("FRONTDOOR_GATEWAY_MAX_TOKENS_CAP", d.max_tokens_cap),
+            n_cap=env_int("FRONTDOOR_GATEWAY_N_CAP", d.n_cap),
+            default_max_tokens=env_int("FRONTDOOR_GATEWAY_DEFAULT_MAX_TOKENS", d.default_max_tokens),
+            connect_timeout_s=env_float("FRONTDOOR_GATEWAY_CONNECT_TIMEOUT_S", d.connect_timeout_s),
+            first_byte_timeout_s=env_float("FRONTDOOR_GATEWAY_FIRST_BYTE_TIMEOUT_S", d.first_byte_timeout_s),
+            total_timeout_s=env_float("FRONTDOOR_GATEWAY_TOTAL_TIMEOUT_S", d.total_timeout_s),
+            eject_s=env_float("FRONTDOOR_GATEWAY_EJECT_S", d.eject_s),
+            retries=env_int("FRONTDOOR_GATEWAY_RETRIES", d.retries),
+            cold_hold_s=env_float("FRONTDOOR_GATEWAY_COLD_HOLD_S", d.cold_hold_s),
+            cold_queue_max=env_int("FRONTDOOR_GATEWAY_COLD_QUEUE_MAX", d.cold_queue_max),
+            embeddings_window_s=env_float("FRONTDOOR_GATEWAY_EMBEDDINGS_WINDOW_S", d.embeddings_window_s),
+            embeddings_max_batch=env_int("FRONTDOOR_GATEWAY_EMBEDDINGS_MAX_BATCH", d.embeddings_max_batch),
+            upstream_pool_size=env_int("FRONTDOOR_GATEWAY_UPSTREAM_POOL_SIZE", d.upstream_pool_size),
+            access_log=env_bool("FRONTDOOR_GATEWAY_ACCESS_LOG", d.access_log),
+            auth_cache_size=env_int("FRONTDOOR_GATEWAY_AUTH_CACHE_SIZE", d.auth_cache_size),
+        )

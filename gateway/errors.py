@@ -1,0 +1,77 @@
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with string codes.
+
+``param`` names the offending field for ``invalid_request_error`` about a field, and is null otherwise.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    """An error answered to the client as-is; raised anywhere on the request path."""
+
+    __slots__ = ("code", "error_type", "headers", "message", "param", "status")
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str,
+        code: str | None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+def error_body(message: str, error_type: str, param: str | None, code: str | None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None, status: int = 400) -> GatewayError:
+    return GatewayError(status, message, "invalid_request_error", code, param)
+
+
+def invalid_api_key(message: str) -> GatewayError:
+    return GatewayError(401, message, "invalid_request_error", "invalid_api_key")
+
+
+def permission_denied(message: str, code: str) -> GatewayError:
+    return GatewayError(403, message, "permission_error", code)
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    )
+
+
+def body_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "invalid_request_error",
+                        "request_too_large")
+
+
+def service_unavailable(message: str, code: str, retry_after_s: float | None = None) -> GatewayError:
+    headers = {"retry-after": str(max(1, round(retry_after_s)))} if retry_after_s is not None else {}
+    return GatewayError(503, message, "service_unavailable_error", code, headers=headers)
+
+
+def bad_gateway(message: str, code: str = "upstream_error") -> GatewayError:
+    return GatewayError(502, message, "upstream_error", code)
+
+
+def gateway_timeout(message: str) -> GatewayError:
+    return GatewayError(504, message, "timeout_error", "upstream_timeout")

@@ -1,0 +1,93 @@
+"""Per-tenant quotas and per-minute usage rollups."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from controlplane.scoping import TenantScopedManager
+from tenants.models import ApiKey, Tenant
+
+
+def validate_gpu_map(value: object) -> None:
+    """``gpus`` is {gpu type: non-negative int}, with known GPU types only."""
+    from django.conf import settings
+
+    if not isinstance(value, dict):
+        raise ValidationError("must be an object mapping GPU type to a count")
+    for gpu_type, count in value.items():
+        if gpu_type not in settings.FRONTDOOR_GPU_TYPES:
+            raise ValidationError(
+                f"unknown GPU type {gpu_type!r}; known types: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
+            )
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValidationError(f"GPU count for {gpu_type!r} must be a non-negative integer")
+
+
+class Quota(models.Model):
+    """What a tenant may allocate and consume. ``None`` for a rate limit means unlimited."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
+    gpus = models.JSONField(default=dict, blank=True, validators=[validate_gpu_map])
+    max_replicas = models.PositiveIntegerField(default=8)
+    max_deployments = models.PositiveIntegerField(default=10)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True, default=600)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True, default=200_000)
+    max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True, default=64)
+    monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True, default=50_000_000)
+    # CPU/memory/pods for the namespace ResourceQuota on Kubernetes.
+    cpu_cores = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1)])
+    memory_gib = models.PositiveIntegerField(default=512, validators=[MinValueValidator(1)])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    unscoped_objects = models.Manager()
+    objects: TenantScopedManager[Quota] = TenantScopedManager()
+
+    class Meta:
+        default_manager_name = "unscoped_objects"
+
+    def __str__(self) -> str:
+        return f"quota of {self.tenant_id}"
+
+    def gpus_of(self, gpu_type: str) -> int:
+        return int(self.gpus.get(gpu_type, 0))
+
+
+class UsageRollup(models.Model):
+    """Usage per minute × tenant × key × deployment, rolled up from the gateway's usage stream."""
+
+    minute = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_rollups")
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="usage_rollups")
+    deployment_id = models.BigIntegerField(null=True)  # kept after the deployment is deleted
+    deployment_name = models.CharField(max_length=63, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms_sum = models.PositiveBigIntegerField(default=0)
+
+    unscoped_objects = models.Manager()
+    objects: TenantScopedManager[UsageRollup] = TenantScopedManager()
+
+    class Meta:
+        default_manager_name = "unscoped_objects"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "tenant", "api_key", "deployment_id"],
+                name="usage_rollup_unique_bucket",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "minute"], name="usage_tenant_minute")]
+
+    def __str__(self) -> str:
+        return f"usage {self.tenant_id} {self.minute:%Y-%m-%d %H:%M}"
+
+
+class UsageEventSeen(models.Model):
+    """Request ids already rolled up, so a redelivered usage event is never counted twice."""
+
+    request_id = models.CharField(max_length=64, primary_key=True)
+    seen_at = models.DateTimeField(auto_now_add=True, db_index=True)
