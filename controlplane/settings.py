@@ -202,3 +202,10 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+
+# Periodic work (celery beat). Task names are the contract; each task module registers its own name.
+CELERY_BEAT_SCHEDULE = {
+    "resync-deployments": {"task": "deployments.resync_all", "schedule": FRONTDOOR_RESYNC_SECONDS},
+    "rollup-usage": {"task": "quotas.rollup_usage", "schedule": env_float("FRONTDOOR_ROLLUP_SECONDS", 2.0)},
+    "republish-config": {"task": "quotas.publish_config", "schedule": 60.0},
+}

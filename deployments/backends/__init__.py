@@ -1,0 +1,1 @@
+"""Backends that run revisions' replicas: ``local`` (processes on this machine) and ``kubernetes``."""
