@@ -65,9 +65,7 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def send_bytes(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS
-) -> None:
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS) -> None:
     await send(
         {
             "type": "http.response.start",

@@ -87,10 +87,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m modelserver", description="Frontdoor's built-in model server")
     p.add_argument("--host", default=default("HOST", base.host))
     p.add_argument("--port", type=int, default=default("PORT", base.port))
-    p.add_argument("--model-name", "--served-model-name", dest="model_name",
-                   default=default("MODEL_NAME", base.model_name))
-    p.add_argument("--embeddings-model", choices=EMBEDDINGS_KINDS,
-                   default=default("EMBEDDINGS_MODEL", base.embeddings_model))
+    p.add_argument(
+        "--model-name", "--served-model-name", dest="model_name", default=default("MODEL_NAME", base.model_name)
+    )
+    p.add_argument(
+        "--embeddings-model", choices=EMBEDDINGS_KINDS, default=default("EMBEDDINGS_MODEL", base.embeddings_model)
+    )
     p.add_argument("--embeddings-model-name", default=default("EMBEDDINGS_MODEL_NAME", ""))
     p.add_argument("--embedding-dim", type=int, default=default("EMBEDDING_DIM", base.embedding_dim))
     p.add_argument("--ttft-ms", type=float, default=default("TTFT_MS", base.ttft_ms))

@@ -111,22 +111,24 @@ def parse_chat_request(payload: dict[str, Any], default_max_tokens: int) -> Gene
     )
 
 
-def _is_token_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+def is_token_array(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
 
 
 def _completion_prompts(prompt: Any) -> list[tuple[str, int]]:
     """(text, token count) per prompt; token arrays are seeded by their ids and counted by their length."""
     if isinstance(prompt, str):
         return [(prompt, count_tokens(prompt))]
-    if _is_token_array(prompt):
+    if is_token_array(prompt):
         return [(" ".join(map(str, prompt)), len(prompt))]
     if isinstance(prompt, list) and prompt:
         prompts: list[tuple[str, int]] = []
         for item in prompt:
             if isinstance(item, str):
                 prompts.append((item, count_tokens(item)))
-            elif _is_token_array(item):
+            elif is_token_array(item):
                 prompts.append((" ".join(map(str, item)), len(item)))
             else:
                 break

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-WORDS = (
+_WORD_TEXT = (
     "the quick brown fox jumps over lazy dog model server token stream gateway tenant replica cluster "
     "request answer question data vector cache queue batch latency signal river mountain forest ocean "
     "cloud light shadow garden window paper story music silver golden bright quiet gentle rapid steady "
@@ -20,7 +20,8 @@ WORDS = (
     "compute kernel thread process scheduler limit budget report metric chart table record field value "
     "number letter word sentence reason result choice moment journey travel return begin finish build "
     "learn teach write read listen speak think dream wonder follow lead carry hold share"
-).split()
+)
+WORDS = tuple(dict.fromkeys(_WORD_TEXT.split()))  # ordered and without duplicates
 # A finished answer is between these many words long when max_tokens does not cut it first.
 MIN_NATURAL_WORDS = 8
 MAX_NATURAL_WORDS = 64
