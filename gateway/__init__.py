@@ -1,0 +1,1 @@
+"""Frontdoor gateway: the OpenAI-compatible data plane."""
