@@ -1,0 +1,45 @@
+# Frontdoor developer commands. `make run` starts the whole platform; `make test` installs test needs and runs everything.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test,embeddings
+
+.PHONY: run setup test test-deps lint typecheck pytest bench clean
+
+run:
+	bash scripts/run.sh
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+
+# Debian's chromium for the console's browser tests (Playwright drives it; no browser download).
+test-deps: setup
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || echo "(formatting differences are reported, not fatal)"
+
+typecheck: setup
+	$(BIN)/mypy .
+
+pytest: test-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: test-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/reconcile.py
+
+clean:
+	rm -rf $(VENV) var staticfiles .mypy_cache .ruff_cache
