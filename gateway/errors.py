@@ -60,8 +60,9 @@ def model_not_found(model: str) -> GatewayError:
 
 
 def body_too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "invalid_request_error",
-                        "request_too_large")
+    return GatewayError(
+        413, f"Request body exceeds the limit of {limit} bytes.", "invalid_request_error", "request_too_large"
+    )
 
 
 def service_unavailable(message: str, code: str, retry_after_s: float | None = None) -> GatewayError:

@@ -115,7 +115,9 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
         for key_id, k in (doc.get("keys") or {}).items()
     }
     tenants = {
-        slug: TenantEntry(id=int(t["id"]), slug=slug, active=t.get("status") == "active", limits=_limits(t.get("limits")))
+        slug: TenantEntry(
+            id=int(t["id"]), slug=slug, active=t.get("status") == "active", limits=_limits(t.get("limits"))
+        )
         for slug, t in (doc.get("tenants") or {}).items()
     }
     deployments: dict[tuple[str, str], DeploymentEntry] = {}
@@ -124,8 +126,12 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
         if d.get("state") == "deleting":
             continue
         revisions = tuple(
-            RevisionEntry(id=int(r["id"]), name=str(r.get("name", "")), weight=int(r.get("weight") or 0),
-                          endpoints=tuple(str(e).rstrip("/") for e in (r.get("endpoints") or ())))
+            RevisionEntry(
+                id=int(r["id"]),
+                name=str(r.get("name", "")),
+                weight=int(r.get("weight") or 0),
+                endpoints=tuple(str(e).rstrip("/") for e in (r.get("endpoints") or ())),
+            )
             for r in (d.get("revisions") or ())
             if int(r.get("weight") or 0) > 0
         )
@@ -182,11 +188,11 @@ class SnapshotStore:
             self._changed = asyncio.Event()
             return True
 
-    async def wait_for_change(self, timeout: float) -> None:
+    async def wait_for_change(self, wait_s: float) -> None:
         """Sleep until the next snapshot swap, or the timeout."""
         event = self._changed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), wait_s)
 
     async def poll_version_forever(self, interval_s: float = 1.0) -> None:
         """Safety net for lost notices: compare the stored version with ours every second."""
@@ -216,4 +222,4 @@ class SnapshotStore:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[attr-defined]

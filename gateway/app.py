@@ -1,0 +1,220 @@
+"""The gateway as a plain ASGI app: ``create_app()`` wires config, Redis, the upstream pool and the handlers.
+
+No web framework: a dict lookup on (method, path) routes the request. The lifespan opens redis.asyncio and
+one pooled aiohttp session, loads the snapshot and starts the background tasks (pub/sub listener, 1 s version
+poll, 1 s load-figure flush). Inference requests run in ``gateway.inference``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gateway.accesslog import AccessLog
+from gateway.asgi import Receive, Scope, Send, request_id_from, respond
+from gateway.auth import INFERENCE_SCOPE, READ_SCOPE, Authenticator
+from gateway.batching import EmbeddingsBatcher
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
+from gateway.inference import send_embeddings_batch, serve_inference
+from gateway.limits import Limiter
+from gateway.load import LoadFigures
+from gateway.metrics import GatewayMetrics
+from gateway.routing import Balancer
+from gateway.snapshot import SnapshotStore
+from gateway.usage import UsageSink
+from gateway.validation import CHAT, COMPLETIONS, EMBEDDINGS
+
+log = logging.getLogger("frontdoor.gateway")
+
+INFERENCE_ROUTES = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+}
+
+
+class Gateway:
+    """Process-wide state shared by every request; created once per worker by ``create_app``."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.access_log = AccessLog(config.access_log)
+        self.auth = Authenticator(config.key_pepper, config.auth_cache_size)
+        self.balancer = Balancer(config.eject_s)
+        self.load = LoadFigures(config.redis_prefix)
+        # Set in startup(); typed as present because no request is served before it ran.
+        self.redis: aioredis.Redis = None  # type: ignore[assignment]
+        self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
+        self.store: SnapshotStore = None  # type: ignore[assignment]
+        self.limiter: Limiter = None  # type: ignore[assignment]
+        self.usage: UsageSink = None  # type: ignore[assignment]
+        self.batcher: EmbeddingsBatcher = None  # type: ignore[assignment]
+        self.cold_held = 0
+        self.wake_sent: dict[int, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def startup(self) -> None:
+        cfg = self.config
+        self.redis = aioredis.Redis.from_url(
+            cfg.redis_url,
+            socket_timeout=cfg.redis_timeout_s,
+            socket_connect_timeout=cfg.redis_timeout_s,
+            retry=Retry(NoBackoff(), 0),  # no hidden retries: a dead Redis answers 503 at once
+            max_connections=512,
+        )
+        connector = aiohttp.TCPConnector(limit=cfg.upstream_pool_size, limit_per_host=0, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+        self.store = SnapshotStore(self.redis, cfg.redis_prefix)
+        self.store.on_change.append(self.auth.clear)
+        self.limiter = Limiter(self.redis, cfg.redis_prefix)
+        self.usage = UsageSink(self.redis, cfg.redis_prefix, self.limiter)
+        self.batcher = EmbeddingsBatcher(
+            lambda key, body: send_embeddings_batch(self, key, body),
+            window_s=cfg.embeddings_window_s,
+            max_batch=cfg.embeddings_max_batch,
+        )
+        try:
+            await self.limiter.load_scripts()
+            await self.store.reload()
+        except Exception as exc:  # start anyway: the poll keeps trying and requests get 401 meanwhile
+            log.warning("no config snapshot at start: %s", exc)
+        self._tasks = [
+            asyncio.create_task(self.store.listen_forever(), name="snapshot-listener"),
+            asyncio.create_task(self.store.poll_version_forever(), name="snapshot-poll"),
+            asyncio.create_task(self._flush_forever(), name="load-flush"),
+        ]
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.access_log.flush()
+            await self.load.flush(self.redis)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.load.flush(self.redis)
+        self.access_log.flush()
+        await self.session.close()
+        await self.redis.aclose()  # type: ignore[attr-defined]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle_http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        authorization = rid_header = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"x-request-id":
+                rid_header = value
+            elif name == b"content-length":
+                content_length = value
+        rid = request_id_from(rid_header)
+        kind = INFERENCE_ROUTES.get(path)
+        if kind is not None:
+            if method != "POST":
+                await self._plain_error(send, rid, method, path, started, _method_not_allowed(method, path))
+                return
+            client_rid = rid_header is not None and rid.encode() == rid_header
+            await serve_inference(
+                self, kind, scope, receive, send, rid, client_rid, authorization, content_length, started
+            )
+        elif path == "/v1/models" and method == "GET":
+            await self._serve_models(send, rid, authorization, started)
+        elif path == "/metrics" and method == "GET":
+            await respond(send, 200, self.metrics.render(), rid, content_type=b"text/plain; version=0.0.4")
+        elif path == "/healthz" and method == "GET":
+            body = orjson.dumps({"status": "ok", "snapshot_version": self.store.current.version})
+            await respond(send, 200, body, rid)
+        else:
+            error = GatewayError(404, f"Unknown request URL: {method} {path}.", "invalid_request_error", "unknown_url")
+            await self._plain_error(send, rid, method, path, started, error)
+
+    async def _serve_models(self, send: Send, rid: str, authorization: bytes | None, started: float) -> None:
+        snapshot = self.store.current
+        try:
+            principal = self.auth.authenticate(authorization, snapshot, (INFERENCE_SCOPE, READ_SCOPE))
+        except GatewayError as error:
+            await self._plain_error(send, rid, "GET", "/v1/models", started, error)
+            return
+        tenant = principal.tenant.slug
+        data = [
+            {"id": d.name, "object": "model", "created": d.created, "owned_by": tenant}
+            for d in snapshot.by_tenant.get(tenant, ())
+        ]
+        await respond(send, 200, orjson.dumps({"object": "list", "data": data}), rid)
+        self.finish_plain(rid, "GET", "/v1/models", tenant, "", 200, started)
+
+    async def _plain_error(
+        self,
+        send: Send,
+        rid: str,
+        method: str,
+        path: str,
+        started: float,
+        error: GatewayError,
+        tenant: str = "",
+        deployment: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        headers = {**error.headers, **extra} if extra else error.headers
+        await respond(send, error.status, error.body(), rid, headers)
+        self.finish_plain(rid, method, path, tenant, deployment, error.status, started)
+
+    def finish_plain(
+        self, rid: str, method: str, path: str, tenant: str, deployment: str, status: int, started: float
+    ) -> None:
+        """Metrics and access log for a request that never reached the limiter (nothing to meter)."""
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_request(tenant, deployment, status, elapsed)
+        self.access_log.write(rid, method, path, tenant, deployment, status, elapsed * 1000)
+
+
+def _method_not_allowed(method: str, path: str) -> GatewayError:
+    return GatewayError(
+        405, f"Method {method} is not allowed on {path}.", "invalid_request_error", "method_not_allowed"
+    )
+
+
+def create_app(config: GatewayConfig | None = None) -> Gateway:
+    """The ASGI application (uvicorn: ``gateway.app:create_app`` with ``factory=True``)."""
+    return Gateway(config or GatewayConfig.from_env())

@@ -1,0 +1,168 @@
+"""Talking to replicas: one attempt with retry on refused connections, and relaying a stream chunk by chunk.
+
+Upstream failures map to OpenAI-shaped 502 (bad response / reset), 503 (no replica) and 504 (timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.errors import GatewayError, bad_gateway, gateway_timeout, service_unavailable
+from gateway.routing import Balancer, NoReplica
+from gateway.snapshot import DeploymentEntry, RevisionEntry
+
+UPSTREAM_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(slots=True)
+class Attempt:
+    revision: RevisionEntry
+    endpoint: str
+    response: aiohttp.ClientResponse
+
+
+class UpstreamFailure(GatewayError):
+    """A GatewayError that also names the metrics kind (connect, timeout, status, reset, no_replica)."""
+
+    def __init__(self, error: GatewayError, kind: str) -> None:
+        super().__init__(error.status, error.message, error.error_type, error.code, error.param, error.headers)
+        self.kind = kind
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    balancer: Balancer,
+    deployment: DeploymentEntry,
+    path: str,
+    body: bytes,
+    request_id: str,
+    retries: int,
+    first_byte_timeout_s: float,
+    connect_timeout_s: float,
+    on_pick: Any = None,
+) -> Attempt:
+    """POST to a replica and return once response headers arrived.
+
+    A refused connection ejects the replica and retries on another one: nothing reached the model, so the
+    retry cannot duplicate work. Any other failure is final. ``on_pick(revision, endpoint)`` runs per pick.
+    """
+    excluded: set[str] = set()
+    headers = {**UPSTREAM_HEADERS, "x-request-id": request_id}
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s)
+    last_error = "no replica"
+    for _ in range(retries + 1):
+        try:
+            revision, endpoint = balancer.pick(deployment, frozenset(excluded))
+        except NoReplica as exc:
+            raise UpstreamFailure(
+                service_unavailable(
+                    f"No replica of '{deployment.name}' is reachable ({last_error}).",
+                    "no_replica_available",
+                    exc.retry_after_s,
+                ),
+                "no_replica",
+            ) from None
+        if on_pick is not None:
+            on_pick(revision, endpoint)
+        balancer.acquire(endpoint)
+        try:
+            async with asyncio.timeout(first_byte_timeout_s):
+                response = await session.post(endpoint + path, data=body, headers=headers, timeout=timeout)
+            return Attempt(revision, endpoint, response)
+        except aiohttp.ClientConnectorError as exc:
+            balancer.release(endpoint)
+            balancer.eject(endpoint)
+            excluded.add(endpoint)
+            last_error = f"connection refused: {exc.os_error}"
+        except TimeoutError:
+            balancer.release(endpoint)
+            raise UpstreamFailure(gateway_timeout(f"'{deployment.name}' did not answer in time."), "timeout") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            balancer.release(endpoint)
+            raise UpstreamFailure(bad_gateway(f"The model server failed: {type(exc).__name__}."), "reset") from None
+        except BaseException:
+            balancer.release(endpoint)
+            raise
+    raise UpstreamFailure(
+        service_unavailable(
+            f"No replica of '{deployment.name}' is reachable ({last_error}).", "no_replica_available", 1.0
+        ),
+        "connect",
+    )
+
+
+def rewrite_model(data: bytes, patterns: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    for upstream, mine in patterns:
+        if upstream in data:
+            return data.replace(upstream, mine)
+    return data
+
+
+class StreamRelay:
+    """Splits an upstream SSE byte stream into events, rewrites and filters them, and meters tokens.
+
+    Complete events are forwarded as soon as they arrive; only a trailing partial event waits for its end.
+    """
+
+    __slots__ = ("_buffer", "completion_tokens", "done", "hide_usage", "patterns", "usage")
+
+    def __init__(self, patterns: tuple[tuple[bytes, bytes], ...], hide_usage: bool) -> None:
+        self.patterns = patterns
+        self.hide_usage = hide_usage
+        self._buffer = b""
+        self.completion_tokens = 0  # content-bearing chunks relayed: the fallback count for aborted streams
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._buffer + data if self._buffer else data
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return b""
+        self._buffer = buffer[end + 2 :]
+        out: list[bytes] = []
+        for event in buffer[:end].split(b"\n\n"):
+            forwarded = self._event(event)
+            if forwarded is not None:
+                out.append(forwarded)
+                out.append(b"\n\n")
+        return b"".join(out)
+
+    def _event(self, event: bytes) -> bytes | None:
+        if not event.startswith(b"data:"):
+            return event or None  # comments / other fields pass through untouched
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return event
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(chunk, dict):
+            return event
+        choices = chunk.get("choices") or ()
+        for choice in choices:
+            if isinstance(choice, dict) and _has_content(choice):
+                self.completion_tokens += 1
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+            if self.hide_usage and not choices:
+                return None  # the usage chunk the client did not ask for
+        if self.hide_usage:
+            event = event.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
+        return rewrite_model(event, self.patterns)
+
+
+def _has_content(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        return bool(delta.get("content"))
+    return bool(choice.get("text"))
