@@ -27,7 +27,7 @@ from gateway.limits import Limiter, LimitRequest, Limits
 
 
 async def main(redis_url: str, prefix: str) -> None:
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64)
+    pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64)
     client = aioredis.Redis(connection_pool=pool)
     limiter = Limiter(client, prefix)
     await limiter.load_scripts()
@@ -63,7 +63,7 @@ async def main(redis_url: str, prefix: str) -> None:
             await asyncio.gather(*(limiter.settle(r, a) for r, a in zip(kept, actual, strict=True)))
             kept = []
             print(json.dumps({"actual": sum(actual)}), flush=True)
-    await client.aclose()
+    await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 
 
 if __name__ == "__main__":

@@ -69,11 +69,15 @@ def with_limiter(redis_url: str, redis_prefix: str) -> Callable[..., Any]:
             try:
                 return await fn(Limiter(client, redis_prefix, window_ms=window_ms), client)
             finally:
-                await client.aclose()
+                await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 
         return asyncio.run(main())
 
     return run
+
+
+async def read_int(client: aioredis.Redis, key: str) -> int:
+    return int(await client.get(key) or 0)
 
 
 async def admit_all(limiter: Limiter, requests: list[LimitRequest]) -> list[Admission]:
@@ -131,7 +135,7 @@ def test_it_refuses_a_request_larger_than_the_tokens_per_minute_without_retry(wi
 
 @pytest.mark.parametrize("scope", ["key", "tenant", "deployment"])
 def test_it_admits_exactly_the_concurrency_limit_and_settle_releases_it(with_limiter: Any, scope: str) -> None:
-    kw: dict[str, Any] = {
+    kw: dict[str, Any] = {  # type: ignore[assignment]
         "key": {"key_limits": Limits(max_concurrent_requests=2)},
         "tenant": {"tenant_limits": Limits(max_concurrent_requests=2)},
         "deployment": {"deployment_max": 2},
@@ -161,9 +165,9 @@ def test_it_refuses_past_the_monthly_budget_and_settles_the_reservation(with_lim
         requests = [request(tenant_limits=budget, est=300) for _ in range(4)]
         verdicts = await admit_all(limiter, requests)
         await limiter.settle(requests[0], 50)  # 300 reserved, 50 used: 250 back
-        used_after_settle = int(await client.get(f"{redis_prefix}:budget:acme:{month}"))
+        used_after_settle = await read_int(client, f"{redis_prefix}:budget:acme:{month}")
         again = await limiter.admit(request(tenant_limits=budget, est=300))
-        return verdicts, used_after_settle, again, int(await client.get(f"{redis_prefix}:budget:acme:{month}"))
+        return verdicts, used_after_settle, again, await read_int(client, f"{redis_prefix}:budget:acme:{month}")
 
     verdicts, used_after_settle, again, used_now = with_limiter(scenario)
     assert [v.allowed for v in verdicts] == [True, True, True, False]
@@ -191,7 +195,7 @@ def test_it_settles_the_budget_in_the_month_it_was_reserved(with_limiter: Any, r
         await client.set(old_month, 300, ex=60)
         await client.set(this_month, 0, ex=60)
         await limiter.settle(req, 120)
-        return int(await client.get(old_month)), int(await client.get(this_month))
+        return await read_int(client, old_month), await read_int(client, this_month)
 
     assert with_limiter(scenario) == (120, 0)
 
@@ -205,7 +209,7 @@ def test_it_corrects_the_token_window_to_actual_use(with_limiter: Any, redis_pre
         refused_before = not (await limiter.admit(second)).allowed
         await limiter.settle(first, 100)
         admitted_after = (await limiter.admit(second)).allowed
-        return refused_before, admitted_after, int(await client.get(f"{redis_prefix}:tpm:key:k1:total"))
+        return refused_before, admitted_after, await read_int(client, f"{redis_prefix}:tpm:key:k1:total")
 
     assert with_limiter(scenario) == (True, True, 700)
 
@@ -220,8 +224,8 @@ def test_it_settles_only_once(with_limiter: Any, redis_prefix: str) -> None:
         await limiter.settle(req, 100)
         month = datetime.now(UTC).strftime("%Y%m")
         return (
-            int(await client.get(f"{redis_prefix}:budget:acme:{month}")),
-            int(await client.get(f"{redis_prefix}:tpm:tenant:acme:total")),
+            await read_int(client, f"{redis_prefix}:budget:acme:{month}"),
+            await read_int(client, f"{redis_prefix}:tpm:tenant:acme:total"),
         )
 
     assert with_limiter(scenario) == (100, 100)
@@ -287,7 +291,7 @@ def test_it_records_nothing_when_one_limit_refuses(with_limiter: Any, redis_pref
         return (
             refused,
             await client.zcard(f"{redis_prefix}:rpm:key:k1"),
-            int(await client.get(f"{redis_prefix}:tpm:key:k1:total")),
+            await read_int(client, f"{redis_prefix}:tpm:key:k1:total"),
         )
 
     assert with_limiter(scenario) == (True, 1, 100)
@@ -341,7 +345,7 @@ def test_it_raises_redis_errors_to_the_caller() -> None:
         try:
             await Limiter(client, "unused").admit(request())
         finally:
-            await client.aclose()
+            await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 
     with pytest.raises(RedisError):
         asyncio.run(scenario())
@@ -425,9 +429,9 @@ def test_it_never_overspends_a_budget_under_concurrency(workers: Workers, redis_
     async def recorded() -> int:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            return int(await client.get(f"{redis_prefix}:budget:frugal:{time.strftime('%Y%m', time.gmtime())}"))
+            return await read_int(client, f"{redis_prefix}:budget:frugal:{time.strftime('%Y%m', time.gmtime())}")
         finally:
-            await client.aclose()
+            await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 
     assert admitted == budget // est  # the reservations alone block the rest of the 100
     assert actual <= budget
