@@ -1,0 +1,78 @@
+"""Django admin for quotas (edited through the same service as the API) and read-only usage rollups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from quotas.models import Quota, UsageEventSeen, UsageRollup
+from tenants import services
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    list_display = [
+        "tenant",
+        "max_deployments",
+        "max_replicas",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+        "monthly_token_budget",
+        "updated_at",
+    ]
+    search_fields = ["tenant__slug"]
+    list_select_related = ["tenant"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Quota]:
+        return Quota.objects.unscoped().select_related("tenant")
+
+    def save_model(self, request: HttpRequest, obj: Quota, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        stored = Quota.objects.unscoped().get(pk=obj.pk)
+        services.update_quota(
+            stored, changes={name: getattr(obj, name) for name in form.changed_data}, audit_from=request
+        )
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(admin.ModelAdmin):
+    list_display = [
+        "minute",
+        "tenant",
+        "api_key",
+        "deployment_name",
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+    ]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant", "api_key"]
+    date_hierarchy = "minute"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UsageRollup]:
+        return UsageRollup.objects.unscoped().select_related("tenant", "api_key")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(UsageEventSeen)
+class UsageEventSeenAdmin(admin.ModelAdmin):
+    list_display = ["request_id", "seen_at"]
+    search_fields = ["request_id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
