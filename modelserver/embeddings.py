@@ -11,7 +11,6 @@ from modelserver.faults import Faults
 from modelserver.metrics import Metrics
 from modelserver.payloads import is_token_array, require_model
 from modelserver.scheduler import SequenceScheduler
-from modelserver.tokens import count_tokens
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 
@@ -46,7 +45,7 @@ class EmbeddingsService:
         for item in items:
             if isinstance(item, str):
                 texts.append(item)
-                tokens += count_tokens(item)
+                tokens += self.embedder.count_tokens(item)
             elif is_token_array(item):
                 texts.append(self._decode(item))
                 tokens += len(item)

@@ -17,6 +17,10 @@ class Faults:
         self._ready_at = time.monotonic() + settings.startup_delay_ms / 1000.0
         self._error_credit = 0.0
 
+    def restart_clock(self) -> None:
+        """Start the startup delay now (called when the server starts listening, not when it was built)."""
+        self._ready_at = time.monotonic() + self.settings.startup_delay_ms / 1000.0
+
     def ready(self) -> bool:
         return time.monotonic() >= self._ready_at
 

@@ -111,7 +111,7 @@ def test_it_shows_the_current_faults(faulty: RunningServer) -> None:
 
 
 def test_it_reports_503_until_the_startup_delay_has_passed(make_modelserver: MakeServer) -> None:
-    server = make_modelserver("--startup-delay-ms", "1500", wait_ready=False)
+    server = make_modelserver("--startup-delay-ms", "2500", wait_ready=False)
     health = server.request("GET", "/health")
     assert health.status == 503
     assert health.json() == {"status": "starting"}
