@@ -412,6 +412,7 @@ async def _serve_generation(
         min(cfg.first_byte_timeout_s, timeout_s),
         cfg.connect_timeout_s,
         on_pick,
+        lambda endpoint: gw.metrics.upstream_errors.inc((deployment.tenant, deployment.name, "connect")),
     )
     response = attempt.response
     clean = False

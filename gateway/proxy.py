@@ -45,11 +45,13 @@ async def open_upstream(
     first_byte_timeout_s: float,
     connect_timeout_s: float,
     on_pick: Any = None,
+    on_refused: Any = None,
 ) -> Attempt:
     """POST to a replica and return once response headers arrived.
 
     A refused connection ejects the replica and retries on another one: nothing reached the model, so the
-    retry cannot duplicate work. Any other failure is final. ``on_pick(revision, endpoint)`` runs per pick.
+    retry cannot duplicate work. Any other failure is final. ``on_pick(revision, endpoint)`` runs per pick,
+    ``on_refused(endpoint)`` per refused connection.
     """
     excluded: set[str] = set()
     headers = {**UPSTREAM_HEADERS, "x-request-id": request_id}
@@ -78,6 +80,8 @@ async def open_upstream(
             balancer.release(endpoint)
             balancer.eject(endpoint)
             excluded.add(endpoint)
+            if on_refused is not None:
+                on_refused(endpoint)
             last_error = f"connection refused: {exc.os_error}"
         except TimeoutError:
             balancer.release(endpoint)
