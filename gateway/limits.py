@@ -144,7 +144,7 @@ class Limiter:
         kl, tl = req.key_limits, req.tenant_limits
         args = (
             req.request_id,
-            req.estimated_tokens,
+            max(req.estimated_tokens, 0),  # the scripts parse "<rid>:<tokens>" entries as digits
             int(req.lease_ttl_s * 1000),
             self.window_ms,
             _limit_arg(kl.requests_per_minute),
@@ -187,7 +187,7 @@ class Limiter:
         budget_prefix = keys.budget_prefix if req.tenant_limits.monthly_token_budget is not None else ""
         return (
             req.request_id,
-            req.estimated_tokens,
+            max(req.estimated_tokens, 0),
             max(int(actual_tokens), 0),
             int(req.lease_ttl_s * 1000),
             self.window_ms,

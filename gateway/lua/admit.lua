@@ -141,10 +141,10 @@ elseif lim[11] >= 0 and cd >= lim[11] then
   fail, scope, flimit, fused = 5, 3, lim[11], cd
 end
 if fail == 2 then
-  -- the entry whose expiry brings the count under the limit (the oldest, unless the limit was lowered)
-  local zkey = KEYS[scope]
-  local e = redis.call('ZRANGE', zkey, fused - flimit, fused - flimit, 'WITHSCORES')
-  retry = math.max(tonumber(e[2]) + window - now, 1)
+  -- the entry whose expiry brings the count under the limit (the oldest, unless the limit was lowered);
+  -- KEYS[1] and KEYS[2] are the key's and the tenant's request windows, as scope 1 and 2 name them
+  local e = redis.call('ZRANGE', KEYS[scope], fused - flimit, fused - flimit, 'WITHSCORES')
+  if #e == 0 then retry = window else retry = math.max(tonumber(e[2]) + window - now, 1) end
 end
 
 -- Phase 3: all passed, record the request everywhere.

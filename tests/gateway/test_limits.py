@@ -123,6 +123,15 @@ def test_it_admits_exactly_the_tokens_per_minute_then_refuses(with_limiter: Any,
     assert refused.retry_after_s is not None and 0 < refused.retry_after_s <= 60
 
 
+def test_it_refuses_everything_under_a_zero_limit(with_limiter: Any) -> None:
+    async def scenario(limiter: Limiter, _: aioredis.Redis) -> Admission:
+        return await limiter.admit(request(tenant_limits=Limits(requests_per_minute=0)))
+
+    refused = with_limiter(scenario)
+    assert not refused.allowed and refused.code == RATE_LIMIT_EXCEEDED
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
 def test_it_refuses_a_request_larger_than_the_tokens_per_minute_without_retry(with_limiter: Any) -> None:
     async def scenario(limiter: Limiter, _: aioredis.Redis) -> Admission:
         return await limiter.admit(request(key_limits=Limits(tokens_per_minute=1000), est=1001))
