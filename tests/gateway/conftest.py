@@ -8,6 +8,7 @@ SET the snapshot, PUBLISH the version.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import subprocess
@@ -31,6 +32,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BASE_PREFIX = os.environ.get("FRONTDOOR_REDIS_PREFIX", "fdt-gw")
 PEPPER = "gateway-test-pepper"
 SIM_MODEL = "frontdoor/sim-chat"
+
+logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per request drowns the output
 
 
 def free_port() -> int:
