@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.api import TenantScopedViewSet
+from controlplane.permissions import IsAuthenticatedPrincipal
 from quotas.models import Quota
 from tenants import services
 from tenants.models import Role
@@ -47,6 +48,7 @@ class QuotaViewSet(TenantScopedViewSet):
     """The tenant's single quota row; the tenant is resolved by the chokepoint, so there is no lookup id."""
 
     model = Quota
+    permission_classes = [IsAuthenticatedPrincipal]
     queryset = Quota.unscoped_objects.none()
     serializer_class = QuotaSerializer
     read_role = Role.VIEWER

@@ -21,6 +21,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from controlplane.api import TenantScopedViewSet
 from controlplane.idempotency import IdempotentMixin
+from controlplane.permissions import IsAuthenticatedPrincipal
 from tenants import schema as _schema  # noqa: F401 - registers the Bearer key scheme for the OpenAPI schema
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, Role, Scope, Tenant
@@ -59,6 +60,7 @@ class TenantListViewSet(IdempotentMixin, mixins.ListModelMixin, GenericViewSet[T
     """``GET``/``POST /api/v1/tenants/``: the one list outside the chokepoint, scoped by the principal."""
 
     serializer_class = TenantSerializer
+    permission_classes = [IsAuthenticatedPrincipal]
     queryset = Tenant.objects.none()
     filterset_class = TenantFilter
     ordering_fields = ["slug", "name", "created_at"]
@@ -125,6 +127,7 @@ class TenantDetailViewSet(IdempotentMixin, TenantScopedViewSet):
     """The tenant named in the URL; resolved (and access-checked) by the chokepoint, so no lookup here."""
 
     model = Tenant
+    permission_classes = [IsAuthenticatedPrincipal]
     queryset = Tenant.objects.none()
     serializer_class = TenantSerializer
     action_roles = {"partial_update": Role.ADMIN}
@@ -192,6 +195,7 @@ class MemberViewSet(
     TenantScopedViewSet,
 ):
     model = Membership
+    permission_classes = [IsAuthenticatedPrincipal]
     queryset = Membership.unscoped_objects.none()
     serializer_class = MembershipSerializer
     lookup_field = "user__username"
@@ -263,6 +267,7 @@ class ApiKeyViewSet(
     TenantScopedViewSet,
 ):
     model = ApiKey
+    permission_classes = [IsAuthenticatedPrincipal]
     queryset = ApiKey.unscoped_objects.none()
     serializer_class = ApiKeySerializer
     lookup_field = "key_id"
@@ -326,6 +331,7 @@ class AuditEventFilter(django_filters.FilterSet):
 )
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     model = AuditEvent
+    permission_classes = [IsAuthenticatedPrincipal]
     queryset = AuditEvent.unscoped_objects.none()
     serializer_class = AuditEventSerializer
     read_role = Role.ADMIN

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from rest_framework.test import APIClient
+
+    from tenants.models import ApiKey, Tenant
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +33,115 @@ def redis_prefix(settings: pytest.FixtureRequest, redis_url: str) -> Iterator[st
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         client.delete(key)
     client.close()
+
+
+# ---------------------------------------------------------------- personas (tenants, members, API clients)
+#
+# ``alice`` owns tenant A ("acme"), ``adam`` is its admin, ``bob`` a member, ``vera`` a viewer; ``charlie`` owns
+# tenant B ("globex") and must see nothing of acme; ``staff`` is platform staff. ``api(user)`` is a client signed
+# in as ``user`` (None = anonymous); ``issue_key(tenant, scopes)`` returns (ApiKey, full key);
+# ``key_api(tenant, scopes)`` a client that sends ``Authorization: Bearer <key>``.
+
+
+def _make_user(username: str, **extra: Any) -> User:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user(
+        username=username, email=f"{username}@example.test", password="pw-" + username, **extra
+    )
+
+
+def _make_tenant(slug: str, name: str) -> Tenant:
+    from quotas.models import Quota
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.create(slug=slug, name=name)
+    Quota.unscoped_objects.create(tenant=tenant)
+    return tenant
+
+
+def _make_member(tenant: Tenant, username: str, role: str) -> User:
+    from tenants.models import Membership
+
+    user = _make_user(username)
+    Membership.unscoped_objects.create(tenant=tenant, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def acme(db: None) -> Tenant:
+    return _make_tenant("acme", "Acme")
+
+
+@pytest.fixture
+def globex(db: None) -> Tenant:
+    return _make_tenant("globex", "Globex")
+
+
+@pytest.fixture
+def alice(acme: Tenant) -> User:
+    return _make_member(acme, "alice", "owner")
+
+
+@pytest.fixture
+def adam(acme: Tenant) -> User:
+    return _make_member(acme, "adam", "admin")
+
+
+@pytest.fixture
+def bob(acme: Tenant) -> User:
+    return _make_member(acme, "bob", "member")
+
+
+@pytest.fixture
+def vera(acme: Tenant) -> User:
+    return _make_member(acme, "vera", "viewer")
+
+
+@pytest.fixture
+def charlie(globex: Tenant) -> User:
+    return _make_member(globex, "charlie", "owner")
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return _make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def api(db: None) -> Callable[[User | None], APIClient]:
+    """``api(user)``: a REST client signed in (session) as ``user``; ``api(None)`` is anonymous."""
+    from rest_framework.test import APIClient
+
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def issue_key(db: None) -> Callable[..., tuple[ApiKey, str]]:
+    """``issue_key(tenant, scopes, **fields)`` -> (ApiKey, full key string)."""
+    from tenants.models import ApiKey
+
+    def make(tenant: Tenant, scopes: list[str], **fields: Any) -> tuple[ApiKey, str]:
+        return ApiKey.issue(tenant=tenant, name=f"key-{'-'.join(scopes)}", scopes=scopes, **fields)
+
+    return make
+
+
+@pytest.fixture
+def key_api(issue_key: Callable[..., tuple[ApiKey, str]]) -> Callable[[Tenant, list[str]], APIClient]:
+    """``key_api(tenant, scopes)``: a REST client authenticating with a fresh key of ``tenant``."""
+    from rest_framework.test import APIClient
+
+    def make(tenant: Tenant, scopes: list[str]) -> APIClient:
+        _, full_key = issue_key(tenant, scopes)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {full_key}")
+        return client
+
+    return make
