@@ -1,0 +1,151 @@
+"""The ``local`` backend: replicas are processes on this machine, owned by the local agent.
+
+This class runs inside Celery workers. It never starts processes itself: it writes the desired state to Redis
+and reads back the status the agent reports (``deployments/localagent/protocol.py`` has the wire format), so a
+worker never depends on the agent being up at the moment it reconciles.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from deployments.backends.base import (
+    DeploymentSpec,
+    DeploymentStatus,
+    RevisionStatus,
+    TenantSpec,
+    TransientBackendError,
+)
+from deployments.localagent import protocol
+
+WAITING_FOR_AGENT = "waiting for the local agent to pick up the change"
+
+
+def desired_document(deployment: DeploymentSpec) -> dict[str, Any]:
+    """The agent's view of a deployment. Deterministic (no timestamps), so an unchanged spec writes nothing."""
+    return {
+        "id": deployment.id,
+        "tenant": deployment.tenant.slug,
+        "name": deployment.name,
+        "deleted": False,
+        "revisions": [
+            {"id": rev.id, "number": rev.number, "replicas": rev.replicas, "weight": rev.weight, "spec": rev.spec}
+            for rev in sorted(deployment.revisions, key=lambda r: r.id)
+        ],
+    }
+
+
+def tombstone_document(tenant_slug: str, deployment_id: int, name: str) -> dict[str, Any]:
+    return {"id": deployment_id, "tenant": tenant_slug, "name": name, "deleted": True, "revisions": []}
+
+
+class LocalBackend:
+    """The backend contract over Redis (see base.Backend); ``LocalBackend()`` reads REDIS_URL and the prefix."""
+
+    name = "local"
+
+    def __init__(self, redis_url: str | None = None, prefix: str | None = None) -> None:
+        if redis_url is None or prefix is None:
+            from django.conf import settings
+
+            redis_url = redis_url or settings.REDIS_URL
+            prefix = prefix or settings.FRONTDOOR_REDIS_PREFIX
+        self.prefix = prefix
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+    # ---- the contract -------------------------------------------------------------------------------------
+    def apply_tenant(self, tenant: TenantSpec) -> None:
+        """Nothing to do: local processes have no namespace; quotas are enforced by the control plane."""
+
+    def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
+        writes = self._write_desired(deployment.id, desired_document(deployment))
+        status = self._read_status(deployment)
+        status.writes += writes
+        status.api_calls += 1 + 2 * writes
+        return status
+
+    def delete_deployment(self, tenant_slug: str, deployment_id: int, name: str) -> DeploymentStatus:
+        writes = self._write_desired(deployment_id, tombstone_document(tenant_slug, deployment_id, name))
+        doc, agent_alive = self._fetch(deployment_id)
+        # A stopped agent cannot be asked; the tombstone stays and the agent stops the processes when it starts
+        # (it never keeps processes that are not desired), so the deployment is gone as far as we can tell.
+        exists = bool(agent_alive and doc is not None and doc.get("processes", 0))
+        return DeploymentStatus(exists=exists, api_calls=2 + 2 * writes, writes=writes)
+
+    def observe_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
+        return self._read_status(deployment)
+
+    # ---- Redis ----------------------------------------------------------------------------------------------
+    def _write_desired(self, deployment_id: int, doc: dict[str, Any]) -> int:
+        """HSET + PUBLISH when the stored document differs; returns the number of writes (0 or 1)."""
+        raw = json.dumps(doc, sort_keys=True)
+        key = protocol.desired_key(self.prefix)
+        try:
+            current = self.redis.hget(key, str(deployment_id))
+            if current is not None and current.decode() == raw:
+                return 0
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, str(deployment_id), raw)
+            pipe.publish(protocol.notify_channel(self.prefix), str(deployment_id))
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise TransientBackendError(f"cannot write desired state to Redis: {exc}") from exc
+        return 1
+
+    def _fetch(self, deployment_id: int) -> tuple[dict[str, Any] | None, bool]:
+        """The agent's status document for the deployment (None when absent) and whether the agent is alive."""
+        try:
+            raw_status, raw_agent = self.redis.mget(
+                [protocol.status_key(self.prefix, deployment_id), protocol.agent_key(self.prefix)]
+            )
+        except redis.RedisError as exc:
+            raise TransientBackendError(f"cannot read local agent status from Redis: {exc}") from exc
+        now = time.time()
+        doc = json.loads(raw_status) if raw_status else None
+        agent = json.loads(raw_agent) if raw_agent else None
+        agent_alive = agent is not None and now - float(agent.get("ts", 0)) <= protocol.HEARTBEAT_STALE_S
+        if doc is not None and now - float(doc.get("heartbeat", 0)) > protocol.HEARTBEAT_STALE_S:
+            agent_alive = False
+        return doc, agent_alive
+
+    def _read_status(self, deployment: DeploymentSpec) -> DeploymentStatus:
+        doc, agent_alive = self._fetch(deployment.id)
+        status = DeploymentStatus(exists=True, api_calls=1)
+        reported: dict[str, Any] = (doc or {}).get("revisions", {}) if agent_alive else {}
+        for rev in deployment.revisions:
+            seen = reported.get(str(rev.id))
+            if not agent_alive:
+                status.revisions[rev.id] = RevisionStatus(
+                    revision_id=rev.id, desired_replicas=rev.replicas, message=protocol.AGENT_NOT_RUNNING
+                )
+            elif seen is None:
+                status.revisions[rev.id] = RevisionStatus(
+                    revision_id=rev.id, desired_replicas=rev.replicas, message=WAITING_FOR_AGENT
+                )
+            else:
+                observed = _revision_status(rev.id, seen)
+                if observed.desired_replicas != rev.replicas:
+                    # A scale the agent has not seen yet: keep serving from the replicas it reports meanwhile.
+                    observed.desired_replicas = rev.replicas
+                    observed.message = WAITING_FOR_AGENT
+                status.revisions[rev.id] = observed
+        # Revisions being pruned still show while their processes stop.
+        for rid, seen in reported.items():
+            if int(rid) not in status.revisions:
+                status.revisions[int(rid)] = _revision_status(int(rid), seen)
+        return status
+
+
+def _revision_status(revision_id: int, seen: dict[str, Any]) -> RevisionStatus:
+    return RevisionStatus(
+        revision_id=revision_id,
+        desired_replicas=int(seen.get("desired_replicas", 0)),
+        ready_replicas=int(seen.get("ready_replicas", 0)),
+        endpoints=[str(e) for e in seen.get("endpoints", [])],
+        waiting_for_capacity=seen.get("waiting_for_capacity"),
+        message=str(seen.get("message", "")),
+    )

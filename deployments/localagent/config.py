@@ -1,0 +1,81 @@
+"""The agent's settings, read from the environment (Django-free, through controlplane.env)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
+
+# Runtimes whose replicas are started from a command template in FRONTDOOR_LOCAL_COMMAND_<RUNTIME>.
+TEMPLATE_RUNTIMES = ("vllm", "tgi", "triton")
+DEFAULT_HEALTH_PATHS = {"triton": "/v2/health/ready"}
+
+
+def _gpu_slots(raw: str) -> dict[str, int]:
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfiguredEnv(f"FRONTDOOR_LOCAL_GPU_SLOTS={raw!r} is not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()
+    ):
+        raise ImproperlyConfiguredEnv(
+            f'FRONTDOOR_LOCAL_GPU_SLOTS={raw!r} must map GPU types to counts, e.g. {{"nvidia-h100": 2}}'
+        )
+    return dict(value)
+
+
+@dataclass
+class AgentConfig:
+    """Everything the agent reads from the environment; tests build one directly."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "fd"
+    state_dir: Path = Path("var/localagent")
+    # GPU type -> slots on this machine. Revisions needing a type not listed cannot be placed.
+    gpu_slots: dict[str, int] = field(default_factory=dict)
+    # runtime -> command template with {port} and {model} placeholders (shell-like words, no shell).
+    commands: dict[str, str] = field(default_factory=dict)
+    health_paths: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # replicas bind here; their endpoints use it too
+    http_host: str = "127.0.0.1"
+    http_port: int = 8002  # the control API; 0 = disabled
+    tick_s: float = 1.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    startup_timeout_s: float = 120.0  # a replica not healthy by then is restarted
+    unhealthy_restart_after: int = 10  # consecutive failed health checks of a started replica before a restart
+    stop_grace_s: float = 5.0
+    stop_children_on_exit: bool = True  # False: leave replicas running for the next agent to adopt
+
+    def health_path(self, runtime: str) -> str:
+        return self.health_paths.get(runtime) or DEFAULT_HEALTH_PATHS.get(runtime, "/health")
+
+    @classmethod
+    def from_env(cls) -> AgentConfig:
+        commands = {rt: env_str(f"FRONTDOOR_LOCAL_COMMAND_{rt.upper()}") for rt in TEMPLATE_RUNTIMES}
+        health = {rt: env_str(f"FRONTDOOR_LOCAL_HEALTH_PATH_{rt.upper()}") for rt in (*TEMPLATE_RUNTIMES, "builtin")}
+        config = cls(
+            redis_url=env_str("REDIS_URL", cls.redis_url),
+            prefix=env_str("FRONTDOOR_REDIS_PREFIX", cls.prefix),
+            state_dir=Path(env_str("FRONTDOOR_LOCAL_STATE_DIR", str(cls.state_dir))),
+            gpu_slots=_gpu_slots(env_str("FRONTDOOR_LOCAL_GPU_SLOTS", "")),
+            commands={rt: cmd for rt, cmd in commands.items() if cmd},
+            health_paths={rt: path for rt, path in health.items() if path},
+            host=env_str("FRONTDOOR_LOCAL_HOST", cls.host),
+            http_host=env_str("FRONTDOOR_LOCAL_AGENT_HOST", cls.http_host),
+            http_port=env_int("FRONTDOOR_LOCAL_AGENT_PORT", cls.http_port),
+            tick_s=env_float("FRONTDOOR_LOCAL_TICK_SECONDS", cls.tick_s),
+            backoff_base_s=env_float("FRONTDOOR_LOCAL_BACKOFF_BASE_SECONDS", cls.backoff_base_s),
+            backoff_cap_s=env_float("FRONTDOOR_LOCAL_BACKOFF_CAP_SECONDS", cls.backoff_cap_s),
+            startup_timeout_s=env_float("FRONTDOOR_LOCAL_STARTUP_TIMEOUT_SECONDS", cls.startup_timeout_s),
+            stop_children_on_exit=env_bool("FRONTDOOR_LOCAL_STOP_ON_EXIT", cls.stop_children_on_exit),
+        )
+        for runtime, template in config.commands.items():
+            if "{port}" not in template:
+                raise ImproperlyConfiguredEnv(f"FRONTDOOR_LOCAL_COMMAND_{runtime.upper()} must contain {{port}}")
+        return config

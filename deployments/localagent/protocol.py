@@ -1,0 +1,152 @@
+"""The wire format between LocalBackend (in Celery workers) and the agent, both through Redis.
+
+- ``<prefix>:local:desired`` — a HASH, field = deployment id, value = the desired document (JSON, below).
+  A deletion is a tombstone ``{"id": 9, "deleted": true, ...}``; the agent removes the field (compare-and-delete)
+  once the deployment's processes are gone.
+- ``<prefix>:local:notify`` — a PUBLISH channel; payload = the deployment id whose desired state changed.
+  The agent also re-reads the whole hash every tick, so a lost notice costs at most a tick.
+- ``<prefix>:local:status:<deployment id>`` — the observed status (JSON, below), rewritten every tick with a
+  ``heartbeat``; it expires when no agent writes it.
+- ``<prefix>:local:agent`` — the agent's own heartbeat: ``{"ts", "pid", "control_url"}``.
+
+Desired document::
+
+    {"id": 9, "tenant": "acme", "name": "chat", "deleted": false, "written_at": 1764201600.0,
+     "revisions": [{"id": 11, "number": 1, "replicas": 2, "weight": 100,
+                    "spec": {"runtime": "builtin", "model": "frontdoor/sim-chat", "args": [], "env": {},
+                             "gpu_type": "", "gpu_count": 0, "image": ""}}]}
+
+Status document::
+
+    {"heartbeat": 1764201601.0, "agent_pid": 123, "exists": true, "processes": 2,
+     "revisions": {"11": {"desired_replicas": 2, "ready_replicas": 2,
+                          "endpoints": ["http://127.0.0.1:40123", "http://127.0.0.1:40124"],
+                          "waiting_for_capacity": null, "message": "2/2 ready"}}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# A status older than this means no agent is writing it.
+HEARTBEAT_STALE_S = 10.0
+STATUS_TTL_S = 300
+AGENT_NOT_RUNNING = "local agent is not running"
+
+
+def desired_key(prefix: str) -> str:
+    return f"{prefix}:local:desired"
+
+
+def notify_channel(prefix: str) -> str:
+    return f"{prefix}:local:notify"
+
+
+def status_key(prefix: str, deployment_id: int) -> str:
+    return f"{prefix}:local:status:{deployment_id}"
+
+
+def agent_key(prefix: str) -> str:
+    return f"{prefix}:local:agent"
+
+
+# HDEL the field only when it still holds the value we processed, so a newer desired state is never lost.
+COMPARE_AND_DELETE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class DesiredRevision:
+    """One revision the agent should run ``replicas`` copies of."""
+
+    id: int
+    number: int
+    replicas: int
+    spec: dict[str, Any]
+
+    @property
+    def runtime(self) -> str:
+        return str(self.spec.get("runtime") or "builtin")
+
+    @property
+    def model(self) -> str:
+        return str(self.spec.get("model") or "")
+
+    @property
+    def gpu_type(self) -> str:
+        return str(self.spec.get("gpu_type") or "")
+
+    @property
+    def gpu_count(self) -> int:
+        return int(self.spec.get("gpu_count") or 0) if self.gpu_type else 0
+
+    @property
+    def spec_hash(self) -> str:
+        """Identifies what a replica runs: an adopted replica must have been started from the same spec."""
+        return hashlib.sha256(json.dumps(self.spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DesiredDeployment:
+    id: int
+    tenant: str
+    name: str
+    deleted: bool
+    revisions: tuple[DesiredRevision, ...] = field(default_factory=tuple)
+
+
+def parse_desired(raw: str | bytes) -> DesiredDeployment:
+    """Parse a desired document; raises ValueError (or KeyError/TypeError) on a malformed one."""
+    doc = json.loads(raw)
+    revisions = tuple(
+        DesiredRevision(
+            id=int(rev["id"]),
+            number=int(rev.get("number", 0)),
+            replicas=max(0, int(rev["replicas"])),
+            spec=dict(rev.get("spec") or {}),
+        )
+        for rev in doc.get("revisions") or []
+    )
+    deleted = bool(doc.get("deleted"))
+    return DesiredDeployment(
+        id=int(doc["id"]),
+        tenant=str(doc.get("tenant", "")),
+        name=str(doc.get("name", "")),
+        deleted=deleted,
+        revisions=() if deleted else revisions,
+    )
+
+
+@dataclass
+class ObservedRevision:
+    desired_replicas: int = 0
+    ready_replicas: int = 0
+    endpoints: list[str] = field(default_factory=list)
+    waiting_for_capacity: str | None = None
+    message: str = ""
+
+
+@dataclass
+class ObservedDeployment:
+    exists: bool
+    processes: int
+    revisions: dict[int, ObservedRevision] = field(default_factory=dict)
+
+    def to_json(self, heartbeat: float, agent_pid: int) -> str:
+        return json.dumps(
+            {
+                "heartbeat": heartbeat,
+                "agent_pid": agent_pid,
+                "exists": self.exists,
+                "processes": self.processes,
+                "revisions": {str(rid): rev.__dict__ for rid, rev in sorted(self.revisions.items())},
+            },
+            sort_keys=True,
+        )

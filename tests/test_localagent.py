@@ -1,0 +1,354 @@
+"""The local agent as a real process: it runs, restarts, adopts and stops real model-server replicas.
+
+Desired state is written through the real LocalBackend; replicas are real ``python -m modelserver`` processes.
+Process counts stay small (the machine has 2 cores): at most three replicas at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
+from deployments.backends.local import LocalBackend
+from deployments.localagent import procs, protocol
+from deployments.localagent.state import load_records
+
+REPO = Path(__file__).resolve().parent.parent
+WAIT_S = 30.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 0.1 s until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deployment_spec(
+    deployment_id: int, replicas: int | list[int], *, revision_ids: list[int] | None = None, **spec: Any
+) -> DeploymentSpec:
+    """A deployment with one revision per entry of ``revision_ids`` (default one), running the built-in server."""
+    revision_ids = revision_ids or [deployment_id * 10 + 1]
+    counts = replicas if isinstance(replicas, list) else [replicas] * len(revision_ids)
+    full_spec = {
+        "runtime": "builtin",
+        "model": "frontdoor/sim-chat",
+        "args": [],
+        "env": {},
+        "gpu_type": "",
+        "gpu_count": 0,
+        "image": "",
+    } | spec
+    return DeploymentSpec(
+        id=deployment_id,
+        tenant=TenantSpec(slug="acme", gpus={}, max_replicas=8, cpu_cores=8, memory_gib=32),
+        name=f"chat-{deployment_id}",
+        autoscaler_class="kpa",
+        min_replicas=1,
+        max_replicas=4,
+        target_concurrency=8,
+        revisions=tuple(
+            RevisionSpec(id=rid, number=i + 1, spec=full_spec, replicas=count, weight=100 // len(revision_ids))
+            for i, (rid, count) in enumerate(zip(revision_ids, counts, strict=True))
+        ),
+    )
+
+
+class Agent:
+    """One ``python -m deployments.localagent`` process with its own Redis prefix and state dir."""
+
+    def __init__(self, redis_url: str, prefix: str, state_dir: Path, extra_env: dict[str, str]) -> None:
+        self.redis_url, self.prefix, self.state_dir = redis_url, prefix, state_dir
+        self.control_port = free_port()
+        self.env = (
+            os.environ
+            | {
+                "REDIS_URL": redis_url,
+                "FRONTDOOR_REDIS_PREFIX": prefix,
+                "FRONTDOOR_LOCAL_STATE_DIR": str(state_dir),
+                "FRONTDOOR_LOCAL_AGENT_PORT": str(self.control_port),
+                "FRONTDOOR_LOCAL_TICK_SECONDS": "0.3",
+                "FRONTDOOR_LOCAL_BACKOFF_BASE_SECONDS": "0.2",
+                "FRONTDOOR_LOCAL_BACKOFF_CAP_SECONDS": "1",
+                "PYTHONPATH": str(REPO),
+            }
+            | extra_env
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.backend = LocalBackend(redis_url=redis_url, prefix=prefix)
+
+    def start(self) -> Agent:
+        log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.localagent"], cwd=REPO, env=self.env, stdout=log, stderr=log
+        )
+        log.close()
+        wait_until(self.heartbeat_fresh, what="agent heartbeat")
+        return self
+
+    def heartbeat_fresh(self) -> bool:
+        raw = self.backend.redis.get(protocol.agent_key(self.prefix))
+        return bool(raw) and json.loads(raw)["pid"] == self.proc.pid and time.time() - json.loads(raw)["ts"] < 5
+
+    def control(self, path: str) -> dict[str, Any]:
+        return dict(httpx.get(f"http://127.0.0.1:{self.control_port}{path}", timeout=5).json())
+
+    def replicas(self) -> list[dict[str, Any]]:
+        return list(self.control("/status")["replicas"])
+
+    def status(self, deployment_id: int) -> dict[str, Any] | None:
+        raw = self.backend.redis.get(protocol.status_key(self.prefix, deployment_id))
+        return json.loads(raw) if raw else None
+
+    def ready_endpoints(self, deployment_id: int, revision_id: int, count: int) -> list[str] | None:
+        """The revision's endpoints once exactly ``count`` are ready, else None."""
+        doc = self.status(deployment_id)
+        rev = (doc or {}).get("revisions", {}).get(str(revision_id))
+        if rev and rev["ready_replicas"] == count and len(rev["endpoints"]) == count:
+            return list(rev["endpoints"])
+        return None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def marked_pids(self) -> set[int]:
+        """Every live process carrying this agent's replica marker: what must be empty after cleanup."""
+        marker = f"{self.state_dir.resolve()}|"
+        return {ident.pid for ident, _ in procs.find_marked_processes(marker)}
+
+    def stop_all(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "deployments.localagent", "--stop-all"],
+            cwd=REPO,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    return procs.identify(pid) is not None
+
+
+def chat(endpoint: str) -> dict[str, Any]:
+    body = {"model": "frontdoor/sim-chat", "messages": [{"role": "user", "content": "hello"}]}
+    response = httpx.post(f"{endpoint}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def make_agent(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    """Start agents sharing one prefix and state dir; afterwards no replica of theirs may survive."""
+    agents: list[Agent] = []
+
+    def make(**extra_env: str) -> Agent:
+        agent = Agent(redis_url, redis_prefix, tmp_path / "state", extra_env)
+        agent.state_dir.mkdir(exist_ok=True)
+        agents.append(agent)
+        return agent.start()
+
+    yield make
+    for agent in agents:
+        agent.terminate()
+    if agents:
+        leftover = agents[-1].marked_pids()
+        agents[-1].stop_all()
+        assert leftover == set(), "replica processes outlived their agent"
+
+
+def test_it_runs_the_desired_replicas_and_they_answer_chat_completions(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.backend.apply_deployment(deployment_spec(1, 2))
+
+    endpoints = wait_until(lambda: agent.ready_endpoints(1, 11, 2), what="2 ready replicas")
+
+    assert len(set(endpoints)) == 2
+    for endpoint in endpoints:
+        assert chat(endpoint)["choices"][0]["message"]["role"] == "assistant"
+    records = load_records(agent.state_dir)
+    assert sorted(r.key for r in records) == ["d1-r11-0", "d1-r11-1"]
+    assert all(os.getpgid(r.pid) == r.pid for r in records), "each replica leads its own process group"
+
+
+def test_it_restarts_a_replica_killed_with_sigkill(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.backend.apply_deployment(deployment_spec(2, 2))
+    wait_until(lambda: agent.ready_endpoints(2, 21, 2), what="2 ready replicas")
+    victim = agent.replicas()[0]
+
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def replaced() -> bool:
+        again = {r["key"]: r for r in agent.replicas()}.get(victim["key"])
+        return bool(again and again["pid"] != victim["pid"] and again["healthy"])
+
+    wait_until(replaced, what="the killed replica to be restarted")
+    endpoints = wait_until(lambda: agent.ready_endpoints(2, 21, 2), what="2 ready replicas again")
+    assert all(chat(e)["object"] == "chat.completion" for e in endpoints)
+
+
+def test_it_adopts_healthy_replicas_after_its_own_crash_and_stops_the_undesired(
+    make_agent: Callable[..., Agent],
+) -> None:
+    first = make_agent(FRONTDOOR_LOCAL_STOP_ON_EXIT="false")
+    first.backend.apply_deployment(deployment_spec(3, [2, 1], revision_ids=[31, 32]))
+    wait_until(lambda: first.ready_endpoints(3, 31, 2) and first.ready_endpoints(3, 32, 1), what="3 ready replicas")
+    before = {r["key"]: r["pid"] for r in first.replicas()}
+
+    first.kill9()
+    # While no agent runs, revision 32 is dropped from the desired state.
+    first.backend.apply_deployment(deployment_spec(3, [2], revision_ids=[31]))
+    assert all(pid_alive(pid) for pid in before.values()), "replicas survive their agent's crash"
+    second = make_agent()
+
+    wait_until(lambda: not pid_alive(before["d3-r32-0"]), what="the undesired replica to be stopped")
+    endpoints = wait_until(lambda: second.ready_endpoints(3, 31, 2), what="the adopted replicas to be ready")
+    after = {r["key"]: r for r in second.replicas()}
+    assert {k: r["pid"] for k, r in after.items()} == {k: before[k] for k in ("d3-r31-0", "d3-r31-1")}
+    assert all(r["adopted"] for r in after.values())
+    assert second.marked_pids() == {before["d3-r31-0"], before["d3-r31-1"]}, "no orphans"
+    assert all(chat(e)["object"] == "chat.completion" for e in endpoints)
+
+
+def test_it_stops_every_process_of_a_deleted_deployment(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.backend.apply_deployment(deployment_spec(4, 2))
+    wait_until(lambda: agent.ready_endpoints(4, 41, 2), what="2 ready replicas")
+    pids = [r["pid"] for r in agent.replicas()]
+
+    agent.backend.delete_deployment("acme", 4, "chat-4")
+
+    wait_until(lambda: not agent.backend.delete_deployment("acme", 4, "chat-4").exists, what="deletion")
+    assert not any(pid_alive(pid) for pid in pids)
+    assert agent.marked_pids() == set()
+    assert load_records(agent.state_dir) == []
+    wait_until(lambda: agent.backend.redis.hget(protocol.desired_key(agent.prefix), "4") is None, what="tombstone")
+
+
+def test_it_reports_waiting_for_capacity_when_gpu_slots_run_out(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent(FRONTDOOR_LOCAL_GPU_SLOTS='{"nvidia-h100": 1}')
+    agent.backend.apply_deployment(deployment_spec(5, 2, gpu_type="nvidia-h100", gpu_count=1))
+
+    wait_until(lambda: agent.ready_endpoints(5, 51, 1), what="the one replica that fits")
+    revision = agent.status(5)["revisions"]["51"]  # type: ignore[index]
+
+    assert revision["waiting_for_capacity"] == "local backend has 0 free nvidia-h100 slots (needs 1)"
+    assert revision["desired_replicas"] == 2
+    (running,) = agent.replicas()
+    assert procs.read_marker(running["pid"]) is not None
+    environ = Path(f"/proc/{running['pid']}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_VISIBLE_DEVICES=0" in environ
+
+
+def test_it_reports_a_runtime_without_a_local_command_instead_of_crashing(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.backend.apply_deployment(deployment_spec(6, 1, runtime="vllm", model="meta-llama/Llama-3.1-8B"))
+
+    revision = wait_until(lambda: (agent.status(6) or {}).get("revisions", {}).get("61"), what="a status")
+
+    assert revision["ready_replicas"] == 0
+    assert "FRONTDOOR_LOCAL_COMMAND_VLLM" in revision["waiting_for_capacity"]
+    assert agent.replicas() == []
+
+
+def test_it_runs_a_template_runtime_from_its_configured_command(make_agent: Callable[..., Agent]) -> None:
+    command = f"{sys.executable} -m modelserver --host 127.0.0.1 --port {{port}} --model-name {{model}}"
+    agent = make_agent(FRONTDOOR_LOCAL_COMMAND_VLLM=command)
+    agent.backend.apply_deployment(deployment_spec(7, 1, runtime="vllm", model="org/model-7"))
+
+    (endpoint,) = wait_until(lambda: agent.ready_endpoints(7, 71, 1), what="the vllm-runtime replica")
+
+    served = [model["id"] for model in httpx.get(f"{endpoint}/v1/models", timeout=10).json()["data"]]
+    assert "org/model-7" in served
+
+
+def test_it_stops_its_replicas_on_sigterm(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.backend.apply_deployment(deployment_spec(8, 1))
+    wait_until(lambda: agent.ready_endpoints(8, 81, 1), what="a ready replica")
+    (replica,) = agent.replicas()
+
+    agent.terminate()
+
+    assert agent.proc is not None and agent.proc.returncode == 0
+    assert not pid_alive(replica["pid"])
+    assert agent.backend.redis.get(protocol.agent_key(agent.prefix)) is None
+
+
+def test_it_never_signals_a_reused_pid(make_agent: Callable[..., Agent], tmp_path: Path) -> None:
+    """A state file naming a live process that is not our replica (different start time) leaves it alone."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ident = procs.identify(bystander.pid)
+        assert ident is not None
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        record = {
+            "key": "d9-r91-0",
+            "deployment_id": 9,
+            "revision_id": 91,
+            "slot": 0,
+            "spec_hash": "x",
+            "runtime": "builtin",
+            "port": free_port(),
+            "pid": bystander.pid,
+            "start_time": ident.start_time - 1,
+            "cmdline": list(ident.cmdline),
+            "gpus": {},
+        }
+        (state_dir / "replicas.json").write_text(json.dumps({"replicas": [record]}))
+
+        agent = make_agent()
+
+        wait_until(lambda: load_records(agent.state_dir) == [], what="the stale record to be dropped")
+        assert bystander.poll() is None, "an unrelated process with a recorded pid was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_it_keeps_running_when_redis_holds_a_malformed_desired_entry(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    client: redis.Redis = agent.backend.redis
+    client.hset(protocol.desired_key(agent.prefix), "999", "{not json")
+    agent.backend.apply_deployment(deployment_spec(10, 1))
+
+    wait_until(lambda: agent.ready_endpoints(10, 101, 1), what="the valid deployment to run")
+    assert agent.proc is not None and agent.proc.poll() is None
