@@ -1,5 +1,22 @@
-"""Deployment and revision routes under /api/v1 (filled by the deployments API)."""
+"""Deployment routes, included by ``controlplane/urls.py`` under ``api/v1/``.
 
-from django.urls import URLPattern, URLResolver
+``tenants/{tenant}/deployments/`` (+ ``{name}/``, ``{name}/scale/``, ``{name}/traffic/``),
+``tenants/{tenant}/deployments/{deployment_name}/revisions/`` (+ ``{number}/``) and ``.../events/``.
+"""
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from __future__ import annotations
+
+from rest_framework.routers import SimpleRouter
+
+from deployments.views import DeploymentEventViewSet, DeploymentViewSet, RevisionViewSet
+
+_TENANT = r"tenants/(?P<tenant>[^/]+)"
+_DEPLOYMENT = _TENANT + r"/deployments/(?P<deployment_name>[^/]+)"
+
+router = SimpleRouter()
+router.register(_TENANT + r"/deployments", DeploymentViewSet, basename="deployment")
+router.register(_DEPLOYMENT + r"/revisions", RevisionViewSet, basename="deployment-revision")
+router.register(_DEPLOYMENT + r"/events", DeploymentEventViewSet, basename="deployment-event")
+
+urlpatterns = router.urls
+urlpatterns += __import__("deployments.manifests_api", fromlist=["urlpatterns"]).urlpatterns  # manifests preview

@@ -1,0 +1,243 @@
+"""REST serializers for deployments, revisions, traffic, scaling and events.
+
+Ownership and observed fields (tenant, creator, status, conditions, replicas, generation) are read-only: they
+come from the context and the reconciler, never from the payload. Cross-field rules live in
+``deployments.services.validate_deployment`` so the console applies the same ones.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from controlplane.validators import dns1123_label
+from deployments.models import DeploymentEvent, ModelDeployment, Revision
+
+_REVISION_NAME = re.compile(r"^r?([1-9][0-9]{0,8})$")
+
+
+class RolloutSerializer(serializers.Serializer):
+    """How a new revision made by a PATCH takes traffic: ``canary_weight`` percent, the rest kept by the others."""
+
+    canary_weight = serializers.IntegerField(min_value=0, max_value=100)
+
+
+class TrafficEntrySerializer(serializers.Serializer):
+    revision = serializers.CharField(help_text="revision name ('r2') or number")
+    weight = serializers.IntegerField(min_value=0, max_value=100)
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    """A model deployment. ``name`` is the OpenAI ``model`` clients send; it cannot change after creation."""
+
+    tenant: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    name = serializers.CharField(max_length=40, validators=[dns1123_label])
+    args = serializers.ListField(
+        child=serializers.CharField(max_length=1000, allow_blank=True), max_length=64, required=False
+    )
+    env = serializers.DictField(child=serializers.CharField(max_length=4096, allow_blank=True), required=False)
+    endpoints = serializers.ListField(
+        child=serializers.CharField(max_length=500), max_length=32, required=False, help_text="runtime 'external' only"
+    )
+    gpu_type = serializers.CharField(max_length=32, allow_blank=True, required=False)
+    desired_state = serializers.ChoiceField(
+        choices=[ModelDeployment.DesiredState.RUNNING, ModelDeployment.DesiredState.STOPPED], required=False
+    )
+    rollout = RolloutSerializer(write_only=True, required=False, help_text="PATCH only: canary for a new revision")
+    traffic = serializers.SerializerMethodField()
+    latest_revision = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelDeployment
+        fields = [
+            "id",
+            "tenant",
+            "name",
+            "runtime",
+            "model",
+            "image",
+            "args",
+            "env",
+            "endpoints",
+            "gpu_type",
+            "gpu_count",
+            "min_replicas",
+            "max_replicas",
+            "autoscaler_class",
+            "target_concurrency",
+            "slo_p95_latency_ms",
+            "slo_error_rate",
+            "timeout_s",
+            "max_concurrent_requests",
+            "desired_state",
+            "rollout",
+            "generation",
+            "observed_generation",
+            "status",
+            "desired_replicas",
+            "ready_replicas",
+            "conditions",
+            "traffic",
+            "latest_revision",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "tenant",
+            "generation",
+            "observed_generation",
+            "status",
+            "desired_replicas",
+            "ready_replicas",
+            "conditions",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def validate_name(self, value: str) -> str:
+        if self.instance is not None:
+            if value != self.instance.name:
+                raise serializers.ValidationError("a deployment cannot be renamed; create a new one")
+            return value
+        tenant = self.context["tenant"]
+        if ModelDeployment.objects.for_tenant(tenant).filter(name=value).exists():
+            raise serializers.ValidationError(f"a deployment named {value!r} already exists in this tenant")
+        return value
+
+    def validate_gpu_type(self, value: str) -> str:
+        if value and value not in settings.FRONTDOOR_GPU_TYPES:
+            raise serializers.ValidationError(
+                f"unknown GPU type {value!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
+            )
+        return value
+
+    def validate_rollout(self, value: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is None:
+            raise serializers.ValidationError("rollout applies to updates; a new deployment's r1 takes all traffic")
+        return value
+
+    def _revisions(self, deployment: ModelDeployment) -> list[Revision]:
+        # Prefetched by the list view (``revisions``); sorted here so a prefetch order never matters.
+        return sorted(deployment.revisions.all(), key=lambda r: r.number)
+
+    @extend_schema_field(TrafficEntrySerializer(many=True))
+    def get_traffic(self, deployment: ModelDeployment) -> list[dict[str, Any]]:
+        return [{"revision": r.name, "weight": r.weight} for r in self._revisions(deployment) if r.weight > 0]
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_latest_revision(self, deployment: ModelDeployment) -> int | None:
+        revisions = self._revisions(deployment)
+        return revisions[-1].number if revisions else None
+
+
+class ScaleSerializer(serializers.Serializer):
+    """Replica bounds; a bound left out keeps its current value."""
+
+    min_replicas = serializers.IntegerField(min_value=0, max_value=1000, required=False)
+    max_replicas = serializers.IntegerField(min_value=1, max_value=1000, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("give min_replicas, max_replicas or both")
+        deployment: ModelDeployment = self.context["deployment"]
+        low = attrs.get("min_replicas", deployment.min_replicas)
+        high = attrs.get("max_replicas", deployment.max_replicas)
+        if low > high:
+            field = "min_replicas" if "min_replicas" in attrs else "max_replicas"
+            raise serializers.ValidationError({field: f"min_replicas ({low}) exceeds max_replicas ({high})"})
+        return attrs
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"revision": {"type": "string"}, "weight": {"type": "integer"}},
+                    "required": ["revision", "weight"],
+                },
+            },
+        ],
+        "example": {"r1": 80, "r2": 20},
+    }
+)
+class WeightsField(serializers.Field):
+    """``{"r1": 80, "r2": 20}`` or ``[{"revision": "r1", "weight": 80}, ...]``, parsed to {revision number: weight}."""
+
+    default_error_messages = {
+        "shape": 'give {"r1": 80, "r2": 20} or [{"revision": "r1", "weight": 80}, ...]',
+    }
+
+    def to_internal_value(self, data: Any) -> dict[int, int]:
+        if isinstance(data, list):
+            pairs = []
+            for item in data:
+                if not isinstance(item, dict) or set(item) != {"revision", "weight"}:
+                    self.fail("shape")
+                pairs.append((item["revision"], item["weight"]))
+        elif isinstance(data, dict):
+            pairs = list(data.items())
+        else:
+            self.fail("shape")
+        weights: dict[int, int] = {}
+        for revision, weight in pairs:
+            match = _REVISION_NAME.match(str(revision)) if isinstance(revision, str | int) else None
+            if match is None or isinstance(revision, bool):
+                raise serializers.ValidationError(f"{revision!r} is not a revision name such as 'r1'")
+            number = int(match.group(1))
+            if number in weights:
+                raise serializers.ValidationError(f"revision r{number} is given twice")
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
+                raise serializers.ValidationError(f"r{number}: weight must be an integer between 0 and 100")
+            weights[number] = weight
+        if not weights:
+            raise serializers.ValidationError("give at least one revision")
+        if sum(weights.values()) != 100:
+            raise serializers.ValidationError(f"weights must sum to 100, not {sum(weights.values())}")
+        return weights
+
+    def to_representation(self, value: dict[int, int]) -> dict[str, int]:
+        return {f"r{number}": weight for number, weight in value.items()}
+
+
+class TrafficSerializer(serializers.Serializer):
+    weights = WeightsField()
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    """An immutable revision: its frozen spec, its traffic weight and what the reconciler observed."""
+
+    name = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Revision
+        fields = [
+            "name",
+            "number",
+            "spec",
+            "spec_hash",
+            "weight",
+            "endpoints",
+            "desired_replicas",
+            "ready_replicas",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class DeploymentEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentEvent
+        fields = ["id", "kind", "reason", "message", "created_at"]
+        read_only_fields = fields

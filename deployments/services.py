@@ -1,0 +1,352 @@
+"""The one place that changes model deployments; the REST API and the console both call these functions.
+
+Each function runs in one transaction (nothing half-written on failure), checks the tenant's quota under the
+quota row lock where the change asks for more capacity, writes an audit event, bumps ``generation`` when the
+reconciler must act, and enqueues a reconcile that is sent only once the transaction commits. No I/O with
+backends happens here: the reconciler does that.
+
+Errors: invalid input raises Django's ``ValidationError`` with a dict of field messages (the API turns it into a
+400), quota refusals raise ``quotas.admission.QuotaExceeded`` (422), changes to a deployment being deleted raise
+``DeploymentDeleting`` (409).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+from controlplane.api import Principal
+from controlplane.audit import diff_fields, record_audit
+from deployments.enqueue import enqueue_reconcile
+from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
+from quotas.admission import admit_deployment, lock_quota
+from tenants.models import Tenant
+
+# Fields a tenant may set on a deployment. Everything else (status, generation, replicas observed...) is ours.
+WRITABLE_FIELDS = (
+    "name",
+    "runtime",
+    "model",
+    "image",
+    "args",
+    "env",
+    "endpoints",
+    "gpu_type",
+    "gpu_count",
+    "min_replicas",
+    "max_replicas",
+    "autoscaler_class",
+    "target_concurrency",
+    "slo_p95_latency_ms",
+    "slo_error_rate",
+    "timeout_s",
+    "max_concurrent_requests",
+    "desired_state",
+)
+# Read by the SLO collector from Postgres; changing them needs no reconcile.
+_SLO_FIELDS = frozenset({"slo_p95_latency_ms", "slo_error_rate"})
+# Fields whose change may ask for more capacity.
+_CAPACITY_FIELDS = frozenset({"gpu_type", "gpu_count", "max_replicas", "desired_state"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DeploymentDeleting(APIException):
+    """The deployment is being deleted; it can no longer be changed."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "deployment_deleting"
+    default_detail = "this deployment is being deleted; it can no longer be changed"
+
+
+def validate_deployment(deployment: ModelDeployment) -> None:
+    """Every rule a deployment must satisfy before it is saved; raises ``ValidationError`` with field messages."""
+    errors: dict[str, list[str]] = {}
+    try:
+        deployment.full_clean(exclude=["tenant", "created_by"], validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            errors.setdefault(name, []).extend(messages)
+
+    def add(field: str, message: str) -> None:
+        if message not in errors.setdefault(field, []):
+            errors[field].append(message)
+
+    if deployment.desired_state == ModelDeployment.DesiredState.DELETING and deployment.pk is None:
+        add("desired_state", "a new deployment cannot start out deleting")
+    if deployment.runtime == Runtime.EXTERNAL:
+        if not deployment.endpoints:
+            add("endpoints", "runtime 'external' needs at least one endpoint URL")
+        if deployment.gpu_count:
+            add("gpu_count", "runtime 'external' runs no replicas here, so it takes no GPUs")
+    elif deployment.endpoints:
+        add("endpoints", f"endpoints are only for runtime 'external'; runtime {deployment.runtime!r} runs replicas")
+    for message in _endpoint_errors(deployment.endpoints):
+        add("endpoints", message)
+    if not isinstance(deployment.args, list) or not all(isinstance(a, str) for a in deployment.args):
+        add("args", "must be a list of strings")
+    if not isinstance(deployment.env, dict) or not all(
+        isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str) for k, v in deployment.env.items()
+    ):
+        add("env", "must map environment variable names (letters, digits, '_') to strings")
+    if deployment.gpu_type and deployment.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
+        add("gpu_type", f"unknown GPU type {deployment.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}")
+    if errors := {name: messages for name, messages in errors.items() if messages}:
+        raise ValidationError(errors)
+
+
+def _endpoint_errors(endpoints: object) -> Iterable[str]:
+    if not isinstance(endpoints, list):
+        yield "must be a list of http(s) URLs"
+        return
+    for url in endpoints:
+        parsed = urlparse(url) if isinstance(url, str) else None
+        if (
+            parsed is None
+            or parsed.scheme not in {"http", "https"}
+            or not parsed.hostname
+            or any(c.isspace() for c in url)
+        ):
+            yield f"{url!r} is not an http:// or https:// URL"
+
+
+def _check_name_free(tenant: Tenant, name: str) -> None:
+    if ModelDeployment.objects.for_tenant(tenant).filter(name=name).exists():
+        raise ValidationError({"name": [f"a deployment named {name!r} already exists in this tenant"]})
+
+
+def _lock_deployment(deployment: ModelDeployment) -> ModelDeployment:
+    """Re-read the deployment under a row lock (two concurrent PATCHes would otherwise lose one's changes)."""
+    return ModelDeployment.objects.for_tenant(deployment.tenant_id).select_for_update().get(pk=deployment.pk)
+
+
+def _clamp_desired(deployment: ModelDeployment, current: int | None) -> int:
+    """Replicas to run: the current figure kept within [min, max]; a new deployment starts at max(min, 1)."""
+    wanted = max(deployment.min_replicas, 1) if current is None else current
+    return min(max(wanted, deployment.min_replicas), deployment.max_replicas)
+
+
+def _admit(deployment: ModelDeployment, replacing: ModelDeployment | None) -> None:
+    if deployment.desired_state == ModelDeployment.DesiredState.DELETING:
+        return
+    admit_deployment(
+        deployment.tenant,
+        gpu_type=deployment.gpu_type,
+        gpu_count=deployment.gpu_count,
+        max_replicas=deployment.max_replicas,
+        replacing=replacing,
+    )
+
+
+def split_weights(previous: Mapping[int, int], new_weight: int) -> dict[int, int]:
+    """Weights of the previous revisions after a new one takes ``new_weight``: the rest, kept proportional.
+
+    Largest-remainder rounding, so the result plus ``new_weight`` sums to exactly 100.
+    """
+    serving = {number: weight for number, weight in previous.items() if weight > 0}
+    total = sum(serving.values())
+    rest = 100 - new_weight
+    result = dict.fromkeys(previous, 0)
+    if total == 0 or rest == 0:
+        return result
+    exact = {number: rest * weight / total for number, weight in serving.items()}
+    floors = {number: int(value) for number, value in exact.items()}
+    short = rest - sum(floors.values())
+    by_remainder = sorted(serving, key=lambda n: (-(exact[n] - floors[n]), -n))
+    for number in by_remainder[:short]:
+        floors[number] += 1
+    result.update(floors)
+    return result
+
+
+def _new_revision(deployment: ModelDeployment, number: int, weight: int) -> Revision:
+    return Revision.unscoped_objects.create(
+        deployment=deployment, number=number, spec=deployment.revision_spec(), weight=weight
+    )
+
+
+@transaction.atomic
+def create_deployment(
+    tenant: Tenant, principal: Principal | None, data: Mapping[str, Any], *, request_id: str = ""
+) -> ModelDeployment:
+    """Create a deployment with its first revision (all traffic), within the tenant's quota."""
+    unknown = set(data) - set(WRITABLE_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["this field cannot be set"] for name in sorted(unknown)})
+    lock_quota(tenant)  # first, so concurrent creates of one tenant are admitted one at a time
+    deployment = ModelDeployment(tenant=tenant, **data)
+    deployment.created_by_id = principal.user_id if principal is not None else None
+    validate_deployment(deployment)
+    _check_name_free(tenant, deployment.name)
+    _admit(deployment, replacing=None)
+    deployment.desired_replicas = _clamp_desired(deployment, None)
+    deployment.status = ModelDeployment.Status.PENDING
+    deployment.save()  # IntegrityError on a concurrent same-name create: the API answers 409
+    _new_revision(deployment, 1, 100)
+    DeploymentEvent.record(deployment, "Created", f"revision r1 takes 100% of traffic ({deployment.model})")
+    record_audit(
+        principal,
+        tenant,
+        "deployment.create",
+        deployment,
+        {name: getattr(deployment, name) for name in data},
+        request_id=request_id,
+    )
+    enqueue_reconcile(deployment.pk)
+    return deployment
+
+
+@transaction.atomic
+def update_deployment(
+    deployment: ModelDeployment,
+    principal: Principal | None,
+    data: Mapping[str, Any],
+    *,
+    canary_weight: int | None = None,
+    request_id: str = "",
+) -> ModelDeployment:
+    """Change a deployment. A change to a spec field makes a new revision that takes all traffic, or
+    ``canary_weight`` percent with the previous serving revisions keeping the rest proportionally."""
+    unknown = set(data) - set(WRITABLE_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["this field cannot be set"] for name in sorted(unknown)})
+    if "name" in data and data["name"] != deployment.name:
+        raise ValidationError({"name": ["a deployment cannot be renamed; create a new one"]})
+    if data.get("desired_state") == ModelDeployment.DesiredState.DELETING:
+        raise ValidationError({"desired_state": ["use DELETE to delete a deployment"]})
+    if canary_weight is not None and not 0 <= canary_weight <= 100:
+        raise ValidationError({"rollout": ["canary_weight must be between 0 and 100"]})
+    lock_quota(deployment.tenant)
+    current = _lock_deployment(deployment)
+    if current.desired_state == ModelDeployment.DesiredState.DELETING:
+        raise DeploymentDeleting()
+    stored = copy.copy(current)
+    changes = diff_fields(current, {name: value for name, value in data.items() if name != "name"})
+    if not changes:
+        return current
+    for name in changes:
+        setattr(current, name, data[name])
+    validate_deployment(current)
+    if _CAPACITY_FIELDS & set(changes):
+        _admit(current, replacing=stored)
+    current.desired_replicas = _clamp_desired(current, current.desired_replicas)
+    spec_changed = bool(set(REVISION_SPEC_FIELDS) & set(changes))
+    if set(changes) - _SLO_FIELDS:
+        current.generation += 1
+    current.save()
+    if spec_changed:
+        _roll_out_new_revision(current, canary_weight)
+    record_audit(principal, current.tenant, "deployment.update", current, changes, request_id=request_id)
+    if set(changes) - _SLO_FIELDS:
+        enqueue_reconcile(current.pk)
+    return current
+
+
+def _roll_out_new_revision(deployment: ModelDeployment, canary_weight: int | None) -> Revision:
+    revisions = list(Revision.unscoped_objects.filter(deployment=deployment).order_by("number"))
+    new_weight = 100 if canary_weight is None else canary_weight
+    previous = {revision.number: revision.weight for revision in revisions}
+    if not any(previous.values()):
+        new_weight = 100  # nothing else serves: the new revision must, or the deployment would route nowhere
+    kept = split_weights(previous, new_weight)
+    for revision in revisions:
+        if revision.weight != kept[revision.number]:
+            Revision.unscoped_objects.filter(pk=revision.pk).update(weight=kept[revision.number])
+    number = (revisions[-1].number if revisions else 0) + 1
+    revision = _new_revision(deployment, number, new_weight)
+    split = ", ".join(f"r{n}={w}" for n, w in sorted({**kept, number: new_weight}.items()) if w)
+    DeploymentEvent.record(deployment, "RevisionCreated", f"revision r{number}; traffic {split}")
+    return revision
+
+
+@transaction.atomic
+def scale_deployment(
+    deployment: ModelDeployment,
+    principal: Principal | None,
+    *,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    request_id: str = "",
+) -> ModelDeployment:
+    """Set the replica bounds (within the quota); the current replica count is kept within them."""
+    data = {
+        name: value
+        for name, value in (("min_replicas", min_replicas), ("max_replicas", max_replicas))
+        if value is not None
+    }
+    lock_quota(deployment.tenant)
+    current = _lock_deployment(deployment)
+    if current.desired_state == ModelDeployment.DesiredState.DELETING:
+        raise DeploymentDeleting()
+    stored = copy.copy(current)
+    changes = diff_fields(current, data)
+    if not changes:
+        return current
+    for name in changes:
+        setattr(current, name, data[name])
+    validate_deployment(current)
+    _admit(current, replacing=stored)
+    current.desired_replicas = _clamp_desired(current, current.desired_replicas)
+    current.generation += 1
+    current.save()
+    DeploymentEvent.record(current, "Scaled", f"replicas {current.min_replicas}..{current.max_replicas}")
+    record_audit(principal, current.tenant, "deployment.scale", current, changes, request_id=request_id)
+    enqueue_reconcile(current.pk)
+    return current
+
+
+@transaction.atomic
+def set_traffic(
+    deployment: ModelDeployment, principal: Principal | None, weights: Mapping[int, int], *, request_id: str = ""
+) -> ModelDeployment:
+    """Set the traffic split by revision number; revisions left out get 0. Weights must sum to 100."""
+    current = _lock_deployment(deployment)
+    if current.desired_state == ModelDeployment.DesiredState.DELETING:
+        raise DeploymentDeleting()
+    revisions = {r.number: r for r in Revision.unscoped_objects.filter(deployment=current)}
+    problems = [f"there is no revision r{number}" for number in sorted(set(weights) - set(revisions))]
+    problems += [f"r{n}: weight {w} is not between 0 and 100" for n, w in sorted(weights.items()) if not 0 <= w <= 100]
+    if not problems and sum(weights.values()) != 100:
+        problems.append(f"weights must sum to 100, not {sum(weights.values())}")
+    if problems:
+        raise ValidationError({"weights": problems})
+    wanted = {number: weights.get(number, 0) for number in revisions}
+    changes = {f"r{n}": [revisions[n].weight, w] for n, w in wanted.items() if revisions[n].weight != w}
+    if not changes:
+        return current
+    for number, weight in wanted.items():
+        if revisions[number].weight != weight:
+            Revision.unscoped_objects.filter(pk=revisions[number].pk).update(weight=weight)
+    current.generation += 1
+    current.save(update_fields=["generation", "updated_at"])
+    split = ", ".join(f"r{n}={w}" for n, w in sorted(wanted.items()) if w)
+    DeploymentEvent.record(current, "TrafficChanged", f"traffic {split}")
+    record_audit(principal, current.tenant, "deployment.traffic", current, {"weights": changes}, request_id=request_id)
+    enqueue_reconcile(current.pk)
+    return current
+
+
+@transaction.atomic
+def delete_deployment(
+    deployment: ModelDeployment, principal: Principal | None, *, request_id: str = ""
+) -> ModelDeployment:
+    """Mark the deployment for deletion; the reconciler removes its objects, then the row. Deleting twice is fine."""
+    current = _lock_deployment(deployment)
+    if current.desired_state != ModelDeployment.DesiredState.DELETING:
+        changes = diff_fields(current, {"desired_state": ModelDeployment.DesiredState.DELETING})
+        current.desired_state = ModelDeployment.DesiredState.DELETING
+        current.status = ModelDeployment.Status.DELETING
+        current.generation += 1
+        current.save(update_fields=["desired_state", "status", "generation", "updated_at"])
+        DeploymentEvent.record(current, "Deleting", "deletion requested")
+        record_audit(principal, current.tenant, "deployment.delete", current, changes, request_id=request_id)
+    enqueue_reconcile(current.pk)  # again on a repeated delete: a nudge costs nothing, the task is idempotent
+    return current

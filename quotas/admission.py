@@ -1,0 +1,108 @@
+"""Quota admission for deployments: may this tenant hold one more (or a bigger) deployment?
+
+Called by ``deployments.services`` inside the transaction that writes the deployment. The tenant's quota row is
+locked first (``select_for_update``), so two concurrent requests for the same tenant are admitted one after the
+other, each seeing the other's committed deployment. Without the lock, two concurrent creates could each see
+room for one more deployment and together exceed the quota.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F, Sum
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+from deployments.models import ModelDeployment
+from quotas.models import Quota
+from tenants.models import Tenant
+
+
+class QuotaExceeded(APIException):
+    """The tenant's quota has no room for what was asked. The message names the quota, the ask and what is left."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "quota_exceeded"
+    default_detail = "quota exceeded"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a tenant's deployments hold now (deployments being deleted do not count)."""
+
+    deployments: int
+    replicas: int
+    gpus: int  # of one GPU type: sum of gpu_count × max_replicas
+
+
+def lock_quota(tenant: Tenant) -> Quota:
+    """Lock and return the tenant's quota row; the caller must be inside ``transaction.atomic()``.
+
+    A tenant without a quota row gets the model defaults; its tenant row is locked instead, so admission is
+    still serialised per tenant.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_quota() must run inside transaction.atomic()")
+    # Race: two concurrent admissions each reading usage before the other commits; the row lock orders them.
+    quota = Quota.objects.for_tenant(tenant).select_for_update().first()
+    if quota is None:
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+        quota = Quota(tenant=tenant)
+    return quota
+
+
+def current_usage(tenant: Tenant, *, gpu_type: str, excluding: ModelDeployment | None) -> Usage:
+    """The tenant's held deployments, replicas and GPUs of ``gpu_type``, leaving out ``excluding``."""
+    held = ModelDeployment.objects.for_tenant(tenant).exclude(desired_state=ModelDeployment.DesiredState.DELETING)
+    if excluding is not None and excluding.pk is not None:
+        held = held.exclude(pk=excluding.pk)
+    totals = held.aggregate(replicas=Sum("max_replicas"))
+    gpus = 0
+    if gpu_type:
+        gpu_totals = held.filter(gpu_type=gpu_type).aggregate(gpus=Sum(F("gpu_count") * F("max_replicas")))
+        gpus = int(gpu_totals["gpus"] or 0)
+    return Usage(deployments=held.count(), replicas=int(totals["replicas"] or 0), gpus=gpus)
+
+
+def admit_deployment(
+    tenant: Tenant,
+    *,
+    gpu_type: str,
+    gpu_count: int,
+    max_replicas: int,
+    replacing: ModelDeployment | None = None,
+) -> Quota:
+    """Refuse with ``QuotaExceeded`` unless the tenant's quota has room for this deployment.
+
+    ``replacing`` is the deployment being updated or scaled (its current holding is not counted twice; pass
+    the row as stored, before the change). A change that does not ask for more of a resource is always
+    admitted on that resource, so a tenant over a lowered quota can still scale down.
+    Must run inside the caller's ``transaction.atomic()``; the quota row stays locked until it commits.
+    """
+    quota = lock_quota(tenant)
+    gpus_asked = gpu_count * max_replicas if gpu_type and gpu_count else 0
+    usage = current_usage(tenant, gpu_type=gpu_type, excluding=replacing)
+
+    if replacing is None and usage.deployments + 1 > quota.max_deployments:
+        left = max(quota.max_deployments - usage.deployments, 0)
+        raise QuotaExceeded(f"quota exceeded: deployments: asked 1, {left} of {quota.max_deployments} left")
+
+    held_replicas = replacing.max_replicas if replacing is not None else 0
+    if max_replicas > held_replicas and usage.replicas + max_replicas > quota.max_replicas:
+        left = max(quota.max_replicas - usage.replicas, 0)
+        raise QuotaExceeded(f"quota exceeded: replicas: asked {max_replicas}, {left} of {quota.max_replicas} left")
+
+    if gpus_asked:
+        held_gpus = 0
+        if replacing is not None and replacing.gpu_type == gpu_type:
+            held_gpus = replacing.gpu_count * replacing.max_replicas
+        allowed = quota.gpus_of(gpu_type)
+        if gpus_asked > held_gpus and usage.gpus + gpus_asked > allowed:
+            left = max(allowed - usage.gpus, 0)
+            raise QuotaExceeded(
+                f"quota exceeded: {gpu_type} GPUs: asked {gpus_asked} "
+                f"({gpu_count} per replica × {max_replicas} replicas), {left} of {allowed} left"
+            )
+    return quota
