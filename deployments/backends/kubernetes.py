@@ -1,0 +1,340 @@
+"""The Kubernetes backend: applies the objects of ``deployments/manifests.py`` with the official client.
+
+Level-triggered: each call lists the deployment's actual objects by label, server-side-applies (field manager
+``frontdoor``) only the objects whose managed fields differ from what is wanted, prunes objects of revisions that
+are no longer wanted, and reports ready replicas and endpoints from what it read. A second call with the same
+spec therefore reads and writes nothing but its lists.
+
+Errors: connection failures, 409, 429 and 5xx raise ``TransientBackendError`` (the task retries with backoff);
+400/403/422 and other client errors raise ``PermanentBackendError`` carrying the API server's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from deployments import manifests
+from deployments.backends.base import (
+    DeploymentSpec,
+    DeploymentStatus,
+    PermanentBackendError,
+    RevisionStatus,
+    TenantSpec,
+    TransientBackendError,
+)
+
+logger = logging.getLogger(__name__)
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+FIELD_MANAGER = "frontdoor"
+# How long a tenant's objects, once applied, are trusted before being read again on a deployment's reconcile
+# (reconcile_tenant and the periodic resync re-check them regardless of this cache when the spec changes).
+TENANT_CACHE_S = 60.0
+
+
+class _NotFound(Exception):
+    pass
+
+
+@dataclass
+class _Counter:
+    calls: int = 0
+    writes: int = 0
+
+
+def is_subset(wanted: Any, actual: Any) -> bool:
+    """True when every field in ``wanted`` has the same value in ``actual`` (fields the server added are ignored)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list) and len(wanted) == len(actual) and all(map(is_subset, wanted, actual))
+        )
+    return bool(wanted == actual or (isinstance(wanted, int | str) and str(wanted) == str(actual)))
+
+
+def _server_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")
+
+
+class KubernetesBackend:
+    """Runs revisions as Deployments in one namespace per tenant."""
+
+    name = "kubernetes"
+
+    def __init__(self, api_client: k8s.ApiClient, kube: manifests.KubeSettings | None = None, timeout_s: float = 10.0):
+        self.api_client = api_client
+        self.kube = kube or manifests.KubeSettings.from_env()
+        self.timeout = (min(5.0, timeout_s), timeout_s)
+        self.core = k8s.CoreV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
+        self.policy = k8s.PolicyV1Api(api_client)
+        self.networking = k8s.NetworkingV1Api(api_client)
+        self.autoscaling = k8s.AutoscalingV2Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self._tenants_applied: dict[str, tuple[TenantSpec, float]] = {}
+        self._lock = threading.Lock()
+        route = partial(self._custom, "gateway.networking.k8s.io", "v1", "httproutes")
+        # kind -> (list(namespace, label_selector), patch(name, namespace, body, **kw), delete(name, namespace, **kw))
+        self.ops: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
+            "Deployment": (
+                self.apps.list_namespaced_deployment,
+                self.apps.patch_namespaced_deployment,
+                self.apps.delete_namespaced_deployment,
+            ),
+            "Service": (
+                self.core.list_namespaced_service,
+                self.core.patch_namespaced_service,
+                self.core.delete_namespaced_service,
+            ),
+            "PodDisruptionBudget": (
+                self.policy.list_namespaced_pod_disruption_budget,
+                self.policy.patch_namespaced_pod_disruption_budget,
+                self.policy.delete_namespaced_pod_disruption_budget,
+            ),
+            "HorizontalPodAutoscaler": (
+                self.autoscaling.list_namespaced_horizontal_pod_autoscaler,
+                self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+                self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            ),
+            "HTTPRoute": (route("list"), route("patch"), route("delete")),
+            "ResourceQuota": (
+                self.core.list_namespaced_resource_quota,
+                self.core.patch_namespaced_resource_quota,
+                self.core.delete_namespaced_resource_quota,
+            ),
+            "NetworkPolicy": (
+                self.networking.list_namespaced_network_policy,
+                self.networking.patch_namespaced_network_policy,
+                self.networking.delete_namespaced_network_policy,
+            ),
+        }
+
+    @classmethod
+    def from_environment(cls) -> KubernetesBackend:
+        """``FRONTDOOR_K8S_API_URL`` (tests, the fake server) or in-cluster config, else the local kubeconfig."""
+        url = os.environ.get("FRONTDOOR_K8S_API_URL", "").strip()
+        configuration = k8s.Configuration()
+        if url:
+            configuration.host = url
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = 16
+        # Retries belong to the task (with backoff), not to hidden loops in the HTTP layer.
+        configuration.retries = False
+        return cls(k8s.ApiClient(configuration))
+
+    # ------------------------------------------------------------------ low-level calls
+
+    def _custom(self, group: str, version: str, plural: str, verb: str) -> Callable[..., Any]:
+        if verb == "list":
+            return lambda namespace, **kw: self.custom.list_namespaced_custom_object(
+                group, version, namespace, plural, **kw
+            )
+        if verb == "patch":
+            return lambda name, namespace, body, **kw: self.custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, body, **kw
+            )
+        return lambda name, namespace, **kw: self.custom.delete_namespaced_custom_object(
+            group, version, namespace, plural, name, **kw
+        )
+
+    def _call(self, counter: _Counter, write: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        counter.calls += 1
+        counter.writes += int(write)
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+        except ApiException as exc:
+            message = _server_message(exc)
+            if exc.status == 404:
+                raise _NotFound(message) from exc
+            if exc.status in (0, 409, 429) or exc.status >= 500:
+                raise TransientBackendError(f"Kubernetes API {exc.status}: {message}") from exc
+            raise PermanentBackendError(message) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientBackendError(f"Kubernetes API unreachable: {exc}") from exc
+        data = response.data
+        return json.loads(data) if data else {}
+
+    def _list(self, counter: _Counter, kind: str, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
+        result = self._call(counter, False, self.ops[kind][0], namespace, label_selector=selector)
+        return {item["metadata"]["name"]: item for item in result.get("items", [])}
+
+    def _apply(self, counter: _Counter, obj: dict[str, Any], actual: dict[str, Any] | None) -> dict[str, Any]:
+        """Server-side apply ``obj`` unless ``actual`` already has every field we manage."""
+        if actual is not None and is_subset(obj, actual):
+            return actual
+        kind, meta = obj["kind"], obj["metadata"]
+        kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_CONTENT_TYPE}
+        for attempt in range(3):
+            try:
+                if kind == "Namespace":
+                    return dict(self._call(counter, True, self.core.patch_namespace, meta["name"], obj, **kwargs))
+                patch = self.ops[kind][1]
+                return dict(self._call(counter, True, patch, meta["name"], meta["namespace"], obj, **kwargs))
+            except TransientBackendError as exc:
+                # A 409 is a lost race with another writer: re-applying is the fix; other transient errors go up.
+                if "409" not in str(exc) or attempt == 2:
+                    raise
+            except _NotFound as exc:
+                self._tenants_applied.pop(obj["metadata"].get("labels", {}).get(manifests.TENANT_LABEL, ""), None)
+                raise TransientBackendError(f"{kind} {meta['name']}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _delete(self, counter: _Counter, kind: str, name: str, namespace: str) -> None:
+        # Already gone (cascaded from its owner, or deleted by someone else) is the goal reached.
+        with contextlib.suppress(_NotFound):
+            self._call(counter, True, self.ops[kind][2], name, namespace, propagation_policy="Background")
+
+    def _read(self, counter: _Counter, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+        try:
+            return dict(self._call(counter, False, fn, *args))
+        except _NotFound:
+            return None
+
+    # ------------------------------------------------------------------ tenants
+
+    def apply_tenant(self, tenant: TenantSpec) -> None:
+        with self._lock:
+            cached = self._tenants_applied.get(tenant.slug)
+        if cached and cached[0] == tenant and time.monotonic() - cached[1] < TENANT_CACHE_S:
+            return
+        self._apply_tenant(tenant, _Counter())
+
+    def _apply_tenant(self, tenant: TenantSpec, counter: _Counter) -> None:
+        namespace_obj, quota, policy = manifests.tenant_objects(tenant, self.kube)
+        ns = namespace_obj["metadata"]["name"]
+        self._apply(counter, namespace_obj, self._read(counter, self.core.read_namespace, ns))
+        actual_quota = self._read(counter, self.core.read_namespaced_resource_quota, quota["metadata"]["name"], ns)
+        self._apply(counter, quota, actual_quota)
+        read_policy = self.networking.read_namespaced_network_policy
+        self._apply(counter, policy, self._read(counter, read_policy, policy["metadata"]["name"], ns))
+        with self._lock:
+            self._tenants_applied[tenant.slug] = (tenant, time.monotonic())
+
+    # ------------------------------------------------------------------ deployments
+
+    def _selector(self, deployment_id: int, name: str) -> str:
+        return (
+            f"{manifests.MANAGED_BY}={manifests.MANAGER},{manifests.DEPLOYMENT_LABEL}={name},"
+            f"{manifests.DEPLOYMENT_ID_LABEL}={deployment_id}"
+        )
+
+    def _actual(self, counter: _Counter, namespace: str, selector: str) -> dict[str, dict[str, dict[str, Any]]]:
+        kinds = ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "HTTPRoute")
+        return {kind: self._list(counter, kind, namespace, selector) for kind in kinds}
+
+    def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
+        counter = _Counter()
+        self.apply_tenant(deployment.tenant)
+        namespace = manifests.namespace_name(deployment.tenant.slug, self.kube)
+        selector = self._selector(deployment.id, deployment.name)
+        actual = self._actual(counter, namespace, selector)
+        wanted = manifests.deployment_objects(deployment, self.kube)
+        applied: dict[str, dict[str, Any]] = {}
+        owner_uids: dict[str, str] = {}
+        for obj in (o for o in wanted if o["kind"] == "Deployment"):
+            name = obj["metadata"]["name"]
+            applied[name] = self._apply(counter, obj, actual["Deployment"].get(name))
+            owner_uids[name] = applied[name]["metadata"]["uid"]
+        # Dependents are rendered again with their owner's uid, so cascading deletion follows the Deployment.
+        wanted = manifests.deployment_objects(deployment, self.kube, owner_uids)
+        wanted_names: dict[str, set[str]] = {kind: set() for kind in actual}
+        for obj in wanted:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            wanted_names[kind].add(name)
+            if kind != "Deployment":
+                self._apply(counter, obj, actual[kind].get(name))
+        # Prune dependents first, then the Deployments (whose deletion would cascade to them anyway).
+        for kind in ("HTTPRoute", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
+            for name in sorted(set(actual[kind]) - wanted_names[kind]):
+                self._delete(counter, kind, name, namespace)
+        status = self._observe(counter, deployment, namespace, applied)
+        status.api_calls, status.writes = counter.calls, counter.writes
+        return status
+
+    def observe_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
+        counter = _Counter()
+        namespace = manifests.namespace_name(deployment.tenant.slug, self.kube)
+        found = self._list(counter, "Deployment", namespace, self._selector(deployment.id, deployment.name))
+        status = self._observe(counter, deployment, namespace, found)
+        status.api_calls = counter.calls
+        return status
+
+    def _observe(
+        self, counter: _Counter, deployment: DeploymentSpec, namespace: str, found: dict[str, dict[str, Any]]
+    ) -> DeploymentStatus:
+        status = DeploymentStatus(exists=bool(found))
+        short: list[RevisionStatus] = []
+        for revision in deployment.revisions:
+            name = manifests.revision_object_name(deployment.name, revision.number)
+            obj = found.get(name)
+            if obj is None:
+                continue
+            desired = int(obj.get("spec", {}).get("replicas", revision.replicas) or 0)
+            ready = int((obj.get("status") or {}).get("readyReplicas") or 0)
+            endpoints = [manifests.service_url(deployment.name, revision.number, namespace)] if ready else []
+            rstatus = RevisionStatus(revision.id, desired_replicas=desired, ready_replicas=ready, endpoints=endpoints)
+            status.revisions[revision.id] = rstatus
+            if ready < desired:
+                short.append(rstatus)
+        if short:
+            self._find_unschedulable(counter, deployment, namespace, short)
+        return status
+
+    def _find_unschedulable(
+        self, counter: _Counter, deployment: DeploymentSpec, namespace: str, short: list[RevisionStatus]
+    ) -> None:
+        """Copy the scheduler's message of Pending pods onto the revisions that are short of replicas."""
+        selector = f"{manifests.DEPLOYMENT_LABEL}={deployment.name}"
+        pods = self._call(counter, False, self.core.list_namespaced_pod, namespace, label_selector=selector)
+        numbers = {r.id: r.number for r in deployment.revisions}
+        for rstatus in short:
+            label = f"r{numbers[rstatus.revision_id]}"
+            for pod in pods.get("items", []):
+                if (pod["metadata"].get("labels") or {}).get(manifests.REVISION_LABEL) != label:
+                    continue
+                pod_status = pod.get("status") or {}
+                if pod_status.get("phase") != "Pending":
+                    continue
+                for condition in pod_status.get("conditions") or []:
+                    if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                        rstatus.waiting_for_capacity = str(condition.get("message") or "Unschedulable")
+                        break
+                if rstatus.waiting_for_capacity:
+                    break
+
+    def delete_deployment(self, tenant_slug: str, deployment_id: int, name: str) -> DeploymentStatus:
+        counter = _Counter()
+        namespace = manifests.namespace_name(tenant_slug, self.kube)
+        selector = self._selector(deployment_id, name)
+        actual = self._actual(counter, namespace, selector)
+        if not any(actual.values()):
+            return DeploymentStatus(exists=False, api_calls=counter.calls)
+        for kind in ("HTTPRoute", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"):
+            for obj_name in sorted(actual[kind]):
+                self._delete(counter, kind, obj_name, namespace)
+        remaining = self._actual(counter, namespace, selector)
+        return DeploymentStatus(exists=any(remaining.values()), api_calls=counter.calls, writes=counter.writes)

@@ -1,0 +1,336 @@
+"""The reconciler: desired state from Postgres → backend → observed state back to Postgres (STYLE.md item 6).
+
+Level-triggered and idempotent: every pass recomputes the whole desired state (``plan_replicas`` +
+``build_deployment_spec``), hands it to the configured backend, and writes observed state back only where it
+differs from what is stored, so a pass over a converged deployment writes nothing. A transaction-scoped Postgres
+advisory lock per deployment keeps two workers from reconciling the same deployment at once; the lock goes with
+the connection, so a worker killed mid-reconcile never leaves it held.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+
+from deployments.backends.base import (
+    Backend,
+    DeploymentSpec,
+    DeploymentStatus,
+    PermanentBackendError,
+    RevisionSpec,
+    TenantSpec,
+)
+from deployments.models import DeploymentEvent, ModelDeployment, Revision
+from quotas.models import Quota
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+# Namespaces the advisory lock keys (two int4 keys: this class id, then the deployment id).
+_LOCK_CLASS_DEPLOYMENT = 0x46440001
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What one pass did: ``outcome`` is converged | progressing | degraded | deleted | busy | missing."""
+
+    outcome: str
+    db_writes: int = 0
+    api_calls: int = 0
+    api_writes: int = 0
+
+
+def plan_replicas(deployment: ModelDeployment, revisions: Sequence[Revision]) -> dict[int, int]:
+    """Replicas per revision id; revisions absent from the result are to be pruned.
+
+    Revisions with weight > 0 share ``desired_replicas`` (clamped to [min, max]) in proportion to their weight,
+    at least 1 each unless the deployment is scaled to zero. A revision whose weight dropped to 0 keeps its
+    current replicas until every revision taking traffic has all its planned replicas ready (KServe #5983: never
+    scale the stable revision down before the canary is ready), and is pruned after that.
+    """
+    if deployment.desired_state != ModelDeployment.DesiredState.RUNNING:
+        # Stopped: keep the routed revisions' objects at zero replicas, drop the rest.
+        return {r.pk: 0 for r in revisions if r.weight > 0}
+    total = min(max(deployment.desired_replicas, deployment.min_replicas), deployment.max_replicas)
+    weighted = [r for r in revisions if r.weight > 0]
+    weight_sum = sum(r.weight for r in weighted)
+    plan: dict[int, int] = {}
+    if weighted and total > 0:
+        exact = {r.pk: total * r.weight / weight_sum for r in weighted}
+        plan = {pk: math.floor(share) for pk, share in exact.items()}
+        # Largest remainder: hand out what flooring lost, biggest fractions first (ties: newest revision).
+        leftovers = sorted(weighted, key=lambda r: (exact[r.pk] - plan[r.pk], r.number), reverse=True)
+        for r in leftovers[: total - sum(plan.values())]:
+            plan[r.pk] += 1
+        plan = {pk: max(1, n) for pk, n in plan.items()}
+    else:
+        plan = {r.pk: 0 for r in weighted}
+    targets_ready = all(r.ready_replicas >= plan[r.pk] for r in weighted)
+    for r in revisions:
+        if r.weight == 0 and not targets_ready and (r.desired_replicas > 0 or r.ready_replicas > 0):
+            plan[r.pk] = max(r.desired_replicas, r.ready_replicas)
+    return plan
+
+
+def tenant_spec(tenant: Tenant, quota: Quota | None) -> TenantSpec:
+    """A tenant's backend view; a tenant without a Quota row gets the Quota defaults."""
+    quota = quota or Quota(tenant=tenant)
+    gpus = {str(k): int(v) for k, v in sorted((quota.gpus or {}).items())}
+    return TenantSpec(
+        slug=tenant.slug,
+        gpus=gpus,
+        max_replicas=quota.max_replicas,
+        cpu_cores=quota.cpu_cores,
+        memory_gib=quota.memory_gib,
+    )
+
+
+def build_deployment_spec(
+    deployment: ModelDeployment, revisions: Iterable[Revision], plan: dict[int, int], tenant: TenantSpec
+) -> DeploymentSpec:
+    """The plain-data desired state the backend applies (no ORM object crosses into a backend)."""
+    wanted = tuple(
+        RevisionSpec(id=r.pk, number=r.number, spec=dict(r.spec), replicas=plan[r.pk], weight=r.weight)
+        for r in sorted(revisions, key=lambda r: r.number)
+        if r.pk in plan
+    )
+    return DeploymentSpec(
+        id=deployment.pk,
+        tenant=tenant,
+        name=deployment.name,
+        autoscaler_class=deployment.autoscaler_class,
+        min_replicas=deployment.min_replicas,
+        max_replicas=deployment.max_replicas,
+        target_concurrency=deployment.target_concurrency,
+        revisions=wanted,
+        created_at=deployment.created_at.timestamp() if deployment.created_at else 0.0,
+    )
+
+
+def _quota_of(tenant: Tenant) -> Quota | None:
+    return Quota.unscoped_objects.filter(tenant=tenant).first()
+
+
+def desired_spec(deployment: ModelDeployment, revisions: Sequence[Revision]) -> DeploymentSpec:
+    """What the reconciler would apply now (also what the manifests preview renders)."""
+    tenant = tenant_spec(deployment.tenant, _quota_of(deployment.tenant))
+    return build_deployment_spec(deployment, revisions, plan_replicas(deployment, revisions), tenant)
+
+
+def _try_lock(deployment_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_LOCK_CLASS_DEPLOYMENT, deployment_id])
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _request_publish() -> None:
+    """Republish the gateway's snapshot after commit (``QuerySet.update`` fires no signals, so ask explicitly)."""
+    try:
+        from quotas.signals import request_publish
+    except ImportError:
+        try:
+            from quotas.publish import publish_config
+        except ImportError:
+            return
+        transaction.on_commit(publish_config)
+        return
+    request_publish()
+
+
+def reconcile_deployment(deployment_id: int, backend: Backend) -> ReconcileResult:
+    """One level-triggered pass over one deployment. Raises TransientBackendError for the task to retry."""
+    with transaction.atomic():
+        # The lock names the race: two workers (a redelivered task and a fresh one) applying the same deployment.
+        if not _try_lock(deployment_id):
+            return ReconcileResult("busy")
+        deployment = ModelDeployment.unscoped_objects.select_related("tenant").filter(pk=deployment_id).first()
+        if deployment is None:
+            return ReconcileResult("missing")
+        if deployment.desired_state == ModelDeployment.DesiredState.DELETING:
+            return _reconcile_deletion(deployment, backend)
+        revisions = list(Revision.unscoped_objects.filter(deployment=deployment).order_by("number"))
+        stored = {r.pk: (list(r.endpoints), r.desired_replicas, r.ready_replicas) for r in revisions}
+        generation = deployment.generation
+        tenant = tenant_spec(deployment.tenant, _quota_of(deployment.tenant))
+        try:
+            backend.apply_tenant(tenant)
+            plan = plan_replicas(deployment, revisions)
+            status = backend.apply_deployment(build_deployment_spec(deployment, revisions, plan, tenant))
+            calls, api_writes = status.api_calls, status.writes
+            # What was just observed may change the plan (the canary became ready: prune the drained stable).
+            _absorb_observed(revisions, status)
+            replan = plan_replicas(deployment, revisions)
+            if replan != plan:
+                plan = replan
+                status = backend.apply_deployment(build_deployment_spec(deployment, revisions, plan, tenant))
+                calls, api_writes = calls + status.api_calls, api_writes + status.writes
+        except PermanentBackendError as exc:
+            writes = _write_degraded(deployment, generation, str(exc))
+            return ReconcileResult("degraded", db_writes=writes)
+        writes, outcome = write_observed(deployment, revisions, stored, plan, status, generation)
+        if writes:
+            _request_publish()
+        return ReconcileResult(outcome, db_writes=writes, api_calls=calls, api_writes=api_writes)
+
+
+def _absorb_observed(revisions: Sequence[Revision], status: DeploymentStatus) -> None:
+    """Copy observed counts onto the in-memory rows so the plan sees them (nothing is saved here)."""
+    for r in revisions:
+        observed = status.revisions.get(r.pk)
+        r.ready_replicas = observed.ready_replicas if observed else 0
+        r.desired_replicas = observed.desired_replicas if observed else 0
+
+
+def _revision_observation(
+    deployment: ModelDeployment, revision: Revision, plan: dict[int, int], status: DeploymentStatus
+) -> tuple[list[str], int, int, str | None]:
+    """(endpoints, desired, ready, waiting-for-capacity message) of one revision as the backend sees it."""
+    observed = status.revisions.get(revision.pk)
+    if observed is None and revision.spec.get("runtime") == "external" and revision.pk in plan:
+        # External revisions point at URLs outside any backend: they are "ready" as configured.
+        endpoints = [str(url) for url in deployment.endpoints]
+        return endpoints, 0, len(endpoints), None
+    if observed is None:
+        return [], 0, 0, None
+    return list(observed.endpoints), observed.desired_replicas, observed.ready_replicas, observed.waiting_for_capacity
+
+
+def write_observed(
+    deployment: ModelDeployment,
+    revisions: Sequence[Revision],
+    stored: dict[int, tuple[list[str], int, int]],
+    plan: dict[int, int],
+    status: DeploymentStatus,
+    generation: int,
+) -> tuple[int, str]:
+    """Write what the backend observed, field by field, only where it differs; returns (rows written, outcome)."""
+    writes = 0
+    waiting: list[str] = []
+    not_ready: list[str] = []
+    total_ready = 0
+    for r in revisions:
+        endpoints, desired, ready, capacity = _revision_observation(deployment, r, plan, status)
+        if capacity:
+            waiting.append(f"{r.name}: {capacity}")
+        if r.pk in plan:
+            total_ready += ready
+            if r.weight > 0 and ready < plan[r.pk]:
+                not_ready.append(f"{r.name}: {ready}/{plan[r.pk]} ready")
+        if stored[r.pk] != (endpoints, desired, ready):
+            Revision.unscoped_objects.filter(pk=r.pk).update(
+                endpoints=endpoints, desired_replicas=desired, ready_replicas=ready
+            )
+            writes += 1
+    running = deployment.desired_state == ModelDeployment.DesiredState.RUNNING
+    routed = any(r.weight > 0 for r in revisions)
+    draining = any(r.weight == 0 and r.pk in plan for r in revisions)
+    ready = running and routed and not not_ready
+    before = [dict(c) for c in deployment.conditions]
+    if not running:
+        deployment.set_condition("Ready", False, "Stopped", "the deployment is stopped")
+        deployment.set_condition("Progressing", False, "Stopped", "")
+    elif not routed:
+        deployment.set_condition("Ready", False, "NoTraffic", "no revision has a traffic weight above 0")
+        deployment.set_condition("Progressing", False, "NoTraffic", "")
+    else:
+        deployment.set_condition(
+            "Ready", ready, "AllReplicasReady" if ready else "ReplicasNotReady", "; ".join(not_ready)
+        )
+        progressing = not ready or draining
+        reason = "RollingOut" if progressing else "Converged"
+        message = "waiting for the new revision before scaling down the old one" if draining else ""
+        deployment.set_condition("Progressing", progressing, reason, message)
+    deployment.set_condition("Degraded", False, "AsExpected", "")
+    if waiting:
+        deployment.set_condition("WaitingForCapacity", True, "Unschedulable", "; ".join(waiting))
+    else:
+        deployment.set_condition("WaitingForCapacity", False, "CapacityAvailable", "")
+    fields: dict[str, Any] = {}
+    if deployment.conditions != before:
+        fields["conditions"] = deployment.conditions
+        _record_transitions(deployment, before)
+    new_status = (
+        ModelDeployment.Status.STOPPED if not running
+        else ModelDeployment.Status.READY if ready
+        else ModelDeployment.Status.PROGRESSING
+    )
+    for name, value in (
+        ("status", new_status),
+        ("ready_replicas", total_ready),
+        ("observed_generation", generation),
+    ):
+        if getattr(deployment, name) != value:
+            fields[name] = value
+    if fields:
+        ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(**fields)
+        writes += 1
+    return writes, "converged" if ready else "progressing"
+
+
+def _record_transitions(deployment: ModelDeployment, before: list[dict[str, Any]]) -> None:
+    """Deployment events for the transitions a tenant cares about."""
+    old = {c.get("type"): c.get("status") for c in before}
+    for condition in deployment.conditions:
+        type_, now = condition.get("type"), condition.get("status")
+        if old.get(type_) == now:
+            continue
+        if type_ == "Ready" and now == "True":
+            DeploymentEvent.record(deployment, "Ready", "all replicas of the routed revisions are ready")
+        elif type_ == "WaitingForCapacity" and now == "True":
+            DeploymentEvent.record(deployment, "WaitingForCapacity", condition.get("message", ""), warning=True)
+
+
+def _write_degraded(deployment: ModelDeployment, generation: int, message: str) -> int:
+    before = [dict(c) for c in deployment.conditions]
+    deployment.set_condition("Degraded", True, "ApplyFailed", message)
+    deployment.set_condition("Ready", False, "ApplyFailed", message)
+    fields: dict[str, Any] = {}
+    if deployment.conditions != before:
+        fields["conditions"] = deployment.conditions
+        DeploymentEvent.record(deployment, "ApplyFailed", message, warning=True)
+    if deployment.status != ModelDeployment.Status.DEGRADED:
+        fields["status"] = ModelDeployment.Status.DEGRADED
+    if deployment.observed_generation != generation:
+        fields["observed_generation"] = generation
+    if fields:
+        ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(**fields)
+    logger.warning("deployment %s degraded: %s", deployment.pk, message)
+    return len(fields)
+
+
+def _reconcile_deletion(deployment: ModelDeployment, backend: Backend) -> ReconcileResult:
+    status = backend.delete_deployment(deployment.tenant.slug, deployment.pk, deployment.name)
+    if status.exists:
+        if deployment.status != ModelDeployment.Status.DELETING:
+            ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(status=ModelDeployment.Status.DELETING)
+        return ReconcileResult("progressing", api_calls=status.api_calls, api_writes=status.writes)
+    deployment.delete()  # revisions and events cascade
+    _request_publish()
+    return ReconcileResult("deleted", db_writes=1, api_calls=status.api_calls, api_writes=status.writes)
+
+
+def reconcile_tenant(tenant_id: int, backend: Backend) -> bool:
+    """Apply a tenant's shared objects (namespace, quota, network policy); False when the tenant is gone."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        return False
+    backend.apply_tenant(tenant_spec(tenant, _quota_of(tenant)))
+    return True
+
+
+def deployments_needing_reconcile() -> list[int]:
+    """Ids the periodic resync enqueues: unconverged generations, not-ready deployments, pending deletions."""
+    from django.db.models import F, Q
+
+    needs = (
+        ~Q(generation=F("observed_generation"))
+        | Q(desired_state=ModelDeployment.DesiredState.DELETING)
+        | (Q(desired_state=ModelDeployment.DesiredState.RUNNING) & ~Q(status=ModelDeployment.Status.READY))
+    )
+    return list(ModelDeployment.objects.unscoped().filter(needs).order_by("pk").values_list("pk", flat=True))

@@ -1,0 +1,481 @@
+"""A fake Kubernetes API server: real HTTP on 127.0.0.1, used through the official ``kubernetes`` client.
+
+It keeps objects in memory per (resource plural, namespace, name) and implements what Frontdoor's backend uses:
+create / get / list (``labelSelector``) / patch (JSON merge, strategic merge approximated as merge, and
+server-side apply ``application/apply-patch+yaml`` without managedFields) / replace / delete, with
+``resourceVersion`` increments, 409 on a stale ``resourceVersion`` or on creating an existing name, 404s, and
+``Status`` objects as error bodies. Deleting an object deletes the objects whose ``ownerReferences`` name it
+(the garbage collector's cascade); deleting a namespace deletes everything in it.
+
+For tests and the benchmark: request counters (reads vs writes, and a write log), injected faults (N failing
+calls with a status, latency, dropped connections, 422 for a name, 409s), direct status control (Deployment
+``readyReplicas``, Pending Unschedulable pods) and an optional "controller" that marks Deployments ready.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import yaml
+
+KINDS = {
+    "namespaces": "Namespace",
+    "pods": "Pod",
+    "services": "Service",
+    "resourcequotas": "ResourceQuota",
+    "deployments": "Deployment",
+    "poddisruptionbudgets": "PodDisruptionBudget",
+    "networkpolicies": "NetworkPolicy",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "httproutes": "HTTPRoute",
+}
+_PATH = re.compile(
+    r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
+)
+_NS_PATH = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+
+
+@dataclass
+class Faults:
+    """Injected failures; counters decrement as they fire."""
+
+    fail_next: int = 0
+    fail_status: int = 500
+    drop_next: int = 0
+    conflict_next: int = 0
+    latency_s: float = 0.0
+    reject_names: dict[str, str] = field(default_factory=dict)  # object name -> 422 message on writes
+
+
+@dataclass
+class Stats:
+    reads: int = 0
+    writes: int = 0
+    write_log: list[tuple[str, str, str, str]] = field(default_factory=list)  # (verb, plural, namespace, name)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"reads": self.reads, "writes": self.writes, "calls": self.reads + self.writes}
+
+
+def parse_selector(selector: str) -> list[Callable[[dict[str, str]], bool]]:
+    """``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a`` joined by commas."""
+    tests: list[Callable[[dict[str, str]], bool]] = []
+    for part in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
+        term = part.strip()
+        if not term:
+            continue
+        match = re.match(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$", term)
+        if match:
+            key, op, values = match.group(1), match.group(2), {v.strip() for v in match.group(3).split(",")}
+            if op == "in":
+                tests.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        elif "!=" in term:
+            key, value = (s.strip() for s in term.split("!=", 1))
+            tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
+        elif "=" in term:
+            key, value = (s.strip() for s in term.replace("==", "=").split("=", 1))
+            tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif term.startswith("!"):
+            absent = term[1:].strip()
+            tests.append(lambda labels, k=absent: k not in labels)
+        else:
+            tests.append(lambda labels, k=term: k in labels)
+    return tests
+
+
+def merge(base: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386): objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict) or not isinstance(base, dict):
+        return patch
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+class Store:
+    """The cluster state, guarded by one lock (handlers run on many threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.version = 0
+        self.faults = Faults()
+        self.stats = Stats()
+        self.auto_ready = True
+        self.validator: Callable[[dict[str, Any]], str | None] | None = None
+
+    # -- helpers used by handlers
+
+    def _next_version(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    def _stamp(self, plural: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = self._next_version()
+        if old is None:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            meta["generation"] = 1
+        else:
+            meta["uid"] = old["metadata"]["uid"]
+            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+            spec_changed = old.get("spec") != obj.get("spec")
+            meta["generation"] = old["metadata"].get("generation", 1) + (1 if spec_changed else 0)
+            if "status" not in obj and "status" in old:
+                obj["status"] = old["status"]
+        if plural == "deployments" and self.auto_ready:
+            replicas = int(obj.get("spec", {}).get("replicas", 1))
+            obj["status"] = {
+                "observedGeneration": meta["generation"],
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "updatedReplicas": replicas,
+            }
+
+    def _check_write(self, obj: dict[str, Any]) -> None:
+        name = obj.get("metadata", {}).get("name", "")
+        if name in self.faults.reject_names:
+            raise ApiError(422, "Invalid", self.faults.reject_names[name])
+        if self.validator is not None:
+            problem = self.validator(obj)
+            if problem:
+                raise ApiError(422, "Invalid", f"{obj.get('kind')} {name!r} is invalid: {problem}")
+
+    def _require_namespace(self, namespace: str) -> None:
+        if namespace and ("namespaces", "", namespace) not in self.objects:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.objects.get((plural, namespace, name))
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+        return obj
+
+    def list(self, plural: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+        tests = parse_selector(selector) if selector else []
+        items = []
+        for (p, ns, _), obj in sorted(self.objects.items()):
+            if p != plural or (namespace is not None and ns != namespace):
+                continue
+            labels = obj.get("metadata", {}).get("labels") or {}
+            if all(test(labels) for test in tests):
+                items.append(obj)
+        return items
+
+    def create(self, plural: str, namespace: str, obj: dict[str, Any], api_version: str) -> dict[str, Any]:
+        name = obj.get("metadata", {}).get("name")
+        if not name:
+            raise ApiError(422, "Invalid", "metadata.name: Required value")
+        self._require_namespace(namespace)
+        if (plural, namespace, name) in self.objects:
+            raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+        obj = json.loads(json.dumps(obj))
+        obj.setdefault("apiVersion", api_version)
+        obj.setdefault("kind", KINDS[plural])
+        if namespace:
+            obj["metadata"]["namespace"] = namespace
+        self._check_write(obj)
+        self._stamp(plural, obj, None)
+        self.objects[(plural, namespace, name)] = obj
+        return obj
+
+    def update(
+        self, plural: str, namespace: str, name: str, new: dict[str, Any], check_version: bool
+    ) -> dict[str, Any]:
+        old = self.get(plural, namespace, name)
+        wanted = new.get("metadata", {}).get("resourceVersion")
+        if check_version and wanted and wanted != old["metadata"]["resourceVersion"]:
+            raise ApiError(
+                409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified; '
+                "please apply your changes to the latest version and try again"
+            )
+        new = json.loads(json.dumps(new))
+        new["metadata"]["name"] = name
+        if namespace:
+            new["metadata"]["namespace"] = namespace
+        new.setdefault("apiVersion", old.get("apiVersion"))
+        new.setdefault("kind", old.get("kind"))
+        self._check_write(new)
+        self._stamp(plural, new, old)
+        self.objects[(plural, namespace, name)] = new
+        return new
+
+    def apply(self, plural: str, namespace: str, name: str, obj: dict[str, Any], api_version: str) -> tuple[int, Any]:
+        """Server-side apply without managedFields: create, or merge the applied fields (lists replace)."""
+        if (plural, namespace, name) not in self.objects:
+            obj = {**obj, "metadata": {**obj.get("metadata", {}), "name": name}}
+            return 201, self.create(plural, namespace, obj, api_version)
+        old = self.get(plural, namespace, name)
+        applied = {k: v for k, v in obj.items() if k != "status"}
+        merged = merge(old, applied)
+        merged["metadata"].pop("resourceVersion", None)
+        return 200, self.update(plural, namespace, name, merged, check_version=False)
+
+    def delete(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.objects.pop((plural, namespace, name), None)
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
+        self._next_version()
+        if plural == "namespaces":
+            for key in [k for k in self.objects if k[1] == name]:
+                del self.objects[key]
+        else:
+            self._cascade(namespace, obj["metadata"]["uid"])
+        return obj
+
+    def _cascade(self, namespace: str, uid: str) -> None:
+        for key, child in list(self.objects.items()):
+            if key[1] != namespace or key not in self.objects:
+                continue
+            owners = child.get("metadata", {}).get("ownerReferences") or []
+            if any(o.get("uid") == uid for o in owners):
+                del self.objects[key]
+                self._cascade(namespace, child["metadata"]["uid"])
+
+    # -- test controls (no API call is counted)
+
+    def set_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        with self.lock:
+            obj = self.get(plural, namespace, name)
+            obj["status"] = merge(obj.get("status") or {}, status)
+            obj["metadata"]["resourceVersion"] = self._next_version()
+
+    def add_pending_pod(self, namespace: str, name: str, labels: dict[str, str], message: str) -> None:
+        """A pod the scheduler could not place, as ``kubectl describe`` would show it."""
+        with self.lock:
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {"containers": [{"name": "model", "image": "x"}]},
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+                    ],
+                },
+            }
+            self._stamp("pods", pod, None)
+            self.objects[("pods", namespace, name)] = pod
+
+    def set_pod_running(self, namespace: str, name: str) -> None:
+        running = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        self.set_status("pods", namespace, name, running)
+
+    def count_by_label(self, selector: str) -> int:
+        with self.lock:
+            return sum(len(self.list(p, None, selector)) for p in KINDS)
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.stats = Stats()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeKubeServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests print what matters
+        return
+
+    def _send(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return {}
+        if "yaml" in (self.headers.get("Content-Type") or ""):
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, verb: str) -> None:
+        store = self.server.store
+        url = urlparse(self.path)
+        if url.path.startswith("/_fake/"):
+            self._control(verb, url.path)
+            return
+        body = self._body()
+        with store.lock:
+            faults = store.faults
+            latency = faults.latency_s
+            drop = faults.drop_next > 0
+            if drop:
+                faults.drop_next -= 1
+            fail = faults.fail_next > 0
+            if fail:
+                faults.fail_next -= 1
+            conflict = verb != "GET" and faults.conflict_next > 0
+            if conflict:
+                faults.conflict_next -= 1
+            if verb == "GET":
+                store.stats.reads += 1
+        if latency:
+            time.sleep(latency)
+        if drop:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        try:
+            if fail:
+                raise ApiError(faults.fail_status, "InternalError", "injected failure")
+            if conflict:
+                raise ApiError(409, "Conflict", "injected conflict: the object has been modified")
+            with store.lock:
+                code, result = self._dispatch(verb, url.path, parse_qs(url.query), body)
+        except ApiError as exc:
+            self._send(exc.code, exc.body())
+            return
+        self._send(code, result)
+
+    def _dispatch(self, verb: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        store = self.server.store
+        ns_match = _NS_PATH.match(path)
+        if ns_match:
+            plural, namespace, name, api_version = "namespaces", "", ns_match.group("name"), "v1"
+        else:
+            match = _PATH.match(path)
+            if not match or match.group("plural") not in KINDS:
+                raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            plural, name = match.group("plural"), match.group("name")
+            namespace = match.group("ns") or ""
+            api_version = "v1" if match.group("cv") else f"{match.group('group')}/{match.group('gv')}"
+        if verb != "GET":
+            store.stats.writes += 1
+            store.stats.write_log.append((verb, plural, namespace, name or body.get("metadata", {}).get("name", "")))
+        if verb == "GET" and name is None:
+            selector = query.get("labelSelector", [""])[0]
+            scope = namespace if (namespace or plural == "namespaces") else None  # None = every namespace
+            items = store.list(plural, scope, selector)
+            return 200, {
+                "apiVersion": api_version,
+                "kind": f"{KINDS[plural]}List",
+                "metadata": {"resourceVersion": str(store.version)},
+                "items": items,
+            }
+        if verb == "GET":
+            return 200, store.get(plural, namespace, name or "")
+        if verb == "POST":
+            return 201, store.create(plural, namespace, body, api_version)
+        if verb == "PUT":
+            return 200, store.update(plural, namespace, name or "", body, check_version=True)
+        if verb == "DELETE":
+            store.delete(plural, namespace, name or "")
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        if verb == "PATCH":
+            content_type = self.headers.get("Content-Type") or ""
+            if "apply-patch" in content_type:
+                return store.apply(plural, namespace, name or "", body, api_version)
+            old = store.get(plural, namespace, name or "")
+            return 200, store.update(plural, namespace, name or "", merge(old, body), check_version=True)
+        raise ApiError(405, "MethodNotAllowed", verb)
+
+    def _control(self, verb: str, path: str) -> None:
+        """``GET /_fake/stats``, ``POST /_fake/reset``, ``POST /_fake/faults`` (JSON fields of ``Faults``)."""
+        store = self.server.store
+        body = self._body() if verb == "POST" else {}
+        with store.lock:
+            if path == "/_fake/stats":
+                self._send(200, store.stats.snapshot())
+            elif path == "/_fake/reset" and verb == "POST":
+                store.reset_stats()
+                self._send(200, {})
+            elif path == "/_fake/faults" and verb == "POST":
+                for key, value in body.items():
+                    setattr(store.faults, key, value)
+                self._send(200, {})
+            else:
+                self._send(404, ApiError(404, "NotFound", path).body())
+
+
+class FakeKubeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), Handler)
+        self.store = Store()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeKubeServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="fakekube", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def main() -> None:
+    """Run standalone: ``python -m tests.fakekube.server [port]`` (prints its URL)."""
+    import sys
+
+    server = FakeKubeServer(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    print(server.url, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
