@@ -30,14 +30,18 @@ def good_key(world: World, gateway: Process, tenant: str) -> Key:
     return key
 
 
-def post(gateway: Process, key: str | None, body: Any = None, raw: bytes | None = None, path: str = CHAT) -> httpx.Response:
+def post(
+    gateway: Process, key: str | None, body: Any = None, raw: bytes | None = None, path: str = CHAT
+) -> httpx.Response:
     headers = {"authorization": f"Bearer {key}"} if key is not None else {}
     if raw is not None:
         return httpx.post(gateway.url + path, content=raw, headers=headers, timeout=10)
     return httpx.post(gateway.url + path, json=HELLO if body is None else body, headers=headers, timeout=10)
 
 
-def assert_error_shape(response: httpx.Response, status: int, code: str | None, param: str | None = None) -> dict[str, Any]:
+def assert_error_shape(
+    response: httpx.Response, status: int, code: str | None, param: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-request-id"]
@@ -130,7 +134,9 @@ def test_it_rejects_invalid_json(gateway: Process, good_key: Key) -> None:
         ("/v1/embeddings", {"model": "chat"}, "input"),
     ],
 )
-def test_it_names_the_missing_field(gateway: Process, good_key: Key, path: str, body: dict[str, Any], param: str) -> None:
+def test_it_names_the_missing_field(
+    gateway: Process, good_key: Key, path: str, body: dict[str, Any], param: str
+) -> None:
     error = assert_error_shape(post(gateway, good_key.full, body, path=path), 400, "missing_required_parameter", param)
     assert error["type"] == "invalid_request_error"
 

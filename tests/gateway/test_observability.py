@@ -68,8 +68,9 @@ def test_it_logs_one_json_line_per_request_without_the_key(
     key, _ = served
     lines: list[dict[str, object]] = []
     for _ in range(300):  # the log is flushed once a second
-        lines = [orjson.loads(line) for line in gateway.log().splitlines()
-                 if line.startswith("{") and '"observed"' in line]
+        lines = [
+            orjson.loads(line) for line in gateway.log().splitlines() if line.startswith("{") and '"observed"' in line
+        ]
         if len(lines) >= 3:
             break
         time.sleep(0.01)

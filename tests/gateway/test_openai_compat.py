@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -127,3 +128,15 @@ def test_it_writes_one_usage_event_per_request_with_the_tokens(
     assert int(streamed["prompt_tokens"]) == 2
     assert 1 <= int(streamed["completion_tokens"]) <= 6
     assert streamed["ttft_ms"] != ""
+
+
+def test_it_gives_each_concurrent_embeddings_request_its_own_vectors(gateway: Process, acme: Key) -> None:
+    client = client_for(gateway, acme)
+    texts = [[f"text {i} a", f"text {i} b"] for i in range(16)]
+    alone = {t: client.embeddings.create(model="embed-small", input=t).data[0].embedding for t in ("text 3 b",)}
+    with ThreadPoolExecutor(16) as pool:  # concurrent: the gateway merges them into shared upstream calls
+        replies = list(pool.map(lambda inputs: client.embeddings.create(model="embed-small", input=inputs), texts))
+    for reply in replies:
+        assert [d.index for d in reply.data] == [0, 1]
+        assert reply.usage.prompt_tokens > 0
+    assert replies[3].data[1].embedding == alone["text 3 b"]

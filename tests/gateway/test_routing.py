@@ -14,18 +14,27 @@ def deployment(revisions: list[dict[str, object]]):  # type: ignore[no-untyped-d
     doc = {
         "version": 1,
         "deployments": {
-            "acme/chat": {"id": 1, "tenant": "acme", "name": "chat", "model": "m", "state": "running",
-                          "timeout_s": 10, "revisions": revisions},
+            "acme/chat": {
+                "id": 1,
+                "tenant": "acme",
+                "name": "chat",
+                "model": "m",
+                "state": "running",
+                "timeout_s": 10,
+                "revisions": revisions,
+            },
         },
     }
     return parse_snapshot(doc).deployments[("acme", "chat")]
 
 
 def test_it_splits_traffic_by_revision_weight() -> None:
-    dep = deployment([
-        {"id": 11, "weight": 80, "endpoints": ["http://a"]},
-        {"id": 12, "weight": 20, "endpoints": ["http://b"]},
-    ])
+    dep = deployment(
+        [
+            {"id": 11, "weight": 80, "endpoints": ["http://a"]},
+            {"id": 12, "weight": 20, "endpoints": ["http://b"]},
+        ]
+    )
     balancer = Balancer(eject_s=10)
     picks = Counter(balancer.pick(dep)[0].id for _ in range(5000))
     assert 0.75 < picks[11] / 5000 < 0.85
@@ -33,11 +42,13 @@ def test_it_splits_traffic_by_revision_weight() -> None:
 
 
 def test_it_sends_everything_to_the_revisions_that_have_endpoints() -> None:
-    dep = deployment([
-        {"id": 11, "weight": 80, "endpoints": []},
-        {"id": 12, "weight": 20, "endpoints": ["http://b"]},
-        {"id": 13, "weight": 0, "endpoints": ["http://c"]},
-    ])
+    dep = deployment(
+        [
+            {"id": 11, "weight": 80, "endpoints": []},
+            {"id": 12, "weight": 20, "endpoints": ["http://b"]},
+            {"id": 13, "weight": 0, "endpoints": ["http://c"]},
+        ]
+    )
     balancer = Balancer(eject_s=10)
     assert {balancer.pick(dep)[0].id for _ in range(200)} == {12}
     assert not dep.cold

@@ -133,11 +133,16 @@ def test_it_cancels_the_upstream_and_meters_relayed_tokens_when_the_client_disco
     key = world.key(tenant)
     world.publish(gateway)
     before = cancelled_count(slow_upstream)
-    body = {"model": "chat", "messages": [{"role": "user", "content": "write a long story"}], "max_tokens": 400,
-            "stream": True}
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "write a long story"}],
+        "max_tokens": 400,
+        "stream": True,
+    }
     received = 0
-    with httpx.stream("POST", gateway.url + CHAT, json=body, headers={"authorization": f"Bearer {key.full}"},
-                      timeout=15) as response:
+    with httpx.stream(
+        "POST", gateway.url + CHAT, json=body, headers={"authorization": f"Bearer {key.full}"}, timeout=15
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: {"):
