@@ -1,0 +1,510 @@
+"""Roll the gateway's usage stream (``<prefix>:usage``) up into per-minute ``UsageRollup`` rows, exactly once.
+
+Consumer group ``rollup``; one consumer per worker process. Each batch is one Postgres transaction:
+
+1. insert the batch's request ids into ``UsageEventSeen`` (``ON CONFLICT DO NOTHING RETURNING``): only the
+   ids that come back are new; the others were already counted by an earlier, committed delivery;
+2. add the new events into their (minute, tenant, key, deployment) buckets with one upsert;
+3. move ``ApiKey.last_used_at`` forward;
+
+then COMMIT, then XACK. A crash before COMMIT rolls everything back and the entries stay pending (they
+are re-read by this consumer, or claimed by another after ``claim_idle_ms``); a crash between COMMIT and
+XACK redelivers entries whose ids are already in ``UsageEventSeen``, so they count zero. docs/usage.md
+has the whole argument and the retention rules.
+
+Errors are status 429 and status >= 500: what the platform refused or failed. Other 4xx (the client's own
+mistakes) and 499 (the client went away; its relayed tokens still count) are not errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+
+from controlplane.redis import get_redis, redis_key
+from deployments.models import ModelDeployment
+from quotas.models import UsageEventSeen, UsageRollup
+from tenants.models import ApiKey, Tenant
+
+log = logging.getLogger("frontdoor.quotas.rollup")
+
+GROUP = "rollup"
+MAX_RID_LENGTH = 64  # UsageEventSeen.request_id
+
+StreamEntry = tuple[str, dict[str, str] | None]
+
+
+@dataclass(frozen=True)
+class RollupConfig:
+    """Tunables; ``from_settings()`` reads ``FRONTDOOR_USAGE_*`` settings when they exist."""
+
+    batch_size: int = 500
+    claim_idle_ms: int = 30_000  # a pending entry idle this long belongs to a dead (or stuck) consumer
+    max_seconds: float = 1.5  # one run's time budget; beat starts a run every 2 s
+    stream_retention_s: float = 3600.0  # acknowledged stream entries older than this are trimmed
+    seen_retention_s: float = 7 * 86400.0  # request ids remembered for deduplication
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> RollupConfig:
+        values: dict[str, Any] = {
+            "batch_size": getattr(settings, "FRONTDOOR_USAGE_BATCH_SIZE", cls.batch_size),
+            "claim_idle_ms": getattr(settings, "FRONTDOOR_USAGE_CLAIM_IDLE_MS", cls.claim_idle_ms),
+            "max_seconds": getattr(settings, "FRONTDOOR_USAGE_MAX_SECONDS", cls.max_seconds),
+            "stream_retention_s": getattr(settings, "FRONTDOOR_USAGE_STREAM_RETENTION_S", cls.stream_retention_s),
+            "seen_retention_s": getattr(settings, "FRONTDOOR_USAGE_SEEN_RETENTION_S", cls.seen_retention_s),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One parsed stream entry (docs/contracts.md "Usage events")."""
+
+    entry_id: str
+    rid: str
+    ts: float
+    tenant_id: int
+    key_id: int | None
+    deployment_id: int | None
+    status: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+    @property
+    def minute(self) -> datetime:
+        return datetime.fromtimestamp(math.floor(self.ts / 60) * 60, tz=UTC)
+
+    @property
+    def is_error(self) -> bool:
+        return self.status == 429 or self.status >= 500
+
+
+@dataclass(slots=True)
+class RollupStats:
+    """What one run did: entries read, events counted, duplicates and invalid entries skipped."""
+
+    read: int = 0
+    counted: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    batches: int = 0
+
+    def add(self, other: RollupStats) -> None:
+        self.read += other.read
+        self.counted += other.counted
+        self.duplicates += other.duplicates
+        self.skipped += other.skipped
+        self.batches += other.batches
+
+
+def stream_key() -> str:
+    return redis_key("usage")
+
+
+def consumer_name() -> str:
+    """Unique per worker process: a restarted worker is a new consumer, and claims its predecessor's entries."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+_MAX_ID = 2**63 - 1
+_MAX_COUNT = 2**31 - 1
+
+
+def _int(value: str | None, default: int | None = None, low: int = 0, high: int = _MAX_ID) -> int | None:
+    """An integer field in range, or ValueError (a value Postgres would refuse must not wedge the stream)."""
+    if value is None or value == "":
+        return default
+    number = int(value) if value.lstrip("-").isdigit() else int(float(value))
+    if not low <= number <= high:
+        raise ValueError(f"{value!r} out of range")
+    return number
+
+
+def _request_id(rid: str | None, entry_id: str) -> str:
+    if not rid:
+        return f"xid:{entry_id}"  # no id: the stream entry itself is the unit of deduplication
+    if len(rid) > MAX_RID_LENGTH:
+        return f"sha:{hashlib.sha256(rid.encode()).hexdigest()[: MAX_RID_LENGTH - 4]}"
+    return rid
+
+
+def parse_event(entry_id: str, fields: dict[str, str] | None) -> UsageEvent | None:
+    """The event, or None for an entry that cannot be counted (trimmed, or malformed: logged and skipped)."""
+    if not fields:
+        return None
+    try:
+        ts = float(fields.get("ts") or "nan")
+        if not math.isfinite(ts):
+            ts = _entry_ms(entry_id) / 1000
+        tenant_id = _int(fields.get("tenant"))
+        if tenant_id is None:
+            raise ValueError("no tenant")
+        return UsageEvent(
+            entry_id=entry_id,
+            rid=_request_id(fields.get("rid"), entry_id),
+            ts=ts,
+            tenant_id=tenant_id,
+            key_id=_int(fields.get("key")),
+            deployment_id=_int(fields.get("deployment")),
+            status=_int(fields.get("status"), 0, high=999) or 0,
+            prompt_tokens=_int(fields.get("prompt_tokens"), 0, high=_MAX_COUNT) or 0,
+            completion_tokens=_int(fields.get("completion_tokens"), 0, high=_MAX_COUNT) or 0,
+            latency_ms=min(_MAX_COUNT, max(0, round(float(fields.get("latency_ms") or 0)))),
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        log.warning("skipping malformed usage entry %s (%s): %r", entry_id, exc, fields)
+        return None
+
+
+@dataclass(slots=True)
+class _Bucket:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms_sum: int = 0
+    last_ts: float = field(default=0.0)
+
+
+def _existing_ids(cursor: Any, table: str, ids: Iterable[int]) -> set[int]:
+    cursor.execute(f"SELECT id FROM {table} WHERE id = ANY(%s)", [sorted(set(ids))])  # noqa: S608 (model table)
+    return {row[0] for row in cursor.fetchall()}
+
+
+def roll_up_events(events: Sequence[UsageEvent]) -> RollupStats:
+    """Count the events not counted before, in one transaction (commits before returning)."""
+    stats = RollupStats(read=len(events), batches=1)
+    unique: dict[str, UsageEvent] = {}
+    for event in events:
+        unique.setdefault(event.rid, event)  # the same id twice in one batch counts once
+    if not unique:
+        return stats
+    tenant_table, key_table = Tenant._meta.db_table, ApiKey._meta.db_table
+    seen_table, rollup_table = UsageEventSeen._meta.db_table, UsageRollup._meta.db_table
+    deployment_table = ModelDeployment._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        tenants = _existing_ids(cursor, tenant_table, (e.tenant_id for e in unique.values()))
+        valid = [e for e in unique.values() if e.tenant_id in tenants]  # a deleted tenant's usage is dropped
+        stats.skipped += len(unique) - len(valid)
+        if not valid:
+            return stats
+        cursor.execute(
+            f"INSERT INTO {seen_table} (request_id, seen_at) SELECT unnest(%s::text[]), now() "
+            "ON CONFLICT DO NOTHING RETURNING request_id",
+            [sorted(e.rid for e in valid)],
+        )
+        inserted = {row[0] for row in cursor.fetchall()}
+        fresh = [e for e in valid if e.rid in inserted]
+        stats.duplicates += len(valid) - len(fresh)
+        stats.counted = len(fresh)
+        if not fresh:
+            return stats
+
+        cursor.execute(
+            f"SELECT id, tenant_id FROM {key_table} WHERE id = ANY(%s)",  # noqa: S608
+            [sorted({e.key_id for e in fresh if e.key_id is not None})],
+        )
+        key_tenant = dict(cursor.fetchall())
+        cursor.execute(
+            f"SELECT id, name FROM {deployment_table} WHERE id = ANY(%s)",  # noqa: S608
+            [sorted({e.deployment_id for e in fresh if e.deployment_id is not None})],
+        )
+        deployment_names: dict[int, str] = dict(cursor.fetchall())
+
+        buckets: dict[tuple[datetime, int, int | None, int | None], _Bucket] = {}
+        for e in fresh:
+            # A deleted key (or one of another tenant) keeps the tenant's usage, without the key.
+            key_id = e.key_id if key_tenant.get(e.key_id) == e.tenant_id else None
+            bucket = buckets.setdefault((e.minute, e.tenant_id, key_id, e.deployment_id), _Bucket())
+            bucket.requests += 1
+            bucket.errors += int(e.is_error)
+            bucket.prompt_tokens += e.prompt_tokens
+            bucket.completion_tokens += e.completion_tokens
+            bucket.latency_ms_sum += e.latency_ms
+            bucket.last_ts = max(bucket.last_ts, e.ts)
+        _upsert_buckets(cursor, rollup_table, buckets, deployment_names)
+        _touch_keys(cursor, key_table, buckets)
+    return stats
+
+
+def _sort_key(item: tuple[tuple[datetime, int, int | None, int | None], _Bucket]) -> tuple[Any, ...]:
+    (minute, tenant, key, deployment), _ = item
+    return (minute, tenant, key is None, key or 0, deployment is None, deployment or 0)
+
+
+def _upsert_buckets(
+    cursor: Any,
+    table: str,
+    buckets: dict[tuple[datetime, int, int | None, int | None], _Bucket],
+    deployment_names: dict[int, str],
+) -> None:
+    # Sorted, so two consumers lock shared rows in the same order (no deadlock).
+    rows = sorted(buckets.items(), key=_sort_key)
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    for (minute, tenant, key, deployment), b in rows:
+        name = deployment_names.get(deployment, "") if deployment is not None else ""
+        for column, value in zip(
+            columns,
+            (
+                minute,
+                tenant,
+                key,
+                deployment,
+                name,
+                b.requests,
+                b.errors,
+                b.prompt_tokens,
+                b.completion_tokens,
+                b.latency_ms_sum,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    # The unique bucket constraint is NULLS NOT DISTINCT, so a NULL key or deployment still conflicts.
+    cursor.execute(
+        f"""
+        INSERT INTO {table} AS r (minute, tenant_id, api_key_id, deployment_id, deployment_name, requests, errors,
+                                  prompt_tokens, completion_tokens, latency_ms_sum)
+        SELECT * FROM unnest(%s::timestamptz[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
+                             %s::integer[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[])
+        ON CONFLICT ON CONSTRAINT usage_rollup_unique_bucket DO UPDATE SET
+            requests = r.requests + EXCLUDED.requests,
+            errors = r.errors + EXCLUDED.errors,
+            prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
+            completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
+            latency_ms_sum = r.latency_ms_sum + EXCLUDED.latency_ms_sum,
+            deployment_name = CASE WHEN EXCLUDED.deployment_name <> '' THEN EXCLUDED.deployment_name
+                                   ELSE r.deployment_name END
+        """,  # noqa: S608 (table name from the model)
+        columns,
+    )
+
+
+def _touch_keys(cursor: Any, table: str, buckets: dict[tuple[datetime, int, int | None, int | None], _Bucket]) -> None:
+    last_used: dict[int, float] = {}
+    for (_, _, key, _), bucket in buckets.items():
+        if key is not None:
+            last_used[key] = max(last_used.get(key, 0.0), bucket.last_ts)
+    if not last_used:
+        return
+    ids = sorted(last_used)
+    stamps = [datetime.fromtimestamp(last_used[i], tz=UTC) for i in ids]
+    # Lock in id order first (the UPDATE's own lock order follows its plan): concurrent consumers cannot deadlock.
+    cursor.execute(
+        f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",  # noqa: S608 (model table)
+        [ids],
+    )
+    cursor.execute(
+        f"""
+        UPDATE {table} k SET last_used_at = v.ts
+        FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, ts)
+        WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.ts)
+        """,  # noqa: S608 (table name from the model)
+        [ids, stamps],
+    )
+
+
+def ensure_group(client: redis.Redis, stream: str) -> None:
+    """Create the consumer group (and the stream) when missing; reading starts at the stream's beginning."""
+    try:
+        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def process_entries(client: redis.Redis, stream: str, entries: Sequence[StreamEntry]) -> RollupStats:
+    """Roll up one batch of stream entries, then acknowledge all of them (also the skipped ones)."""
+    if not entries:
+        return RollupStats()
+    events = [e for e in (parse_event(entry_id, fields) for entry_id, fields in entries) if e is not None]
+    stats = roll_up_events(events)
+    stats.read = len(entries)
+    stats.skipped += len(entries) - len(events)
+    client.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+    return stats
+
+
+def _read(client: redis.Redis, stream: str, consumer: str, start: str, count: int) -> list[StreamEntry]:
+    reply: Any = client.xreadgroup(GROUP, consumer, {stream: start}, count=count)
+    if not reply:
+        return []
+    _, entries = reply[0]
+    return list(entries)
+
+
+def run_rollup(config: RollupConfig | None = None, consumer: str | None = None) -> RollupStats:
+    """One bounded run: own pending entries, then stale ones of dead consumers, then new ones."""
+    config = config or RollupConfig.from_settings()
+    consumer = consumer or consumer_name()
+    client, stream = get_redis(), stream_key()
+    ensure_group(client, stream)
+    deadline = time.monotonic() + config.max_seconds
+    total = RollupStats()
+
+    # 1. Our own pending entries (a batch that failed before its XACK in this process).
+    while time.monotonic() < deadline:
+        entries = _read(client, stream, consumer, "0", config.batch_size)
+        if not entries:
+            break
+        total.add(process_entries(client, stream, entries))
+
+    # 2. Entries left pending by consumers that died (or stalled) for longer than claim_idle_ms.
+    cursor = "0-0"
+    while time.monotonic() < deadline:
+        reply: Any = client.xautoclaim(
+            stream, GROUP, consumer, config.claim_idle_ms, start_id=cursor, count=config.batch_size
+        )
+        cursor, claimed = reply[0], reply[1]
+        total.add(process_entries(client, stream, claimed))
+        if cursor == "0-0":
+            break
+
+    # 3. New entries.
+    while time.monotonic() < deadline:
+        entries = _read(client, stream, consumer, ">", config.batch_size)
+        if not entries:
+            break
+        total.add(process_entries(client, stream, entries))
+        if len(entries) < config.batch_size:
+            break
+    if total.read:
+        log.info(
+            "usage rollup %s: read %d, counted %d, duplicates %d, skipped %d in %d batches",
+            consumer,
+            total.read,
+            total.counted,
+            total.duplicates,
+            total.skipped,
+            total.batches,
+        )
+    return total
+
+
+@dataclass(slots=True)
+class PruneStats:
+    seen_deleted: int = 0
+    stream_trimmed: int = 0
+    consumers_removed: int = 0
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _oldest_unacked_id(client: redis.Redis, stream: str) -> str | None:
+    """The oldest entry some group has not acknowledged (pending or never delivered), or None if all are."""
+    oldest: tuple[int, int] | None = None
+    for group in client.xinfo_groups(stream):
+        candidates = []
+        pending: Any = client.xpending(stream, group["name"])
+        if pending and pending.get("pending"):
+            candidates.append(_id_tuple(pending["min"]))
+        # Everything after last-delivered-id is unread: the first unread entry is its successor.
+        ms, seq = _id_tuple(group["last-delivered-id"])
+        candidates.append((ms, seq + 1))
+        group_oldest = min(candidates)
+        oldest = group_oldest if oldest is None else min(oldest, group_oldest)
+    return None if oldest is None else f"{oldest[0]}-{oldest[1]}"
+
+
+def prune_usage(config: RollupConfig | None = None, now: float | None = None) -> PruneStats:
+    """Forget old request ids, trim acknowledged old stream entries, drop long-gone idle consumers."""
+    config = config or RollupConfig.from_settings()
+    now = time.time() if now is None else now
+    client, stream = get_redis(), stream_key()
+    stats = PruneStats()
+    oldest_unacked: str | None = None
+    if client.exists(stream):
+        ensure_group(client, stream)
+        oldest_unacked = _oldest_unacked_id(client, stream)
+
+    # Request ids: keep at least seen_retention_s, and never forget an id whose entry may still be redelivered.
+    seen_cutoff = now - config.seen_retention_s
+    if oldest_unacked is not None:
+        seen_cutoff = min(seen_cutoff, _entry_ms(oldest_unacked) / 1000 - 3600)
+    stats.seen_deleted = _delete_seen_before(datetime.fromtimestamp(seen_cutoff, tz=UTC))
+
+    if oldest_unacked is not None:
+        cutoff = (int((now - config.stream_retention_s) * 1000), 0)
+        minid = min(cutoff, _id_tuple(oldest_unacked))
+        stats.stream_trimmed = int(client.xtrim(stream, minid=f"{minid[0]}-{minid[1]}", approximate=False))
+        stats.consumers_removed = _drop_idle_consumers(client, stream, idle_ms=int(config.seen_retention_s * 1000))
+    log.info(
+        "usage prune: %d request ids forgotten, %d stream entries trimmed, %d consumers removed",
+        stats.seen_deleted,
+        stats.stream_trimmed,
+        stats.consumers_removed,
+    )
+    return stats
+
+
+def _delete_seen_before(cutoff: datetime, chunk: int = 10_000) -> int:
+    table = UsageEventSeen._meta.db_table
+    deleted = 0
+    while True:
+        with connection.cursor() as cursor:  # chunks, so no single statement holds locks for long
+            cursor.execute(
+                f"DELETE FROM {table} WHERE request_id IN "  # noqa: S608 (table name from the model)
+                f"(SELECT request_id FROM {table} WHERE seen_at < %s LIMIT %s)",
+                [cutoff, chunk],
+            )
+            deleted += cursor.rowcount
+            if cursor.rowcount < chunk:
+                return deleted
+
+
+def _drop_idle_consumers(client: redis.Redis, stream: str, idle_ms: int) -> int:
+    """Forget consumers (one per past worker process) with nothing pending and idle for a long time."""
+    removed = 0
+    for consumer in client.xinfo_consumers(stream, GROUP):
+        if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
+            client.xgroup_delconsumer(stream, GROUP, consumer["name"])
+            removed += 1
+    return removed
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m quotas.rollup --once | --loop``: run the consumer without Celery (operations, debugging)."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    django.setup()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="one bounded run, then exit")
+    mode.add_argument("--loop", action="store_true", help="run forever, idling 1 s when the stream is empty")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--claim-idle-ms", type=int)
+    args = parser.parse_args(argv)
+    config = RollupConfig.from_settings(batch_size=args.batch_size, claim_idle_ms=args.claim_idle_ms)
+    while True:
+        stats = run_rollup(config)
+        if args.once:
+            return
+        if stats.read == 0:
+            time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    main()
