@@ -8,12 +8,15 @@ responses are stored; an error rolls the record back with everything else, so th
 
 The same key with a different body or path is a client error (422) — it would otherwise silently replay a
 response to a different request. Use ``IdempotentMixin`` on any DRF view (left of the base class).
+
+Secrets are never stored: a view lists the response fields that carry one in ``idempotency_redacted_fields``
+(API-key creation: ``key``); a replay answers with those fields set to null.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponseBase
@@ -69,6 +72,8 @@ def _jsonable(data: Any) -> Any:
 class IdempotentMixin:
     """Makes POSTs carrying ``Idempotency-Key`` run at most once per (principal, key)."""
 
+    # Top-level response fields never written to the record (they would put a secret at rest).
+    idempotency_redacted_fields: ClassVar[frozenset[str]] = frozenset()
     _idempotency_record: IdempotencyRecord | None = None
     _idempotency_digest: str = ""
 
@@ -84,12 +89,18 @@ class IdempotentMixin:
             if record is not None:
                 if 200 <= response.status_code < 300:
                     record.status_code = response.status_code
-                    record.response_body = _jsonable(getattr(response, "data", None))
+                    record.response_body = self._storable(getattr(response, "data", None))
                     record.save(update_fields=["status_code", "response_body"])
                 else:
                     # Failed requests leave nothing behind, the record included: a retry runs afresh.
                     transaction.set_rollback(True)
         return response
+
+    def _storable(self, data: Any) -> Any:
+        body = _jsonable(data)
+        if isinstance(body, dict):
+            body = {k: (None if k in self.idempotency_redacted_fields else v) for k, v in body.items()}
+        return body
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]  # authentication and permissions first

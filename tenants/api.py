@@ -271,6 +271,7 @@ class ApiKeyViewSet(
     queryset = ApiKey.unscoped_objects.none()
     serializer_class = ApiKeySerializer
     lookup_field = "key_id"
+    idempotency_redacted_fields = frozenset({"key"})  # a replayed create answers "key": null
     read_role = Role.MEMBER
     write_role = Role.ADMIN
     filterset_class = ApiKeyFilter
