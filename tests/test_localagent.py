@@ -6,6 +6,7 @@ Process counts stay small (the machine has 2 cores): at most three replicas at o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,11 +14,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
@@ -115,7 +116,7 @@ class Agent:
         return bool(raw) and json.loads(raw)["pid"] == self.proc.pid and time.time() - json.loads(raw)["ts"] < 5
 
     def control(self, path: str) -> dict[str, Any]:
-        return dict(httpx.get(f"http://127.0.0.1:{self.control_port}{path}", timeout=5).json())
+        return http_json("GET", f"http://127.0.0.1:{self.control_port}{path}")
 
     def replicas(self) -> list[dict[str, Any]]:
         return list(self.control("/status")["replicas"])
@@ -162,35 +163,50 @@ class Agent:
         )
 
 
+def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A loopback JSON request; raises on a non-2xx answer."""
+    assert url.startswith("http://127.0.0.1:")
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        return dict(json.loads(resp.read()))
+
+
 def pid_alive(pid: int) -> bool:
     return procs.identify(pid) is not None
 
 
 def chat(endpoint: str) -> dict[str, Any]:
     body = {"model": "frontdoor/sim-chat", "messages": [{"role": "user", "content": "hello"}]}
-    response = httpx.post(f"{endpoint}/v1/chat/completions", json=body, timeout=10)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
+    return http_json("POST", f"{endpoint}/v1/chat/completions", body)
 
 
-@pytest.fixture
-def make_agent(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+@contextlib.contextmanager
+def agent_factory(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     """Start agents sharing one prefix and state dir; afterwards no replica of theirs may survive."""
     agents: list[Agent] = []
 
     def make(**extra_env: str) -> Agent:
-        agent = Agent(redis_url, redis_prefix, tmp_path / "state", extra_env)
+        agent = Agent(redis_url, prefix, tmp_path / "state", extra_env)
         agent.state_dir.mkdir(exist_ok=True)
         agents.append(agent)
         return agent.start()
 
-    yield make
-    for agent in agents:
-        agent.terminate()
+    try:
+        yield make
+    finally:
+        for agent in agents:
+            agent.terminate()
     if agents:
         leftover = agents[-1].marked_pids()
         agents[-1].stop_all()
         assert leftover == set(), "replica processes outlived their agent"
+
+
+@pytest.fixture
+def make_agent(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    with agent_factory(redis_url, redis_prefix, tmp_path) as make:
+        yield make
 
 
 def test_it_runs_the_desired_replicas_and_they_answer_chat_completions(make_agent: Callable[..., Agent]) -> None:
@@ -295,7 +311,7 @@ def test_it_runs_a_template_runtime_from_its_configured_command(make_agent: Call
 
     (endpoint,) = wait_until(lambda: agent.ready_endpoints(7, 71, 1), what="the vllm-runtime replica")
 
-    served = [model["id"] for model in httpx.get(f"{endpoint}/v1/models", timeout=10).json()["data"]]
+    served = [model["id"] for model in http_json("GET", f"{endpoint}/v1/models")["data"]]
     assert "org/model-7" in served
 
 
