@@ -198,3 +198,50 @@ def test_it_answers_503_when_a_cold_deployment_does_not_wake_in_time(world: Worl
     assert response.status_code == 503
     assert error_code(response) == "deployment_starting"
     assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.fixture(scope="module")
+def truncating_upstream(session_tmp: Path) -> Iterator[Process]:
+    proc = start_modelserver(session_tmp, "--truncate-after", "4")
+    yield proc
+    stop(proc.proc)
+
+
+def test_it_meters_the_relayed_tokens_of_a_stream_the_upstream_cut_short(
+    world: World, gateway: Process, truncating_upstream: Process, redis_client: redis.Redis, prefix: str
+) -> None:
+    tenant = world.tenant()
+    world.deployment(tenant, "chat", [truncating_upstream.url])
+    key = world.key(tenant)
+    world.publish(gateway)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 50, "stream": True}
+    with httpx.stream(
+        "POST", gateway.url + CHAT, json=body, headers={"authorization": f"Bearer {key.full}"}, timeout=15
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert "data: [DONE]" not in lines
+    relayed = sum(1 for line in lines if orjson.loads(line[6:])["choices"][0]["delta"].get("content"))
+    [event] = wait_for_events(redis_client, prefix, key, 1)
+    assert event["status"] == "200"
+    assert int(event["completion_tokens"]) == relayed
+
+
+def test_it_refuses_past_the_deployments_concurrency_across_requests(
+    world: World, gateway: Process, slow_upstream: Process
+) -> None:
+    tenant = world.tenant()
+    world.deployment(tenant, "chat", [slow_upstream.url], max_concurrent=1)
+    key = world.key(tenant)
+    world.publish(gateway)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "long"}], "max_tokens": 20, "stream": True}
+    with httpx.stream(
+        "POST", gateway.url + CHAT, json=body, headers={"authorization": f"Bearer {key.full}"}, timeout=15
+    ) as first:
+        assert first.status_code == 200
+        second = chat(gateway, key, "chat")
+        assert second.status_code == 429
+        assert error_code(second) == "concurrency_limit_exceeded"
+        assert int(second.headers["retry-after"]) >= 1
+        for _ in first.iter_lines():
+            pass
+    assert chat(gateway, key, "chat").status_code == 200  # the lease went back when the stream ended
