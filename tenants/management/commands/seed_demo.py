@@ -1,0 +1,98 @@
+"""``manage.py seed_demo``: the demo tenant, its admin, a fresh API key and a built-in model deployment.
+
+Idempotent: a second run changes nothing but the key. Key secrets cannot be recovered, so every run issues a
+new key named "demo" and revokes the previous one. The admin's password comes from FRONTDOOR_DEMO_PASSWORD
+(set every run); without it a random one is generated when the user is created and left alone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from controlplane.env import env_str
+from deployments.models import ModelDeployment
+from deployments.services import create_deployment
+from quotas.models import Quota
+from tenants.models import ApiKey, Membership, Role, Scope, Tenant
+from tenants.services import create_tenant, issue_key, revoke_key
+
+DEMO_TENANT = "demo"
+DEMO_USER = "admin"
+DEMO_KEY_NAME = "demo"
+DEMO_DEPLOYMENT = {
+    "name": "demo-chat",
+    "runtime": "builtin",
+    "model": "frontdoor/sim-chat",
+    "min_replicas": 1,
+    "max_replicas": 2,
+}
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) the demo tenant, admin user, API key and demo-chat deployment."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            user, password = self._admin()
+            tenant = self._tenant(user)
+            full_key = self._fresh_key(tenant, user)
+            deployment = self._deployment(tenant)
+        result = {
+            "tenant": tenant.slug,
+            "username": user.username,
+            "password": password,  # None: unchanged since it was set
+            "api_key": full_key,
+            "model": deployment.name,
+            "deployment_id": deployment.pk,
+            "gateway_url": settings.FRONTDOOR_GATEWAY_URL,
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+            return
+        for name, value in result.items():
+            shown = "(unchanged; set FRONTDOOR_DEMO_PASSWORD to choose one)" if value is None else value
+            self.stdout.write(f"{name}: {shown}")
+
+    def _admin(self) -> tuple[User, str | None]:
+        wanted = env_str("FRONTDOOR_DEMO_PASSWORD")
+        user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"email": "admin@example.com"})
+        password = wanted or (secrets.token_urlsafe(12) if created else None)
+        changed = not (user.is_staff and user.is_superuser)
+        user.is_staff = user.is_superuser = True
+        if password is not None and not user.check_password(password):
+            user.set_password(password)
+            changed = True
+        if changed or created:
+            user.save()
+        return user, password
+
+    def _tenant(self, user: User) -> Tenant:
+        tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
+        if tenant is None:
+            return create_tenant(slug=DEMO_TENANT, name="Demo", owner=user)
+        Quota.unscoped_objects.get_or_create(tenant=tenant)
+        Membership.unscoped_objects.update_or_create(tenant=tenant, user=user, defaults={"role": Role.OWNER})
+        return tenant
+
+    def _fresh_key(self, tenant: Tenant, user: User) -> str:
+        previous = ApiKey.unscoped_objects.filter(tenant=tenant, name=DEMO_KEY_NAME, revoked_at__isnull=True)
+        for key in previous:
+            revoke_key(key)
+        _, full_key = issue_key(tenant, name=DEMO_KEY_NAME, scopes=list(Scope.values), created_by=user)
+        return full_key
+
+    def _deployment(self, tenant: Tenant) -> ModelDeployment:
+        existing = ModelDeployment.unscoped_objects.filter(tenant=tenant, name=DEMO_DEPLOYMENT["name"]).first()
+        if existing is not None:
+            return existing
+        return create_deployment(tenant, None, DEMO_DEPLOYMENT)
