@@ -416,8 +416,10 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "PUT":
             return 200, store.update(plural, namespace, name or "", body, check_version=True)
         if verb == "DELETE":
-            store.delete(plural, namespace, name or "")
-            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+            # Like the real server: the deleted object comes back (here with its deletion time).
+            gone = store.delete(plural, namespace, name or "")
+            gone["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            return 200, gone
         if verb == "PATCH":
             content_type = self.headers.get("Content-Type") or ""
             if "apply-patch" in content_type:
