@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.env import env_bool, env_float, env_int, env_str
+from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
 
 DEV_KEY_PEPPER = "dev-insecure-api-key-pepper"  # identical to the control plane's development default
 
@@ -40,11 +40,19 @@ class GatewayConfig:
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
+        """Read every setting; like the control plane, refuse a missing or development pepper in production."""
         d = cls()
+        environment = env_str("FRONTDOOR_ENV", "development")
+        if environment not in {"development", "production"}:
+            raise ImproperlyConfiguredEnv(f"FRONTDOOR_ENV={environment!r}: use 'development' or 'production'")
+        production = environment == "production"
+        pepper = env_str("FRONTDOOR_KEY_PEPPER", "" if production else DEV_KEY_PEPPER)
+        if production and (len(pepper) < 32 or pepper == DEV_KEY_PEPPER):
+            raise ImproperlyConfiguredEnv("FRONTDOOR_KEY_PEPPER (or _FILE) of 32+ characters is required in production")
         return cls(
             redis_url=env_str("REDIS_URL", d.redis_url),
             redis_prefix=env_str("FRONTDOOR_REDIS_PREFIX", d.redis_prefix),
-            key_pepper=env_str("FRONTDOOR_KEY_PEPPER", d.key_pepper),
+            key_pepper=pepper,
             redis_timeout_s=env_float("FRONTDOOR_GATEWAY_REDIS_TIMEOUT_S", d.redis_timeout_s),
             fail_open=env_bool("FRONTDOOR_GATEWAY_FAIL_OPEN", d.fail_open),
             max_body_bytes=env_int("FRONTDOOR_GATEWAY_MAX_BODY_BYTES", d.max_body_bytes),

@@ -1,0 +1,39 @@
+"""Gateway settings come from the environment, with the control plane's rules for the pepper."""
+
+from __future__ import annotations
+
+import pytest
+
+from controlplane.env import ImproperlyConfiguredEnv
+from gateway.config import DEV_KEY_PEPPER, GatewayConfig
+
+
+def test_it_reads_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRONTDOOR_GATEWAY_MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("FRONTDOOR_GATEWAY_FAIL_OPEN", "true")
+    monkeypatch.setenv("FRONTDOOR_GATEWAY_EJECT_S", "2.5")
+    config = GatewayConfig.from_env()
+    assert (config.max_body_bytes, config.fail_open, config.eject_s) == (2048, True, 2.5)
+
+
+def test_it_uses_the_control_planes_development_pepper_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FRONTDOOR_KEY_PEPPER", raising=False)
+    monkeypatch.delenv("FRONTDOOR_ENV", raising=False)
+    assert GatewayConfig.from_env().key_pepper == DEV_KEY_PEPPER == "dev-insecure-api-key-pepper"
+
+
+@pytest.mark.parametrize("pepper", [None, DEV_KEY_PEPPER, "short"])
+def test_it_refuses_a_weak_pepper_in_production(monkeypatch: pytest.MonkeyPatch, pepper: str | None) -> None:
+    monkeypatch.setenv("FRONTDOOR_ENV", "production")
+    if pepper is None:
+        monkeypatch.delenv("FRONTDOOR_KEY_PEPPER", raising=False)
+    else:
+        monkeypatch.setenv("FRONTDOOR_KEY_PEPPER", pepper)
+    with pytest.raises(ImproperlyConfiguredEnv):
+        GatewayConfig.from_env()
+
+
+def test_it_refuses_a_bad_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRONTDOOR_GATEWAY_RETRIES", "many")
+    with pytest.raises(ImproperlyConfiguredEnv):
+        GatewayConfig.from_env()
