@@ -218,3 +218,6 @@ class DeploymentEvent(models.Model):
             message=message,
             kind=cls.Kind.WARNING if warning else cls.Kind.NORMAL,
         )
+
+
+from deployments.models_slo import *  # noqa: E402,F403  (SloSample, SloStatus, TenantSettings, Rollout)
