@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Run the whole platform on this machine (`make run`): console + REST API, Celery worker and beat, the gateway
+# and the local agent with a demo deployment. Ctrl-C stops everything, replicas included.
+#
+# Environment (all optional): WEB_PORT (8000), GATEWAY_PORT (8001), FRONTDOOR_LOCAL_AGENT_PORT (8002),
+# DATABASE_URL (postgres://postgres@127.0.0.1:5432/frontdoor), REDIS_URL (redis://127.0.0.1:6379/0),
+# FRONTDOOR_DEMO_PASSWORD (else one is generated once and kept in var/demo-password),
+# FRONTDOOR_RESYNC_SECONDS (5), READY_TIMEOUT (seconds to wait for the first completion, 120).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+export WEB_PORT="${WEB_PORT:-8000}"
+export GATEWAY_PORT="${GATEWAY_PORT:-8001}"
+export FRONTDOOR_LOCAL_AGENT_PORT="${FRONTDOOR_LOCAL_AGENT_PORT:-8002}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/frontdoor}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+export FRONTDOOR_GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
+export FRONTDOOR_BACKEND="${FRONTDOOR_BACKEND:-local}"
+export FRONTDOOR_LOCAL_STATE_DIR="${FRONTDOOR_LOCAL_STATE_DIR:-$ROOT/var/localagent}"
+# A short resync for the one-machine demo: a replica that became ready shows up in the gateway within seconds
+# even when no event triggers a reconcile (a no-op resync writes nothing, so this is cheap).
+export FRONTDOOR_RESYNC_SECONDS="${FRONTDOOR_RESYNC_SECONDS:-5}"
+export PYTHONUNBUFFERED=1
+READY_TIMEOUT="${READY_TIMEOUT:-120}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+
+bash scripts/setup.sh
+export PATH="$ROOT/.venv/bin:$PATH"
+mkdir -p var
+
+for port in "$WEB_PORT" "$GATEWAY_PORT" "$FRONTDOOR_LOCAL_AGENT_PORT"; do
+  if python -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
+    die "port $port is already in use (set WEB_PORT / GATEWAY_PORT / FRONTDOOR_LOCAL_AGENT_PORT to free ones)"
+  fi
+done
+
+say "checking Postgres and Redis"
+python scripts/check_services.py || exit 1
+
+say "migrating the database"
+python manage.py migrate --noinput -v 0
+python manage.py collectstatic --noinput -v 0
+
+if [ -z "${FRONTDOOR_DEMO_PASSWORD:-}" ]; then
+  if [ ! -s var/demo-password ]; then
+    (umask 077 && python -c "import secrets; print(secrets.token_urlsafe(12))" > var/demo-password)
+  fi
+  FRONTDOOR_DEMO_PASSWORD="$(cat var/demo-password)"
+  export FRONTDOOR_DEMO_PASSWORD
+fi
+
+say "seeding the demo tenant"
+(umask 077 && python manage.py seed_demo --json 2>/dev/null | tail -n 1 > var/demo.json)
+API_KEY="$(python -c "import json; print(json.load(open('var/demo.json'))['api_key'])")"
+MODEL="$(python -c "import json; print(json.load(open('var/demo.json'))['model'])")"
+
+HONCHO_PID=""
+cleanup() {
+  trap - INT TERM EXIT
+  if [ -n "$HONCHO_PID" ] && kill -0 "$HONCHO_PID" 2>/dev/null; then
+    say "stopping"
+    kill -TERM "$HONCHO_PID" 2>/dev/null || true
+    wait "$HONCHO_PID" 2>/dev/null || true
+  fi
+  # Whatever the agent could not stop in time (or if it was killed): stop its replicas, identity-checked.
+  python -m deployments.localagent --stop-all >/dev/null 2>&1 || true
+}
+trap cleanup INT TERM EXIT
+
+say "starting web, worker, beat, gateway and the local agent"
+honcho -f Procfile start &
+HONCHO_PID=$!
+
+completion() {
+  curl -sS -m 10 -o var/first-completion.json -w '%{http_code}' "http://127.0.0.1:${GATEWAY_PORT}/v1/chat/completions" \
+    -H "Authorization: Bearer ${API_KEY}" -H "Content-Type: application/json" \
+    -d "{\"model\": \"${MODEL}\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}" 2>/dev/null || true
+}
+
+deadline=$((SECONDS + READY_TIMEOUT))
+status=""
+until [ "$status" = "200" ]; do
+  kill -0 "$HONCHO_PID" 2>/dev/null || die "a process exited during start-up; see the log above"
+  [ "$SECONDS" -lt "$deadline" ] || die "no completion through the gateway after ${READY_TIMEOUT}s (last HTTP status: ${status:-none})"
+  sleep 1
+  status="$(completion)"
+done
+
+cat <<EOF
+
+$(say "Frontdoor is running")
+  console     http://127.0.0.1:${WEB_PORT}/
+  API docs    http://127.0.0.1:${WEB_PORT}/api/docs/
+  gateway     http://127.0.0.1:${GATEWAY_PORT}/v1
+  admin       user admin, password ${FRONTDOOR_DEMO_PASSWORD}
+  API key     ${API_KEY}
+
+  Try it:
+  curl http://127.0.0.1:${GATEWAY_PORT}/v1/chat/completions \\
+    -H "Authorization: Bearer ${API_KEY}" -H "Content-Type: application/json" \\
+    -d '{"model": "${MODEL}", "messages": [{"role": "user", "content": "Hello!"}]}'
+
+  Ctrl-C stops everything.
+EOF
+
+wait "$HONCHO_PID"
