@@ -8,6 +8,8 @@ success, upstream error, timeout or client disconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from gateway.validation import EMBEDDINGS, ParsedRequest, parse_request
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+log = logging.getLogger("frontdoor.gateway.inference")
 
 LEASE_MARGIN_S = 30.0
 WAKE_EVERY_S = 5.0  # per deployment and process: the autoscaler needs one signal, not one per request
@@ -182,6 +186,15 @@ async def serve_inference(
             raise
         task.uncancel()
         outcome.status = 499
+    except Exception:
+        # A bug must still settle the limiter and meter the request; the client gets a plain 500.
+        log.exception("request %s failed inside the gateway", rid)
+        outcome.upstream_error = "internal"
+        if not outcome.response_started and not outcome.finished:
+            internal = GatewayError(500, "The gateway failed to process the request.", "server_error", "internal_error")
+            with contextlib.suppress(Exception):
+                await _send_error(send, rid, internal, rate_headers, outcome)
+        outcome.status = outcome.status or 500
     finally:
         outcome.finished = True  # a disconnect callback still pending must not cancel the metering below
         watcher.cancel()
