@@ -25,7 +25,8 @@ from typing import Any
 import orjson
 import redis
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, FloatField, Func, Q, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from controlplane.redis import get_redis, redis_key
@@ -67,14 +68,27 @@ return 1
 """
 
 
-def _epoch(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
 def _quota_defaults() -> dict[str, Any]:
     """Limits for a tenant without a Quota row: the model's defaults, never 'unlimited' by accident."""
     fields = {f.name: f for f in Quota._meta.concrete_fields}
     return {name: fields[name].get_default() for name in TENANT_LIMIT_FIELDS}
+
+
+def _epoch_of(field: str) -> Func:
+    """Epoch seconds computed by Postgres: parsing 10,000 timestamps in Python costs more than the query."""
+    return Func(F(field), template="EXTRACT(EPOCH FROM %(expressions)s)::double precision", output_field=FloatField())
+
+
+def _json_text(field: str) -> Cast:
+    """A JSON column as text, for orjson (several times faster than the stdlib decoder Django would use)."""
+    return Cast(field, output_field=TextField())
+
+
+def _urls(text: str | None) -> list[str]:
+    if not text or text == "[]":
+        return []
+    value = orjson.loads(text)
+    return [str(url) for url in value] if isinstance(value, list) else []
 
 
 def _keys_section(now: datetime) -> dict[str, Any]:
@@ -83,8 +97,9 @@ def _keys_section(now: datetime) -> dict[str, Any]:
         ApiKey.unscoped_objects.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gte=cutoff))
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gte=cutoff))
         .order_by()
+        .annotate(expires_epoch=_epoch_of("expires_at"))
         .values_list(
-            "id", "key_id", "secret_hash", "tenant__slug", "scopes", "expires_at", "revoked_at", *KEY_LIMIT_FIELDS
+            "id", "key_id", "secret_hash", "tenant__slug", "scopes", "expires_epoch", "revoked_at", *KEY_LIMIT_FIELDS
         )
     )
     keys: dict[str, Any] = {}
@@ -94,7 +109,7 @@ def _keys_section(now: datetime) -> dict[str, Any]:
             "hash": secret_hash,
             "tenant": tenant,
             "scopes": list(scopes or []),
-            "expires_at": _epoch(expires_at),
+            "expires_at": expires_at,
             "revoked": revoked_at is not None,
             "limits": {"requests_per_minute": rpm, "tokens_per_minute": tpm, "max_concurrent_requests": concurrent},
         }
@@ -124,6 +139,7 @@ def _deployments_section() -> dict[str, Any]:
     rows = (
         ModelDeployment.unscoped_objects.filter(live)
         .order_by()
+        .annotate(created_epoch=_epoch_of("created_at"), endpoints_json=_json_text("endpoints"))
         .values_list(
             "id",
             "tenant__slug",
@@ -135,8 +151,8 @@ def _deployments_section() -> dict[str, Any]:
             "max_replicas",
             "max_concurrent_requests",
             "timeout_s",
-            "created_at",
-            "endpoints",
+            "created_epoch",
+            "endpoints_json",
         )
     )
     for pk, tenant, name, model, runtime, state, min_r, max_r, concurrent, timeout_s, created, endpoints in rows:
@@ -151,20 +167,21 @@ def _deployments_section() -> dict[str, Any]:
             "max_replicas": max_r,
             "max_concurrent_requests": concurrent,
             "timeout_s": timeout_s,
-            "created": int(created.timestamp()),
+            "created": int(created),
             "revisions": [],
         }
         deployments[f"{tenant}/{name}"] = doc
         by_id[pk] = doc
         if runtime == Runtime.EXTERNAL:
             # An external deployment's replicas are its own endpoint URLs; no backend reports any.
-            external_endpoints[pk] = [str(url) for url in (endpoints or [])]
+            external_endpoints[pk] = _urls(endpoints)
     # Only routed revisions (weight > 0) travel: the gateway ignores the others, and history would bloat it.
     revisions = (
         Revision.unscoped_objects.filter(weight__gt=0)
         .exclude(deployment__desired_state=ModelDeployment.DesiredState.DELETING)
         .order_by("deployment_id", "number")
-        .values_list("id", "deployment_id", "number", "weight", "endpoints")
+        .annotate(endpoints_json=_json_text("endpoints"))
+        .values_list("id", "deployment_id", "number", "weight", "endpoints_json")
     )
     for pk, deployment_id, number, weight, endpoints in revisions:
         parent = by_id.get(deployment_id)
@@ -176,7 +193,7 @@ def _deployments_section() -> dict[str, Any]:
                 "id": pk,
                 "name": f"r{number}",
                 "weight": weight,
-                "endpoints": urls if urls is not None else [str(url) for url in (endpoints or [])],
+                "endpoints": urls if urls is not None else _urls(endpoints),
             }
         )
     return deployments

@@ -395,3 +395,47 @@ def test_it_keeps_versions_monotonic_under_concurrent_publishers(
     final = stored_version(r, redis_prefix)
     assert stored(r, redis_prefix)["version"] == final
     assert final == int(r.get(f"{redis_prefix}:config:seq") or 0)  # the last allocated version won
+
+
+@pytest.mark.slow
+def test_it_builds_a_large_snapshot_in_four_queries(r: redis.Redis, settings: Any) -> None:
+    """10,000 deployments in 1,000 tenants: prints the build time (a figure, never an assertion)."""
+    settings.FRONTDOOR_PUBLISH_ON_COMMIT = False
+    tenants = Tenant.objects.bulk_create([Tenant(slug=f"t{i:04d}", name=f"T{i}") for i in range(1000)])
+    Quota.unscoped_objects.bulk_create([Quota(tenant=t) for t in tenants])
+    ApiKey.unscoped_objects.bulk_create(
+        [
+            ApiKey(tenant=t, name="k", key_id=f"{i:04d}{j:04d}", secret_hash="0" * 64, scopes=["inference"])
+            for i, t in enumerate(tenants)
+            for j in range(2)
+        ]
+    )
+    deployments = ModelDeployment.unscoped_objects.bulk_create(
+        [ModelDeployment(tenant=t, name=f"d{j}", model="m", min_replicas=0) for t in tenants for j in range(10)]
+    )
+    Revision.unscoped_objects.bulk_create(
+        [
+            Revision(deployment=d, number=n, spec={}, spec_hash="x", weight=50, endpoints=["http://10.0.0.1:8000"])
+            for d in deployments
+            for n in (1, 2)
+        ]
+    )
+
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with CaptureQueriesContext(connection) as queries:
+            snap = build_snapshot()
+        document = orjson.dumps(snap)
+        timings.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    publish_config()
+    publish_ms = (time.perf_counter() - started) * 1000
+
+    reads = [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 4
+    assert len(snap["deployments"]) == 10_000
+    print(
+        f"\nsnapshot of 1,000 tenants, 2,000 keys, 10,000 deployments, 20,000 revisions: {len(document)} bytes; "
+        f"build+serialise {min(timings):.0f} ms (best of 3), full publish_config {publish_ms:.0f} ms"
+    )
