@@ -271,6 +271,9 @@ class KubernetesBackend:
         for kind in ("HTTPRoute", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
             for name in sorted(set(actual[kind]) - wanted_names[kind]):
                 self._delete(counter, kind, name, namespace)
+        if counter.writes:
+            # Writes may have moved things on (an HPA sets its target's replicas): observe what is there now.
+            applied = self._list(counter, "Deployment", namespace, selector)
         status = self._observe(counter, deployment, namespace, applied)
         status.api_calls, status.writes = counter.calls, counter.writes
         return status

@@ -158,14 +158,32 @@ class Store:
             if "status" not in obj and "status" in old:
                 obj["status"] = old["status"]
         if plural == "deployments" and self.auto_ready:
-            replicas = int(obj.get("spec", {}).get("replicas", 1))
-            obj["status"] = {
-                "observedGeneration": meta["generation"],
-                "replicas": replicas,
-                "readyReplicas": replicas,
-                "availableReplicas": replicas,
-                "updatedReplicas": replicas,
-            }
+            self._mark_ready(obj)
+
+    def _mark_ready(self, obj: dict[str, Any]) -> None:
+        """The "controller": every replica of a Deployment becomes ready at once."""
+        replicas = int(obj.get("spec", {}).get("replicas", 1))
+        obj["status"] = {
+            "observedGeneration": obj["metadata"].get("generation", 1),
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "updatedReplicas": replicas,
+        }
+
+    def _autoscale(self, namespace: str, hpa: dict[str, Any]) -> None:
+        """The HPA controller, at rest: keeps its target's replicas within [minReplicas, maxReplicas]."""
+        spec = hpa.get("spec", {})
+        target = self.objects.get(("deployments", namespace, spec.get("scaleTargetRef", {}).get("name", "")))
+        if target is None:
+            return
+        current = int(target["spec"].get("replicas", 1))
+        wanted = min(max(current, int(spec.get("minReplicas", 1))), int(spec.get("maxReplicas", current)))
+        if wanted != current:
+            target["spec"]["replicas"] = wanted
+            target["metadata"]["resourceVersion"] = self._next_version()
+            if self.auto_ready:
+                self._mark_ready(target)
 
     def _check_write(self, obj: dict[str, Any]) -> None:
         name = obj.get("metadata", {}).get("name", "")
@@ -212,6 +230,8 @@ class Store:
         self._check_write(obj)
         self._stamp(plural, obj, None)
         self.objects[(plural, namespace, name)] = obj
+        if plural == "horizontalpodautoscalers":
+            self._autoscale(namespace, obj)
         return obj
 
     def update(
@@ -233,6 +253,8 @@ class Store:
         self._check_write(new)
         self._stamp(plural, new, old)
         self.objects[(plural, namespace, name)] = new
+        if plural == "horizontalpodautoscalers":
+            self._autoscale(namespace, new)
         return new
 
     def apply(self, plural: str, namespace: str, name: str, obj: dict[str, Any], api_version: str) -> tuple[int, Any]:
