@@ -1,5 +1,15 @@
-"""Frontdoor control plane: Django settings, URLs, Celery app and the tenant-scoped API base."""
+"""Frontdoor control plane: Django settings, URLs, Celery app and the tenant-scoped API base.
 
-from .celery import app as celery_app
+The Celery app is imported lazily (``controlplane.celery_app``) so that Django-free parts such as the gateway can
+import ``controlplane.env`` without loading Celery or Django; Django processes load it in ``TenantsConfig.ready``.
+"""
 
-__all__ = ["celery_app"]
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "celery_app":
+        from .celery import app
+
+        return app
+    raise AttributeError(name)
