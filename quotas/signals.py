@@ -82,6 +82,9 @@ def publish_now() -> None:
         publish_config()
     except (RedisError, OSError, DatabaseError):
         log.exception("config publish failed; the periodic quotas.publish_config task will republish")
+    except Exception:
+        # The change is already committed: failing the caller now would report a failure that did not happen.
+        log.exception("config publish failed unexpectedly; the periodic quotas.publish_config task will republish")
 
 
 def _publish_after_commit() -> None:
