@@ -1,0 +1,98 @@
+"""The reconcile tasks: registered names, retry policy, ids in / rows re-read, and a resync that writes nothing."""
+
+# pytest fixtures are imported by name, which ruff reads as redefinitions:
+# ruff: noqa: F811
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from deployments import tasks
+from deployments.backends import reset_backends
+from deployments.backends.base import PermanentBackendError, TransientBackendError
+from deployments.models import ModelDeployment, Revision
+from tests.deployments_fixtures import *  # noqa: F403
+from tests.fakekube.fixtures import fakekube  # noqa: F401
+from tests.fakekube.server import FakeKubeServer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def on_fakekube(fakekube: FakeKubeServer, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeServer]:
+    """Make ``get_backend()`` build a KubernetesBackend talking to the fake server."""
+    settings.FRONTDOOR_BACKEND = "kubernetes"
+    monkeypatch.setenv("FRONTDOOR_K8S_API_URL", fakekube.url)
+    reset_backends()
+    yield fakekube
+    reset_backends()
+
+
+def make_deployment(tenant: Any, name: str = "chat", **fields: Any) -> ModelDeployment:
+    deployment = ModelDeployment.unscoped_objects.create(
+        tenant=tenant, name=name, runtime="builtin", model="m", **fields
+    )
+    Revision.unscoped_objects.create(deployment=deployment, number=1, spec=deployment.revision_spec(), weight=100)
+    return deployment
+
+
+def test_it_registers_the_task_names_with_a_retry_policy_for_transient_errors_only() -> None:
+    for task in (tasks.reconcile_deployment, tasks.reconcile_tenant):
+        assert task.acks_late and task.reject_on_worker_lost
+        assert TransientBackendError in task.autoretry_for
+        assert not any(issubclass(PermanentBackendError, e) for e in task.autoretry_for)
+        assert task.retry_backoff and task.retry_backoff_max == 60 and task.expires
+    assert tasks.reconcile_deployment.name == "deployments.reconcile_deployment"
+    assert tasks.reconcile_tenant.name == "deployments.reconcile_tenant"
+    assert tasks.resync_all.name == "deployments.resync_all"
+
+
+def test_it_reconciles_through_the_configured_backend(acme: Any, on_fakekube: FakeKubeServer) -> None:
+    deployment = make_deployment(acme)
+    assert tasks.reconcile_deployment.apply(args=[deployment.pk]).get() == "converged"
+    assert ("deployments", "fd-acme", "chat-r1") in on_fakekube.store.objects
+
+
+def test_it_treats_a_missing_row_as_done(on_fakekube: FakeKubeServer) -> None:
+    assert tasks.reconcile_deployment.apply(args=[987654]).get() == "missing"
+    assert tasks.reconcile_tenant.apply(args=[987654]).get() is False
+    assert on_fakekube.store.stats.writes == 0
+
+
+def test_it_retries_transient_errors_until_they_pass(acme: Any, on_fakekube: FakeKubeServer) -> None:
+    deployment = make_deployment(acme)
+    on_fakekube.store.faults.fail_next = 3
+    result = tasks.reconcile_deployment.apply(args=[deployment.pk])
+    assert result.get() == "converged"
+    assert on_fakekube.store.faults.fail_next == 0
+
+
+def test_it_does_not_retry_a_permanent_error(acme: Any, on_fakekube: FakeKubeServer) -> None:
+    deployment = make_deployment(acme)
+    on_fakekube.store.faults.reject_names = {"chat-r1": "spec.replicas: Invalid value: -1"}
+    assert tasks.reconcile_deployment.apply(args=[deployment.pk]).get() == "degraded"
+    attempts = [entry for entry in on_fakekube.store.stats.write_log if entry[3] == "chat-r1"]
+    assert len(attempts) == 1
+    deployment.refresh_from_db()
+    assert (
+        "spec.replicas: Invalid value" in next(c for c in deployment.conditions if c["type"] == "Degraded")["message"]
+    )
+
+
+def test_it_resyncs_unconverged_deployments_and_every_tenant_without_writing(
+    acme: Any, globex: Any, on_fakekube: FakeKubeServer, broker: Any
+) -> None:
+    converged = make_deployment(acme)
+    tasks.reconcile_deployment.apply(args=[converged.pk])
+    changed = make_deployment(acme, name="embed")
+    ModelDeployment.unscoped_objects.filter(pk=changed.pk).update(generation=5, observed_generation=4, status="ready")
+    broker.clear()
+    with CaptureQueriesContext(connection) as queries:
+        counts = tasks.resync_all.apply().get()
+    assert counts == {"tenants": 2, "deployments": 1}
+    assert broker.reconcile_ids() == [changed.pk]
+    assert [q["sql"] for q in queries if q["sql"].split()[0].upper() in {"INSERT", "UPDATE", "DELETE"}] == []
