@@ -151,3 +151,9 @@ class RolloutViewSet(DeploymentChildViewSet):
             code = status.HTTP_200_OK
         found.refresh_from_db()
         return Response({"rollout": found.as_dict()}, status=code)
+
+
+def register(router: Any, deployment_prefix: str) -> None:
+    """Add ``slo/`` and ``rollout/`` under ``deployment_prefix`` (the deployments router's per-deployment regex)."""
+    router.register(deployment_prefix + r"/slo", SloSampleViewSet, basename="deployment-slo")
+    router.register(deployment_prefix + r"/rollout", RolloutViewSet, basename="deployment-rollout")
