@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -75,6 +76,16 @@ class Worker:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
 
+def forget_queue(r: redis.Redis, queue: str) -> None:
+    """Remove the broker's traces of our queue, including the task a killed worker never acknowledged."""
+    r.delete(queue, *r.scan_iter(match=f"_kombu.binding*{queue}"))
+    r.zrem("_kombu.binding_deadlines", queue)
+    for tag, raw in r.hscan_iter("unacked"):
+        if json.loads(raw)[-1] == queue:  # [message, exchange, routing key]
+            r.hdel("unacked", tag)
+            r.zrem("unacked_index", tag)
+
+
 def make_events(tenant: Tenant, keys: list[ApiKey], deployments: list[ModelDeployment]) -> list[dict[str, Any]]:
     rng = random.Random(42)
     now = time.time()
@@ -144,6 +155,7 @@ def test_it_loses_and_doubles_nothing_when_the_worker_is_killed(redis_prefix: st
     task_kwargs = {"batch_size": 100, "claim_idle_ms": 1000, "max_seconds": 1.0}
     worker = Worker(queue, redis_prefix, tmp_path)
     kills: list[int] = []  # committed count at each kill
+    pending_at_kill: list[int] = []  # entries delivered to the killed worker and not acknowledged
     fed = 0
     worker.start()
     try:
@@ -162,15 +174,19 @@ def test_it_loses_and_doubles_nothing_when_the_worker_is_killed(redis_prefix: st
             if len(kills) < len(KILL_AT) and committed > KILL_AT[len(kills)]:
                 worker.kill9()
                 kills.append(committed)
+                pending_at_kill.append(int(r.xpending(stream, GROUP)["pending"]))
                 worker.start()
             if fed >= len(events) and committed == unique and fully_consumed(r, stream):
                 break
             time.sleep(0.05)
     finally:
         worker.stop()
-        r.delete(queue)
+        forget_queue(r, queue)
 
-    print(f"\nkilled at committed counts {kills}; {worker.starts} worker starts; {unique} unique events")
+    print(
+        f"\nkilled at committed counts {kills} with {pending_at_kill} entries unacknowledged; "
+        f"{worker.starts} worker starts; {unique} unique events"
+    )
     assert len(kills) == len(KILL_AT)
     assert all(k < unique for k in kills)  # each kill happened with events still to roll up
     assert UsageEventSeen.objects.count() == unique
