@@ -237,7 +237,19 @@ def test_it_restarts_a_replica_killed_with_sigkill(make_agent: Callable[..., Age
 
     wait_until(replaced, what="the killed replica to be restarted")
     endpoints = wait_until(lambda: agent.ready_endpoints(2, 21, 2), what="2 ready replicas again")
+    assert f"http://127.0.0.1:{victim['port']}" in endpoints, "the restarted replica keeps its port"
     assert all(chat(e)["object"] == "chat.completion" for e in endpoints)
+
+
+def test_it_brings_replicas_back_on_the_same_ports_after_a_clean_restart(make_agent: Callable[..., Agent]) -> None:
+    first = make_agent()
+    first.backend.apply_deployment(deployment_spec(11, 1))
+    before = wait_until(lambda: first.ready_endpoints(11, 111, 1), what="a ready replica")
+    first.terminate()
+
+    second = make_agent()
+
+    assert wait_until(lambda: second.ready_endpoints(11, 111, 1), what="the replica again") == before
 
 
 def test_it_adopts_healthy_replicas_after_its_own_crash_and_stops_the_undesired(

@@ -13,7 +13,7 @@ import redis
 from deployments.localagent import launch, procs, protocol
 from deployments.localagent.config import AgentConfig
 from deployments.localagent.httpapi import start_control_api
-from deployments.localagent.state import load_records, save_records
+from deployments.localagent.state import load_ports, load_records, save_records
 from deployments.localagent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,6 @@ def stop_all(config: AgentConfig) -> int:
     idents = {r.identity for r in load_records(config.state_dir) if procs.is_same_process(r.identity)}
     idents |= {ident for ident, _ in procs.find_marked_processes(launch.marker_prefix(config))}
     procs.stop_processes(sorted(idents, key=lambda i: i.pid), config.stop_grace_s)
-    save_records(config.state_dir, [])
+    save_records(config.state_dir, [], load_ports(config.state_dir))
     log.info("stopped %d replica process(es)", len(idents))
     return 0

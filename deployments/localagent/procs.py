@@ -101,6 +101,17 @@ def free_port(host: str, avoid: set[int]) -> int:
     raise RuntimeError("no free port found")
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """True when ``port`` can be bound now (with SO_REUSEADDR, as servers do, so TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], ProcessIdentity]:
     """Start a replica in its own session (so a terminal's Ctrl-C or the agent's death does not reach it)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from deployments.localagent import launch, procs, protocol
 from deployments.localagent.capacity import GpuSlots
 from deployments.localagent.config import AgentConfig
 from deployments.localagent.health import HealthChecker
-from deployments.localagent.state import ReplicaRecord, load_records, replica_key, save_records
+from deployments.localagent.state import ReplicaRecord, load_ports, load_records, replica_key, save_records
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class Supervisor:
         self.snapshot: dict[str, Any] = {"replicas": [], "deployments": {}}
         self._notes: dict[int, RevisionNotes] = {}
         self._dirty = False
+        # Each slot keeps its port across crashes and agent restarts, so published endpoints stay valid.
+        self.ports: dict[str, int] = load_ports(config.state_dir)
 
     # ---- desired state -------------------------------------------------------------------------------------
     def load_desired(self) -> None:
@@ -123,6 +125,7 @@ class Supervisor:
                 self.replicas[record.key] = Replica(
                     record=record, proc=None, started_at=now, healthy=True, healthy_since=now, host=self.config.host
                 )
+                self.ports[record.key] = record.port
                 adopted_pids.add(record.pid)
                 log.info("adopted replica %s (pid %s, port %s)", record.key, record.pid, record.port)
             else:
@@ -227,6 +230,9 @@ class Supervisor:
             self._stop(extra)
         for key in set(self.history) - set(wanted):
             del self.history[key]
+        for key in set(self.ports) - set(wanted) - set(self.replicas):
+            del self.ports[key]
+            self._dirty = True
         now = time.monotonic()
         for key, (deployment, revision, slot) in wanted.items():
             if key in self.replicas:
@@ -247,7 +253,9 @@ class Supervisor:
         notes: RevisionNotes,
     ) -> None:
         used_ports = {r.record.port for r in self.replicas.values()}
-        port = procs.free_port(self.config.host, used_ports)
+        port = self.ports.get(key, 0)
+        if not port or port in used_ports or not procs.port_is_free(self.config.host, port):
+            port = procs.free_port(self.config.host, used_ports | set(self.ports.values()))
         try:
             argv = launch.build_argv(self.config, revision, port)
         except launch.UnsupportedRuntime as exc:
@@ -283,6 +291,7 @@ class Supervisor:
             gpus={revision.gpu_type: gpu_ids} if gpu_ids else {},
         )
         self.replicas[key] = Replica(record=record, proc=proc, started_at=time.monotonic(), host=self.config.host)
+        self.ports[key] = port
         self._dirty = True
         # Record it at once: an agent killed right after the spawn must still find this process on restart.
         self._save()
@@ -290,7 +299,7 @@ class Supervisor:
 
     def _save(self) -> None:
         if self._dirty:
-            save_records(self.config.state_dir, [r.record for r in self.replicas.values()])
+            save_records(self.config.state_dir, [r.record for r in self.replicas.values()], self.ports)
             self._dirty = False
 
     # ---- status ------------------------------------------------------------------------------------------
