@@ -208,4 +208,13 @@ CELERY_BEAT_SCHEDULE = {
     "resync-deployments": {"task": "deployments.resync_all", "schedule": FRONTDOOR_RESYNC_SECONDS},
     "rollup-usage": {"task": "quotas.rollup_usage", "schedule": env_float("FRONTDOOR_ROLLUP_SECONDS", 2.0)},
     "republish-config": {"task": "quotas.publish_config", "schedule": 60.0},
+    "prune-usage": {"task": "quotas.prune_usage_seen", "schedule": 600.0},
 }
+
+# Usage rollup and publishing (docs/usage.md).
+FRONTDOOR_USAGE_BATCH_SIZE = env_int("FRONTDOOR_USAGE_BATCH_SIZE", 500)
+FRONTDOOR_USAGE_CLAIM_IDLE_MS = env_int("FRONTDOOR_USAGE_CLAIM_IDLE_MS", 30_000)
+FRONTDOOR_USAGE_MAX_SECONDS = env_float("FRONTDOOR_USAGE_MAX_SECONDS", 1.5)
+FRONTDOOR_USAGE_STREAM_RETENTION_S = env_int("FRONTDOOR_USAGE_STREAM_RETENTION_S", 3600)
+FRONTDOOR_USAGE_SEEN_RETENTION_S = env_int("FRONTDOOR_USAGE_SEEN_RETENTION_S", 7 * 24 * 3600)
+FRONTDOOR_PUBLISH_ON_COMMIT = env_bool("FRONTDOOR_PUBLISH_ON_COMMIT", True)

@@ -91,3 +91,6 @@ class UsageEventSeen(models.Model):
 
     request_id = models.CharField(max_length=64, primary_key=True)
     seen_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return self.request_id

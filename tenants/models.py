@@ -158,6 +158,11 @@ class ApiKey(models.Model):
         """Revoke once; returns False when it was already revoked (a second revoke changes nothing)."""
         updated = ApiKey.unscoped_objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.refresh_from_db(fields=["revoked_at"])
+        if updated:
+            # .update() sends no post_save: ask for the gateway snapshot explicitly (published after commit).
+            from quotas.signals import request_publish
+
+            request_publish()
         return bool(updated)
 
 
@@ -207,3 +212,5 @@ class IdempotencyRecord(models.Model):
     @staticmethod
     def body_digest(body: bytes) -> str:
         return hashlib.sha256(body).hexdigest()
+
+from tenants.models_invitations import *  # noqa: E402,F403  (Invitation)

@@ -269,7 +269,6 @@ def test_it_publishes_a_revocation_made_with_update(acme: Tenant, r: redis.Redis
     assert stored(r, redis_prefix)["keys"][key.key_id]["revoked"] is True
 
 
-@pytest.mark.xfail(strict=False, reason="needs request_publish() in ApiKey.revoke (tenants/models.py, reported)")
 def test_it_publishes_api_key_revoke(acme: Tenant, r: redis.Redis, redis_prefix: str) -> None:
     key, _ = ApiKey.issue(tenant=acme, name="k", scopes=["inference"])
 
