@@ -11,8 +11,6 @@ also carries the request id); it defaults to ``by``.
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +22,11 @@ from rest_framework import exceptions, status
 from controlplane.audit import diff_fields, record_audit
 from deployments.models import ModelDeployment
 from quotas.models import Quota
+from quotas.signals import request_publish
 from tenants.models import ApiKey, Membership, Role, Scope, Tenant
 
 if TYPE_CHECKING:
     from controlplane.api import Principal
-
-logger = logging.getLogger(__name__)
 
 
 class Conflict(exceptions.APIException):
@@ -47,13 +44,12 @@ class RoleRefused(exceptions.PermissionDenied):
 
 
 def _publish_after_commit() -> None:
-    """Republish the gateway's config snapshot once the transaction commits (docs/contracts.md)."""
-    if importlib.util.find_spec("quotas.publish") is None:  # the publisher ships with the gateway work
-        logger.debug("quotas.publish not installed; config snapshot not republished")
-        return
-    from quotas import publish
+    """Republish the gateway's config snapshot once the transaction commits (docs/contracts.md).
 
-    transaction.on_commit(publish.publish_config)
+    Row signals already do this for saves; ``QuerySet.update()`` (status claims, revocation) bypasses them,
+    so every service asks explicitly. Idempotent within a transaction.
+    """
+    request_publish()
 
 
 def _can_touch_owners(by: Principal | None) -> bool:

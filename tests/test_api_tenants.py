@@ -170,3 +170,14 @@ def test_deleting_a_tenant_with_deployments_is_a_409(api: Api, staff: User, acme
     assert response.status_code == 409
     assert "1 deployment" in response.json()["error"]["message"]
     assert Tenant.objects.filter(slug="acme").exists()
+
+
+def test_the_openapi_schema_and_docs_are_served(api: Api, alice: User) -> None:
+    client = api(alice)
+    schema = client.get("/api/schema/?format=json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    for path in ("/api/v1/tenants/", "/api/v1/tenants/{tenant}/keys/", "/api/v1/tenants/{tenant}/quota/"):
+        assert path in paths
+    assert "apiKey" in schema.json()["components"]["securitySchemes"]
+    assert client.get("/api/docs/").status_code == 200
