@@ -176,7 +176,8 @@ class WeightsField(serializers.Field):
     """``{"r1": 80, "r2": 20}`` or ``[{"revision": "r1", "weight": 80}, ...]``, parsed to {revision number: weight}."""
 
     default_error_messages = {
-        "shape": 'give {"r1": 80, "r2": 20} or [{"revision": "r1", "weight": 80}, ...]',
+        # str.format()ted by fail(): braces doubled.
+        "shape": 'give {{"r1": 80, "r2": 20}} or [{{"revision": "r1", "weight": 80}}, ...]',
     }
 
     def to_internal_value(self, data: Any) -> dict[int, int]:

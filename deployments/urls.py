@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from django.urls import URLPattern, URLResolver
 from rest_framework.routers import SimpleRouter
 
+from deployments.manifests_api import urlpatterns as manifests_urlpatterns
 from deployments.views import DeploymentEventViewSet, DeploymentViewSet, RevisionViewSet
 
 _TENANT = r"tenants/(?P<tenant>[^/]+)"
@@ -18,5 +20,5 @@ router.register(_TENANT + r"/deployments", DeploymentViewSet, basename="deployme
 router.register(_DEPLOYMENT + r"/revisions", RevisionViewSet, basename="deployment-revision")
 router.register(_DEPLOYMENT + r"/events", DeploymentEventViewSet, basename="deployment-event")
 
-urlpatterns = router.urls
-urlpatterns += __import__("deployments.manifests_api", fromlist=["urlpatterns"]).urlpatterns  # manifests preview
+urlpatterns: list[URLPattern | URLResolver] = list(router.urls)
+urlpatterns += manifests_urlpatterns  # GET .../deployments/{name}/manifests/ (preview of the Kubernetes objects)

@@ -82,6 +82,8 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
 
     permission_classes = [IsAuthenticatedPrincipal]  # API keys too; roles and scopes are checked by the base
     model = ModelDeployment
+    # Read only by the schema generator (which has no tenant); requests go through the scoped get_queryset().
+    queryset = ModelDeployment.unscoped_objects.none()
     serializer_class = DeploymentSerializer
     lookup_field = "name"
     filterset_class = DeploymentFilter
@@ -185,6 +187,7 @@ class RevisionViewSet(DeploymentChildViewSet):
     """A deployment's immutable revisions, by number."""
 
     model = Revision
+    queryset = Revision.unscoped_objects.none()  # for the schema generator only, as above
     serializer_class = RevisionSerializer
     lookup_field = "number"
     lookup_value_regex = r"[0-9]+"
@@ -206,6 +209,7 @@ class DeploymentEventViewSet(DeploymentChildViewSet):
     """What happened to a deployment: reconcile results, scaling, rollouts."""
 
     model = DeploymentEvent
+    queryset = DeploymentEvent.unscoped_objects.none()  # for the schema generator only, as above
     serializer_class = DeploymentEventSerializer
     filterset_fields = ["kind", "reason"]
     ordering_fields = ["created_at"]
