@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
         "tenants.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.permissions.IsAuthenticatedPrincipal"],
     "DEFAULT_PAGINATION_CLASS": "controlplane.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
@@ -167,6 +167,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Schema generation calls Model.objects.none(); our fail-closed `objects` managers refuse unscoped use.
+    "DEFAULT_QUERY_MANAGER": "_default_manager",
 }
 
 CELERY_TASK_ACKS_LATE = True
