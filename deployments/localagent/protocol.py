@@ -7,7 +7,7 @@
   The agent also re-reads the whole hash every tick, so a lost notice costs at most a tick.
 - ``<prefix>:local:status:<deployment id>`` — the observed status (JSON, below), rewritten every tick with a
   ``heartbeat``; it expires when no agent writes it.
-- ``<prefix>:local:agent`` — the agent's own heartbeat: ``{"ts", "pid", "control_url"}``.
+- ``<prefix>:local:agent`` — the agent's own heartbeat: ``{"ts", "pid", "control_port"}``.
 
 Desired document::
 
