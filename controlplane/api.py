@@ -116,7 +116,7 @@ class TenantScopedViewSet(GenericViewSet):
         return self.scope_queryset(self.model.objects.for_tenant(self.tenant))  # type: ignore[attr-defined]
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())
         if hasattr(self, "tenant"):
             context["tenant"] = self.tenant
             context["principal"] = self.principal

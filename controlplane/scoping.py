@@ -26,8 +26,8 @@ class TenantScopedManager(models.Manager[_M], Generic[_M]):
         super().__init__()
         self.tenant_path = tenant_path
 
-    def deconstruct(self) -> tuple[bool, str | None, str | None, tuple[Any, ...], dict[str, Any]]:
-        manager_as_path, path, qs_class, args, kwargs = super().deconstruct()
+    def deconstruct(self) -> Any:
+        manager_as_path, path, qs_class, _args, kwargs = super().deconstruct()
         return manager_as_path, path, qs_class, (self.tenant_path,), kwargs
 
     def get_queryset(self) -> models.QuerySet[_M]:

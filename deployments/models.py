@@ -84,7 +84,7 @@ class ModelDeployment(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[ModelDeployment] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -158,7 +158,7 @@ class Revision(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[Revision] = TenantScopedManager("deployment__tenant")
+    objects = TenantScopedManager("deployment__tenant")
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -199,7 +199,7 @@ class DeploymentEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[DeploymentEvent] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"

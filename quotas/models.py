@@ -42,7 +42,7 @@ class Quota(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[Quota] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -69,7 +69,7 @@ class UsageRollup(models.Model):
     latency_ms_sum = models.PositiveBigIntegerField(default=0)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[UsageRollup] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"

@@ -66,7 +66,7 @@ class Membership(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[Membership] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -106,7 +106,7 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[ApiKey] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -183,7 +183,7 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[AuditEvent] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         default_manager_name = "unscoped_objects"
