@@ -211,7 +211,9 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-usage": {"task": "quotas.rollup_usage", "schedule": env_float("FRONTDOOR_ROLLUP_SECONDS", 2.0)},
     "republish-config": {"task": "quotas.publish_config", "schedule": 60.0},
     "prune-usage": {"task": "quotas.prune_usage_seen", "schedule": 600.0},
+    "prune-idempotency": {"task": "tenants.prune_idempotency_records", "schedule": 3600.0},
 }
+FRONTDOOR_IDEMPOTENCY_RETENTION_S = env_int("FRONTDOOR_IDEMPOTENCY_RETENTION_S", 24 * 3600)
 
 # Usage rollup and publishing (docs/usage.md).
 FRONTDOOR_USAGE_BATCH_SIZE = env_int("FRONTDOOR_USAGE_BATCH_SIZE", 500)
