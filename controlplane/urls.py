@@ -15,4 +15,5 @@ urlpatterns = [
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("quotas.urls")),
     path("api/v1/", include("deployments.urls")),
+    path("", include("controlplane.console_urls")),
 ]

@@ -1,0 +1,56 @@
+"""URL map of the web console (included at the end of ``controlplane/urls.py``)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from controlplane.console import home
+from controlplane.loginlimit import RateLimitedLoginView
+from deployments import console as deployments_console
+from tenants import console as tenants_console
+
+_deployment = "t/<slug:tenant>/deployments/<slug:name>/"
+
+urlpatterns = [
+    path("", home, name="console-home"),
+    path("login/", RateLimitedLoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("invite/<str:token>/", tenants_console.InvitationAcceptView.as_view(), name="console-invitation"),
+    path("t/<slug:tenant>/", deployments_console.OverviewView.as_view(), name="console-overview"),
+    path("t/<slug:tenant>/deployments/", deployments_console.DeploymentListView.as_view(), name="console-deployments"),
+    path(
+        "t/<slug:tenant>/deployments/new/",
+        deployments_console.DeploymentCreateView.as_view(),
+        name="console-deployment-create",
+    ),
+    path(_deployment, deployments_console.DeploymentDetailView.as_view(), name="console-deployment"),
+    path(f"{_deployment}scale/", deployments_console.DeploymentScaleView.as_view(), name="console-deployment-scale"),
+    path(
+        f"{_deployment}traffic/", deployments_console.DeploymentTrafficView.as_view(), name="console-deployment-traffic"
+    ),
+    path(
+        f"{_deployment}revision/",
+        deployments_console.DeploymentRevisionView.as_view(),
+        name="console-deployment-revision",
+    ),
+    path(
+        f"{_deployment}manifests/",
+        deployments_console.DeploymentManifestsView.as_view(),
+        name="console-deployment-manifests",
+    ),
+    path(f"{_deployment}delete/", deployments_console.DeploymentDeleteView.as_view(), name="console-deployment-delete"),
+    path("t/<slug:tenant>/keys/", tenants_console.KeyListView.as_view(), name="console-keys"),
+    path("t/<slug:tenant>/keys/<str:key_id>/revoke/", tenants_console.KeyRevokeView.as_view(), name="console-key-revoke"),
+    path("t/<slug:tenant>/members/", tenants_console.MemberListView.as_view(), name="console-members"),
+    path(
+        "t/<slug:tenant>/members/<str:username>/",
+        tenants_console.MemberChangeView.as_view(),
+        name="console-member-change",
+    ),
+    path(
+        "t/<slug:tenant>/invitations/<int:pk>/revoke/",
+        tenants_console.InvitationRevokeView.as_view(),
+        name="console-invitation-revoke",
+    ),
+    path("t/<slug:tenant>/audit/", tenants_console.AuditLogView.as_view(), name="console-audit"),
+    path("", include("quotas.console_urls")),
+]

@@ -1,0 +1,396 @@
+"""Console pages for deployments: overview, list, create, detail (status, revisions, traffic, scale, events,
+manifests) and delete. Every change goes through ``deployments.services`` (the functions the REST API calls);
+errors they raise are shown on the form field they concern, with the input kept.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from rest_framework.exceptions import APIException
+
+from controlplane.console import TenantConsoleView, paginate, query_without_page, render_page_or_partial
+from deployments import manifests, services
+from deployments.models import DeploymentEvent, ModelDeployment, Revision, Runtime
+from deployments.models_slo import Rollout, SloSample
+from deployments.reconcile import desired_spec
+from quotas.admission import QuotaExceeded, current_usage
+from quotas.models import Quota, UsageRollup
+from tenants.models import Role
+
+# Statuses during which the detail page's status partial refreshes itself.
+MOVING_STATUSES = frozenset({ModelDeployment.Status.PENDING, ModelDeployment.Status.PROGRESSING,
+                             ModelDeployment.Status.DELETING})  # fmt: skip
+SLO_FRESH_FOR = timedelta(minutes=2)
+SAMPLE_SECONDS = 10
+
+
+# ---------------------------------------------------------------- forms
+
+
+def _gpu_choices() -> list[tuple[str, str]]:
+    return [("", "none (CPU)")] + [(t, t) for t in settings.FRONTDOOR_GPU_TYPES]
+
+
+class DeploymentForm(forms.Form):
+    """Input for a new deployment; rules beyond field types are the service's (shown back on the fields)."""
+
+    name = forms.CharField(max_length=40, help_text="lowercase letters, digits and '-'; clients send it as `model`")
+    runtime = forms.ChoiceField(choices=Runtime.choices, initial=Runtime.BUILTIN)
+    model = forms.CharField(max_length=200, help_text="model id the replicas serve, e.g. frontdoor/sim-chat")
+    image = forms.CharField(max_length=300, required=False, help_text="empty = the runtime's default image")
+    endpoints = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="runtime 'external' only: one URL a line"
+    )
+    gpu_type = forms.ChoiceField(choices=_gpu_choices, required=False)
+    gpu_count = forms.IntegerField(min_value=0, max_value=16, initial=0, label="GPUs per replica")
+    min_replicas = forms.IntegerField(min_value=0, max_value=1000, initial=1, help_text="0 = scale to zero when idle")
+    max_replicas = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    target_concurrency = forms.IntegerField(min_value=1, initial=8, help_text="in-flight requests per replica")
+    timeout_s = forms.IntegerField(min_value=1, max_value=3600, initial=120, label="Timeout (s)")
+    slo_p95_latency_ms = forms.IntegerField(min_value=1, required=False, label="SLO p95 latency (ms)")
+
+    def service_data(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data["endpoints"] = [line.strip() for line in data.get("endpoints", "").splitlines() if line.strip()]
+        data["gpu_type"] = data.get("gpu_type") or ""
+        return data
+
+
+class ScaleForm(forms.Form):
+    min_replicas = forms.IntegerField(min_value=0, max_value=1000)
+    max_replicas = forms.IntegerField(min_value=1, max_value=1000)
+
+
+class CanaryForm(forms.Form):
+    """Traffic to the newest revision, in percent; the previous serving revision keeps the rest."""
+
+    canary_weight = forms.IntegerField(min_value=0, max_value=100, label="Newest revision's share (%)")
+
+
+class NewRevisionForm(forms.Form):
+    """A spec change makes a new revision; ``canary_weight`` sends it only part of the traffic at first."""
+
+    model = forms.CharField(max_length=200)
+    image = forms.CharField(max_length=300, required=False)
+    canary_weight = forms.IntegerField(min_value=0, max_value=100, initial=10, label="Canary share (%)")
+
+
+# Where a quota refusal belongs on the form: the quota its message names.
+def quota_field(exc: QuotaExceeded) -> str | None:
+    message = str(exc.detail)
+    if "GPUs" in message:
+        return "gpu_count"
+    if "replicas:" in message:
+        return "max_replicas"
+    return None
+
+
+def show_service_errors(form: forms.Form, exc: Exception) -> None:
+    """Put a service's ``ValidationError``/``QuotaExceeded``/conflict on the right form field (or the form)."""
+    if isinstance(exc, ValidationError):
+        for field, field_messages in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, field_messages)
+    elif isinstance(exc, QuotaExceeded):
+        form.add_error(quota_field(exc), str(exc.detail))
+    elif isinstance(exc, APIException):
+        form.add_error(None, str(exc.detail))
+
+
+# ---------------------------------------------------------------- overview figures
+
+
+def live_figures(tenant_id: int, deployment_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Requests/s, p95 and error rate from each deployment's latest SLO sample, and tokens today (2 queries)."""
+    figures: dict[int, dict[str, Any]] = {pk: {} for pk in deployment_ids}
+    if not deployment_ids:
+        return figures
+    latest = (
+        SloSample.objects.for_tenant(tenant_id)
+        .filter(
+            deployment_id__in=deployment_ids,
+            revision__isnull=True,
+            resolution=SloSample.Resolution.TEN_SECONDS,
+            interval_start__gte=timezone.now() - SLO_FRESH_FOR,
+        )
+        .order_by("deployment_id", "-interval_start")
+        .distinct("deployment_id")
+        .only("deployment_id", "requests", "errors", "p95_ms")
+    )
+    for sample in latest:
+        figures[sample.deployment_id].update(
+            rps=sample.requests / SAMPLE_SECONDS, p95_ms=sample.p95_ms, error_rate=sample.error_rate
+        )
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    tokens = (
+        UsageRollup.objects.for_tenant(tenant_id)
+        .filter(deployment_id__in=deployment_ids, minute__gte=midnight)
+        .values("deployment_id")
+        .annotate(tokens=Sum("prompt_tokens") + Sum("completion_tokens"))
+    )
+    for row in tokens:
+        figures[row["deployment_id"]]["tokens_today"] = row["tokens"]
+    return figures
+
+
+def quota_bars(tenant: Any) -> list[dict[str, Any]]:
+    """Used against allowed for GPUs by type, replicas, deployments and tokens this month."""
+    quota = Quota.objects.for_tenant(tenant).first() or Quota(tenant=tenant)
+    held = current_usage(tenant, gpu_type="", excluding=None)
+    bars = [
+        {"label": "Deployments", "used": held.deployments, "limit": quota.max_deployments},
+        {"label": "Replicas (max)", "used": held.replicas, "limit": quota.max_replicas},
+    ]
+    for gpu_type, allowed in sorted(quota.gpus.items()):
+        gpus = current_usage(tenant, gpu_type=gpu_type, excluding=None).gpus
+        bars.append({"label": f"{gpu_type} GPUs", "used": gpus, "limit": allowed})
+    month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    totals = UsageRollup.objects.for_tenant(tenant).filter(minute__gte=month).aggregate(
+        p=Sum("prompt_tokens"), c=Sum("completion_tokens")
+    )
+    bars.append(
+        {"label": "Tokens this month", "used": (totals["p"] or 0) + (totals["c"] or 0),
+         "limit": quota.monthly_token_budget}
+    )  # fmt: skip
+    for bar in bars:
+        limit = bar["limit"]
+        bar["percent"] = min(100, round(100 * bar["used"] / limit)) if limit else (0 if limit is None else 100)
+        bar["over"] = limit is not None and bar["used"] > limit
+    return bars
+
+
+# ---------------------------------------------------------------- pages
+
+
+def filtered_deployments(view: TenantConsoleView, request: HttpRequest) -> QuerySet[ModelDeployment]:
+    queryset = ModelDeployment.objects.for_tenant(view.tenant).only(
+        "id", "tenant_id", "name", "runtime", "model", "status", "desired_state", "gpu_type", "gpu_count",
+        "min_replicas", "max_replicas", "desired_replicas", "ready_replicas", "updated_at",
+    )  # fmt: skip
+    if q := request.GET.get("q", "").strip():
+        queryset = queryset.filter(Q(name__icontains=q) | Q(model__icontains=q))
+    if status := request.GET.get("status"):
+        queryset = queryset.filter(status=status)
+    if runtime := request.GET.get("runtime"):
+        queryset = queryset.filter(runtime=runtime)
+    if gpu_type := request.GET.get("gpu_type"):
+        queryset = queryset.filter(gpu_type=gpu_type)
+    return queryset.order_by("name")
+
+
+class OverviewView(TenantConsoleView):
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        page = paginate(request, filtered_deployments(self, request))
+        figures = live_figures(self.tenant.pk, [d.pk for d in page])
+        rows = [(d, figures[d.pk]) for d in page]
+        counts = dict(
+            ModelDeployment.objects.for_tenant(self.tenant).values_list("status").annotate(n=Count("id")).order_by()
+        )
+        context = self.base_context(
+            page=page, rows=rows, bars=quota_bars(self.tenant), status_counts=counts, query=query_without_page(request)
+        )
+        return render_page_or_partial(request, "deployments/overview.html", "deployments/partials/overview_rows.html",
+                                      context)  # fmt: skip
+
+
+class DeploymentListView(TenantConsoleView):
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        page = paginate(request, filtered_deployments(self, request))
+        context = self.base_context(
+            page=page,
+            query=query_without_page(request),
+            filters={k: request.GET.get(k, "") for k in ("q", "status", "runtime", "gpu_type")},
+            statuses=ModelDeployment.Status.choices,
+            runtimes=Runtime.choices,
+            gpu_types=settings.FRONTDOOR_GPU_TYPES,
+        )
+        return render_page_or_partial(request, "deployments/list.html", "deployments/partials/list_table.html", context)
+
+
+class DeploymentCreateView(TenantConsoleView):
+    read_role = Role.MEMBER
+    write_role = Role.MEMBER
+
+    def _render(self, form: DeploymentForm, status: int = 200) -> HttpResponse:
+        context = self.base_context(form=form, bars=quota_bars(self.tenant))
+        return render_page_or_partial(self.request, "deployments/create.html", "deployments/partials/create_form.html",
+                                      context, status=status)  # fmt: skip
+
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        return self._render(DeploymentForm())
+
+    def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        form = DeploymentForm(request.POST)
+        if form.is_valid():
+            try:
+                deployment = services.create_deployment(
+                    self.tenant, self.principal, form.service_data(), request_id=self.request_id
+                )
+            except (ValidationError, APIException) as exc:
+                show_service_errors(form, exc)
+            else:
+                messages.success(request, f"Deployment {deployment.name} created; it becomes ready shortly.")
+                return redirect("console-deployment", tenant=self.tenant.slug, name=deployment.name)
+        return self._render(form, status=422)
+
+
+class DeploymentMixin(TenantConsoleView):
+    """Pages about one deployment (``/t/<tenant>/deployments/<name>/...``)."""
+
+    deployment: ModelDeployment
+
+    def get_deployment(self, name: str) -> ModelDeployment:
+        deployment = ModelDeployment.objects.for_tenant(self.tenant).filter(name=name).first()
+        if deployment is None:
+            raise Http404("no such deployment")
+        self.deployment = deployment
+        return deployment
+
+    def detail_context(self, **extra: Any) -> dict[str, Any]:
+        deployment = self.deployment
+        revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("-number"))
+        serving = [r for r in revisions if r.weight > 0]
+        rollout = (
+            Rollout.objects.for_tenant(self.tenant)
+            .filter(deployment=deployment, status=Rollout.Status.RUNNING)
+            .select_related("revision", "stable_revision")
+            .first()
+        )
+        moving = (
+            deployment.status in MOVING_STATUSES
+            or deployment.observed_generation < deployment.generation
+            or rollout is not None
+        )
+        newest = revisions[0] if revisions else None
+        return self.base_context(
+            deployment=deployment,
+            revisions=revisions,
+            serving=serving,
+            newest=newest,
+            rollout=rollout,
+            moving=moving,
+            deleting=deployment.desired_state == ModelDeployment.DesiredState.DELETING,
+            events=DeploymentEvent.objects.for_tenant(self.tenant).filter(deployment=deployment)[:20],
+            scale_form=extra.pop("scale_form", None)
+            or ScaleForm(initial={"min_replicas": deployment.min_replicas, "max_replicas": deployment.max_replicas}),
+            canary_form=extra.pop("canary_form", None)
+            or CanaryForm(initial={"canary_weight": newest.weight if newest else 100}),
+            revision_form=extra.pop("revision_form", None)
+            or NewRevisionForm(initial={"model": deployment.model, "image": deployment.image}),
+            **extra,
+        )
+
+    def render_detail(self, status: int = 200, **extra: Any) -> HttpResponse:
+        return render(self.request, "deployments/detail.html", self.detail_context(**extra), status=status)
+
+
+class DeploymentDetailView(DeploymentMixin):
+    """The detail page; htmx polls it for the status partial alone while a change is rolling out."""
+
+    def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        self.get_deployment(name)
+        return render_page_or_partial(request, "deployments/detail.html", "deployments/partials/status.html",
+                                      self.detail_context())  # fmt: skip
+
+
+class DeploymentScaleView(DeploymentMixin):
+    def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        deployment = self.get_deployment(name)
+        form = ScaleForm(request.POST)
+        if form.is_valid():
+            try:
+                services.scale_deployment(deployment, self.principal, **form.cleaned_data, request_id=self.request_id)
+            except (ValidationError, APIException) as exc:
+                show_service_errors(form, exc)
+            else:
+                messages.success(request, "Replica bounds saved.")
+                return redirect("console-deployment", tenant=self.tenant.slug, name=name)
+        return self.render_detail(status=422, scale_form=form)
+
+
+class DeploymentTrafficView(DeploymentMixin):
+    """Move the canary weight: the newest revision gets ``canary_weight``, the previous serving one the rest."""
+
+    def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        deployment = self.get_deployment(name)
+        form = CanaryForm(request.POST)
+        revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("-number"))
+        if form.is_valid():
+            weight = form.cleaned_data["canary_weight"]
+            if len(revisions) < 2:
+                form.add_error("canary_weight", "there is only one revision; change the model or image to make a canary")
+            else:
+                newest, stable = revisions[0], next((r for r in revisions[1:] if r.weight > 0), revisions[1])
+                try:
+                    services.set_traffic(
+                        deployment, self.principal, {newest.number: weight, stable.number: 100 - weight},
+                        request_id=self.request_id,
+                    )  # fmt: skip
+                except (ValidationError, APIException) as exc:
+                    show_service_errors(form, exc)
+                else:
+                    messages.success(request, f"Traffic: {newest.name} {weight}%, {stable.name} {100 - weight}%.")
+                    return redirect("console-deployment", tenant=self.tenant.slug, name=name)
+        return self.render_detail(status=422, canary_form=form)
+
+
+class DeploymentRevisionView(DeploymentMixin):
+    """Change the model or image: a new revision, taking ``canary_weight`` percent of the traffic."""
+
+    def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        deployment = self.get_deployment(name)
+        form = NewRevisionForm(request.POST)
+        if form.is_valid():
+            data = {"model": form.cleaned_data["model"], "image": form.cleaned_data["image"]}
+            try:
+                services.update_deployment(
+                    deployment, self.principal, data, canary_weight=form.cleaned_data["canary_weight"],
+                    request_id=self.request_id,
+                )  # fmt: skip
+            except (ValidationError, APIException) as exc:
+                show_service_errors(form, exc)
+            else:
+                messages.success(request, "New revision created.")
+                return redirect("console-deployment", tenant=self.tenant.slug, name=name)
+        return self.render_detail(status=422, revision_form=form)
+
+
+class DeploymentManifestsView(DeploymentMixin):
+    """The Kubernetes objects the reconciler would apply now, as YAML (the REST preview's same functions)."""
+
+    def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        deployment = self.get_deployment(name)
+        revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("number"))
+        spec = desired_spec(deployment, revisions)
+        kube = manifests.KubeSettings.from_env()
+        yaml_text = manifests.to_yaml(manifests.tenant_objects(spec.tenant, kube) + manifests.deployment_objects(spec, kube))
+        context = self.base_context(deployment=deployment, yaml_text=yaml_text)
+        return render_page_or_partial(request, "deployments/manifests.html", "deployments/partials/manifests.html",
+                                      context)  # fmt: skip
+
+
+class DeploymentDeleteView(DeploymentMixin):
+    """GET asks for confirmation (typing the name); POST deletes through the service."""
+
+    def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        if not self.can(Role.MEMBER):
+            raise PermissionDenied("this needs the 'member' role")
+        return render(request, "deployments/delete.html", self.base_context(deployment=self.get_deployment(name)))
+
+    def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        deployment = self.get_deployment(name)
+        if request.POST.get("confirm_name", "").strip() != deployment.name:
+            context = self.base_context(deployment=deployment, error="Type the deployment's name to confirm.")
+            return render(request, "deployments/delete.html", context, status=422)
+        services.delete_deployment(deployment, self.principal, request_id=self.request_id)
+        messages.success(request, f"Deployment {deployment.name} is being deleted.")
+        return redirect("console-deployments", tenant=self.tenant.slug)

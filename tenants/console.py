@@ -1,0 +1,298 @@
+"""Console pages for API keys, members, invitations and the audit log. Changes go through ``tenants.services``
+(the functions the REST API calls) and ``tenants.invitations``; roles match the REST API's: keys are read by
+members and managed by admins, members are listed to everyone and managed by admins, the audit log is for admins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views import View
+from rest_framework.exceptions import APIException
+
+from controlplane.console import TenantConsoleView, nav_context, paginate, query_without_page, render_page_or_partial
+from tenants import invitations, services
+from tenants.models import ApiKey, AuditEvent, Membership, Role, Scope
+from tenants.models_invitations import Invitation
+
+
+def show_errors(form: forms.Form, exc: Exception) -> None:
+    """A service's refusal on the field it names (or on the whole form)."""
+    if isinstance(exc, ValidationError):
+        for field, field_messages in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, field_messages)
+    elif isinstance(exc, APIException):
+        detail = exc.detail
+        if isinstance(detail, dict):
+            for field, field_messages in detail.items():
+                form.add_error(field if field in form.fields else None, [str(m) for m in field_messages])
+        else:
+            form.add_error(None, str(detail))
+
+
+# ---------------------------------------------------------------- API keys
+
+
+class KeyForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices, initial=[Scope.INFERENCE], widget=forms.CheckboxSelectMultiple,
+        help_text="inference: call models; read: read this tenant's API; manage: change it",
+    )  # fmt: skip
+    expires_on = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="empty = never expires"
+    )
+    requests_per_minute = forms.IntegerField(min_value=1, required=False, help_text="empty = the tenant's limit")
+
+    def clean_expires_on(self) -> Any:
+        value = self.cleaned_data.get("expires_on")
+        if value is not None and value <= timezone.localdate():
+            raise ValidationError("pick a date after today")
+        return value
+
+
+class KeyListView(TenantConsoleView):
+    read_role = Role.MEMBER
+    write_role = Role.ADMIN
+
+    def _render(self, form: KeyForm, status: int = 200, **extra: Any) -> HttpResponse:
+        keys = ApiKey.objects.for_tenant(self.tenant).select_related("created_by")
+        if self.request.GET.get("show") != "revoked":
+            keys = keys.filter(revoked_at__isnull=True)
+        context = self.base_context(
+            page=paginate(self.request, keys), form=form, now=timezone.now(), query=query_without_page(self.request),
+            show=self.request.GET.get("show", ""), **extra,
+        )  # fmt: skip
+        return render_page_or_partial(self.request, "tenants/keys.html", "tenants/partials/key_table.html", context,
+                                      status=status)  # fmt: skip
+
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        return self._render(KeyForm())
+
+    def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        form = KeyForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            expires = data["expires_on"]
+            try:
+                key, full_key = services.issue_key(
+                    self.tenant,
+                    name=data["name"],
+                    scopes=list(data["scopes"]),
+                    created_by=request.user if isinstance(request.user, User) else None,
+                    expires_at=timezone.make_aware(datetime.combine(expires, time.min)) if expires else None,
+                    requests_per_minute=data["requests_per_minute"],
+                    by=self.principal,
+                    audit_from=request,
+                )
+            except (ValidationError, APIException) as exc:
+                show_errors(form, exc)
+            else:
+                # The secret is in this one response only; it is never stored, so it cannot be shown again.
+                response = self._render(KeyForm(), status=201, created_key=key, full_key=full_key)
+                response["Cache-Control"] = "no-store"
+                return response
+        return self._render(form, status=422)
+
+
+class KeyRevokeView(TenantConsoleView):
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def post(self, request: HttpRequest, tenant: str, key_id: str) -> HttpResponse:
+        key = ApiKey.objects.for_tenant(self.tenant).filter(key_id=key_id).select_related("tenant").first()
+        if key is None:
+            raise Http404("no such key")
+        if services.revoke_key(key, by=self.principal, audit_from=request):
+            messages.success(request, f"Key {key.name} revoked; the gateway refuses it within seconds.")
+        return redirect("console-keys", tenant=self.tenant.slug)
+
+
+# ---------------------------------------------------------------- members and invitations
+
+
+class AddMemberForm(forms.Form):
+    user = forms.CharField(label="Username or email", max_length=254)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+    def clean_user(self) -> User:
+        value = self.cleaned_data["user"].strip()
+        matches = list(User.objects.filter(Q(username=value) | Q(email__iexact=value), is_active=True)[:2])
+        if len(matches) != 1:
+            raise ValidationError(
+                "no single active user has that username or email; invite them by email instead"
+                if not matches else "several users share that email; use the username"
+            )
+        return matches[0]
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField()
+    role = forms.ChoiceField(choices=[(r, r.capitalize()) for r in invitations.INVITABLE_ROLES], initial=Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class MemberListView(TenantConsoleView):
+    read_role = Role.VIEWER
+    write_role = Role.ADMIN
+
+    def _render(self, status: int = 200, **extra: Any) -> HttpResponse:
+        members = Membership.objects.for_tenant(self.tenant).select_related("user").order_by("user__username")
+        open_invites = (
+            Invitation.objects.for_tenant(self.tenant)
+            .filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
+            .select_related("invited_by")
+            if self.can(Role.ADMIN) else []
+        )  # fmt: skip
+        context = self.base_context(
+            page=paginate(self.request, members), invitations=open_invites, roles=Role.choices,
+            add_form=extra.pop("add_form", None) or AddMemberForm(),
+            invite_form=extra.pop("invite_form", None) or InviteForm(), query=query_without_page(self.request),
+            **extra,
+        )  # fmt: skip
+        return render_page_or_partial(self.request, "tenants/members.html", "tenants/partials/member_table.html",
+                                      context, status=status)  # fmt: skip
+
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        return self._render()
+
+    def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        """Add an existing user (``action=add``) or invite by email (``action=invite``)."""
+        if request.POST.get("action") == "invite":
+            invite_form = InviteForm(request.POST)
+            if invite_form.is_valid():
+                try:
+                    _, token = invitations.create_invitation(
+                        self.tenant, email=invite_form.cleaned_data["email"], role=invite_form.cleaned_data["role"],
+                        invited_by=request.user if isinstance(request.user, User) else None, by=self.principal,
+                        audit_from=request,
+                    )  # fmt: skip
+                except ValidationError as exc:
+                    show_errors(invite_form, exc)
+                else:
+                    link = request.build_absolute_uri(reverse("console-invitation", kwargs={"token": token}))
+                    return self._render(status=201, invite_link=link, invited=invite_form.cleaned_data["email"])
+            return self._render(status=422, invite_form=invite_form)
+        add_form = AddMemberForm(request.POST)
+        if add_form.is_valid():
+            user = add_form.cleaned_data["user"]
+            try:
+                services.add_member(
+                    self.tenant, user=user, role=add_form.cleaned_data["role"], by=self.principal, audit_from=request
+                )
+            except (ValidationError, APIException) as exc:
+                show_errors(add_form, exc)
+            else:
+                messages.success(request, f"{user.get_username()} added.")
+                return redirect("console-members", tenant=self.tenant.slug)
+        return self._render(status=422, add_form=add_form)
+
+
+class MemberChangeView(TenantConsoleView):
+    """``action=role`` changes a member's role, ``action=remove`` removes them (both through the services)."""
+
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def post(self, request: HttpRequest, tenant: str, username: str) -> HttpResponse:
+        membership = (
+            Membership.objects.for_tenant(self.tenant).filter(user__username=username).select_related("user", "tenant")
+        ).first()
+        if membership is None:
+            raise Http404("no such member")
+        try:
+            if request.POST.get("action") == "remove":
+                services.remove_member(membership, by=self.principal, audit_from=request)
+                messages.success(request, f"{username} removed.")
+            else:
+                form = RoleForm(request.POST)
+                if not form.is_valid():
+                    raise ValidationError({"role": ["pick a role"]})
+                services.change_role(membership, role=form.cleaned_data["role"], by=self.principal, audit_from=request)
+                messages.success(request, f"{username} is now {membership.role}.")
+        except (ValidationError, APIException) as exc:
+            detail = exc.messages if isinstance(exc, ValidationError) else [str(exc.detail)]
+            messages.error(request, "; ".join(str(d) for d in detail))
+        return redirect("console-members", tenant=self.tenant.slug)
+
+
+class InvitationRevokeView(TenantConsoleView):
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def post(self, request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
+        invitation = Invitation.objects.for_tenant(self.tenant).filter(pk=pk).select_related("tenant").first()
+        if invitation is None:
+            raise Http404("no such invitation")
+        invitations.revoke_invitation(invitation, by=self.principal, audit_from=request)
+        messages.success(request, f"Invitation of {invitation.email} withdrawn.")
+        return redirect("console-members", tenant=self.tenant.slug)
+
+
+class InvitationAcceptView(LoginRequiredMixin, View):
+    """``/invite/<token>/``: shows what the invitation grants; POST (signed in as the invitee) accepts it."""
+
+    def get(self, request: HttpRequest, token: str) -> HttpResponse:
+        try:
+            invitation: Invitation | None = invitations.find_open_invitation(token)
+            error = ""
+        except invitations.InvitationInvalid as exc:
+            invitation, error = None, str(exc)
+        context = {"invitation": invitation, "error": error, **nav_context(request)}
+        return render(request, "tenants/invitation.html", context, status=200 if invitation else 404)
+
+    def post(self, request: HttpRequest, token: str) -> HttpResponse:
+        assert isinstance(request.user, User)
+        try:
+            membership = invitations.accept_invitation(token, user=request.user, audit_from=request)
+        except invitations.InvitationInvalid as exc:
+            context = {"invitation": None, "error": str(exc), **nav_context(request)}
+            return render(request, "tenants/invitation.html", context, status=409)
+        messages.success(request, f"Welcome to {membership.tenant.name}.")
+        return redirect("console-overview", tenant=membership.tenant.slug)
+
+
+# ---------------------------------------------------------------- audit log
+
+
+class AuditLogView(TenantConsoleView):
+    read_role = Role.ADMIN
+    write_role = Role.OWNER
+
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        events = AuditEvent.objects.for_tenant(self.tenant).select_related("actor", "actor_key")
+        filters = {k: request.GET.get(k, "").strip() for k in ("action", "actor", "object_type", "since", "until")}
+        if filters["action"]:
+            events = events.filter(action__startswith=filters["action"])
+        if filters["actor"]:
+            events = events.filter(Q(actor__username=filters["actor"]) | Q(actor_key__key_id=filters["actor"]))
+        if filters["object_type"]:
+            events = events.filter(object_type=filters["object_type"])
+        for name, lookup in (("since", "created_at__date__gte"), ("until", "created_at__date__lte")):
+            try:
+                if filters[name]:
+                    events = events.filter(**{lookup: datetime.strptime(filters[name], "%Y-%m-%d").date()})
+            except ValueError:
+                filters[name] = ""
+        context = self.base_context(
+            page=paginate(request, events), filters=filters, query=query_without_page(request),
+            actions=list(
+                AuditEvent.objects.for_tenant(self.tenant).order_by("action").values_list("action", flat=True)
+                .distinct()[:100]
+            ),
+        )  # fmt: skip
+        return render_page_or_partial(request, "tenants/audit.html", "tenants/partials/audit_table.html", context)
