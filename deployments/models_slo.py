@@ -52,7 +52,7 @@ class SloSample(models.Model):
     replicas_desired = models.PositiveIntegerField(default=0)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[SloSample] = TenantScopedManager()
+    objects: TenantScopedManager[SloSample] = TenantScopedManager()  # type: ignore[assignment]  # django-stubs types managers outside models.py as Self
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -106,7 +106,7 @@ class TenantSettings(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[TenantSettings] = TenantScopedManager()
+    objects: TenantScopedManager[TenantSettings] = TenantScopedManager()  # type: ignore[assignment]  # django-stubs types managers outside models.py as Self
 
     class Meta:
         default_manager_name = "unscoped_objects"
@@ -149,7 +149,7 @@ class Rollout(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[Rollout] = TenantScopedManager()
+    objects: TenantScopedManager[Rollout] = TenantScopedManager()  # type: ignore[assignment]  # django-stubs types managers outside models.py as Self
 
     class Meta:
         default_manager_name = "unscoped_objects"

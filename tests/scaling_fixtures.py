@@ -18,7 +18,7 @@ from deployments.models_slo import SloSample
 from deployments.slo import BUCKET_BOUNDS_MS, BUCKET_NAMES
 from tenants.models import Tenant
 
-__all__ = ["make_deployment", "rds", "write_load", "add_leases", "sample", "add_revision"]
+__all__ = ["add_leases", "add_revision", "make_deployment", "rds", "sample", "write_load"]
 
 
 @pytest.fixture

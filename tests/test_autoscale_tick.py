@@ -3,6 +3,7 @@ request wakes a deployment, the tenant's quota caps it, and ``hpa`` deployments 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -74,7 +75,7 @@ def test_it_lowers_replicas_at_most_by_half_per_tick_and_reaches_zero_when_idle(
         now += 2
     assert max(history) >= 5
     assert history[-1] == 0
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         if after < before and after > 0:
             assert after >= (before + 1) // 2, history
     reasons = _reasons(deployment)

@@ -122,7 +122,7 @@ def test_it_waits_for_enough_canary_requests(canary_setup: tuple[ModelDeployment
 
 @pytest.mark.django_db
 def test_a_paused_rollout_does_not_advance(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
-    deployment, stable, canary = canary_setup
+    deployment, _stable, canary = canary_setup
     rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number, pause_s=0, min_requests=0)
     _canary_ready(canary)
     rollouts.act(deployment, None, "pause")

@@ -99,10 +99,11 @@ def test_it_downsamples_ten_second_rows_into_five_minute_rows(
 
 @pytest.mark.django_db
 def test_it_prunes_rows_past_their_retention(
-    acme: Tenant, make_deployment: Callable[..., ModelDeployment]
+    acme: Tenant, make_deployment: Callable[..., ModelDeployment]  # noqa: F811
 ) -> None:
     deployment = make_deployment(acme)
     now = datetime.now(tz=UTC)
+
     def row(resolution: str, age: timedelta) -> None:
         SloSample.unscoped_objects.create(
             tenant=acme, deployment=deployment, resolution=resolution, interval_start=now - age, requests=1
