@@ -250,6 +250,13 @@ def update_deployment(
     return current
 
 
+def _set_weight(revision: Revision, weight: int) -> None:
+    # save(), not QuerySet.update(): the post_save signal republishes the gateway's routing snapshot on commit.
+    if revision.weight != weight:
+        revision.weight = weight
+        revision.save(update_fields=["weight"])
+
+
 def _roll_out_new_revision(deployment: ModelDeployment, canary_weight: int | None) -> Revision:
     revisions = list(Revision.unscoped_objects.filter(deployment=deployment).order_by("number"))
     new_weight = 100 if canary_weight is None else canary_weight
@@ -258,8 +265,7 @@ def _roll_out_new_revision(deployment: ModelDeployment, canary_weight: int | Non
         new_weight = 100  # nothing else serves: the new revision must, or the deployment would route nowhere
     kept = split_weights(previous, new_weight)
     for revision in revisions:
-        if revision.weight != kept[revision.number]:
-            Revision.unscoped_objects.filter(pk=revision.pk).update(weight=kept[revision.number])
+        _set_weight(revision, kept[revision.number])
     number = (revisions[-1].number if revisions else 0) + 1
     revision = _new_revision(deployment, number, new_weight)
     split = ", ".join(f"r{n}={w}" for n, w in sorted({**kept, number: new_weight}.items()) if w)
@@ -323,8 +329,7 @@ def set_traffic(
     if not changes:
         return current
     for number, weight in wanted.items():
-        if revisions[number].weight != weight:
-            Revision.unscoped_objects.filter(pk=revisions[number].pk).update(weight=weight)
+        _set_weight(revisions[number], weight)
     current.generation += 1
     current.save(update_fields=["generation", "updated_at"])
     split = ", ".join(f"r{n}={w}" for n, w in sorted(wanted.items()) if w)

@@ -1,8 +1,7 @@
-"""Personas, tenants and the Celery broker queue for the deployments tests.
+"""Fixtures for the deployments tests: tenant quotas with GPUs, a valid payload, the Celery broker queue.
 
-``alice`` owns tenant ``acme``, ``bob`` is a member, ``vera`` a viewer, ``adam`` an admin; ``charlie`` owns
-``globex`` and must see nothing of acme; ``staff`` is platform staff. ``api(user)`` is a signed-in API client.
-Import the fixtures you use into the test module (``from tests.deployments_fixtures import *``).
+The personas (``alice``, ``bob``, ``vera``, ``charlie``, ``staff``...) and ``api(user)`` come from
+``tests/conftest.py``. Import these into a test module with ``from tests.deployments_fixtures import *``.
 """
 
 from __future__ import annotations
@@ -15,96 +14,32 @@ from typing import Any
 
 import pytest
 import redis
-from django.contrib.auth.models import User
-from rest_framework.test import APIClient
 
 from quotas.models import Quota
-from tenants.models import Membership, Role, Tenant
+from tenants.models import Tenant
 
 BROKER_QUEUE = "celery"  # Celery's default queue: a Redis list of that name in the broker's database
 
-__all__ = [
-    "acme",
-    "adam",
-    "alice",
-    "api",
-    "bob",
-    "broker",
-    "charlie",
-    "deployment_payload",
-    "globex",
-    "staff",
-    "vera",
-]
+__all__ = ["acme", "broker", "deployment_payload", "globex"]
 
 
-def _user(username: str, **extra: Any) -> User:
-    return User.objects.create_user(username=username, password="pw-" + username, **extra)
+# Quotas these tests count against (conftest's tenants get the model defaults, which hold no GPUs).
+ACME_QUOTA = {"gpus": {"nvidia-h100": 8, "nvidia-l4": 4}, "max_replicas": 8, "max_deployments": 5}
+GLOBEX_QUOTA = {"gpus": {"nvidia-h100": 8}, "max_replicas": 8, "max_deployments": 5}
 
 
 @pytest.fixture
-def acme(db: None) -> Tenant:
-    tenant = Tenant.objects.create(slug="acme", name="Acme")
-    Quota.unscoped_objects.create(
-        tenant=tenant, gpus={"nvidia-h100": 8, "nvidia-l4": 4}, max_replicas=8, max_deployments=5
-    )
-    return tenant
+def acme(acme: Tenant) -> Tenant:
+    """conftest's ``acme`` (overridden here, requesting itself), with ``ACME_QUOTA``."""
+    Quota.objects.for_tenant(acme).update(**ACME_QUOTA)
+    return acme
 
 
 @pytest.fixture
-def globex(db: None) -> Tenant:
-    tenant = Tenant.objects.create(slug="globex", name="Globex")
-    Quota.unscoped_objects.create(tenant=tenant, gpus={"nvidia-h100": 8}, max_replicas=8, max_deployments=5)
-    return tenant
-
-
-def _member(tenant: Tenant, username: str, role: str) -> User:
-    user = _user(username)
-    Membership.unscoped_objects.create(tenant=tenant, user=user, role=role)
-    return user
-
-
-@pytest.fixture
-def alice(acme: Tenant) -> User:
-    return _member(acme, "alice", Role.OWNER)
-
-
-@pytest.fixture
-def adam(acme: Tenant) -> User:
-    return _member(acme, "adam", Role.ADMIN)
-
-
-@pytest.fixture
-def bob(acme: Tenant) -> User:
-    return _member(acme, "bob", Role.MEMBER)
-
-
-@pytest.fixture
-def vera(acme: Tenant) -> User:
-    return _member(acme, "vera", Role.VIEWER)
-
-
-@pytest.fixture
-def charlie(globex: Tenant) -> User:
-    return _member(globex, "charlie", Role.OWNER)
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return _user("staff", is_staff=True)
-
-
-@pytest.fixture
-def api() -> Callable[[User | None], APIClient]:
-    """``api(user)``: an API client signed in as ``user`` (a real session); ``api(None)`` is anonymous."""
-
-    def make(user: User | None) -> APIClient:
-        client = APIClient()
-        if user is not None:
-            client.force_login(user)
-        return client
-
-    return make
+def globex(globex: Tenant) -> Tenant:
+    """conftest's ``globex``, with ``GLOBEX_QUOTA``."""
+    Quota.objects.for_tenant(globex).update(**GLOBEX_QUOTA)
+    return globex
 
 
 @pytest.fixture

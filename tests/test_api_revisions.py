@@ -188,3 +188,22 @@ def test_events_list_what_happened_newest_first(
 
     assert response.status_code == 200
     assert [e["reason"] for e in response.json()["results"]] == ["RevisionCreated", "Scaled", "Created"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_traffic_change_reaches_the_gateway_snapshot_after_commit(
+    api: Callable[..., APIClient], bob: User, chat: ModelDeployment, redis_prefix: str
+) -> None:
+    """docs/contracts.md "Config snapshot": revision weights are what the gateway routes by."""
+    import orjson
+
+    from controlplane.redis import get_redis, redis_key
+
+    api(bob).patch(url("chat/"), {"model": "m/v2", "rollout": {"canary_weight": 0}}, format="json")
+
+    response = api(bob).post(url("chat/traffic/"), {"weights": {"r1": 70, "r2": 30}}, format="json")
+
+    assert response.status_code == 200
+    snapshot = orjson.loads(get_redis().get(redis_key("config", "snapshot")))
+    routed = snapshot["deployments"]["acme/chat"]["revisions"]
+    assert {r["name"]: r["weight"] for r in routed} == {"r1": 70, "r2": 30}
