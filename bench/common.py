@@ -101,14 +101,23 @@ class Children:
         self.log_dir = log_dir
         self.children: list[Child] = []
 
-    def start(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str] | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: Mapping[str, str] | None = None,
+        unset: Sequence[str] = (),
+    ) -> Child:
+        """Start ``argv`` with ``env`` added to (and ``unset`` removed from) this process's environment."""
+        environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
                 list(argv),
                 cwd=ROOT,
-                env={**os.environ, **(env or {})},
+                env=environment,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

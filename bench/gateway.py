@@ -206,11 +206,10 @@ def start_litellm(children: Children, exe: Path, upstream_url: str, log_dir: Pat
         "LITELLM_TELEMETRY": "False",
         "DISABLE_ADMIN_UI": "True",
         "NO_DOCS": "True",
-        "DATABASE_URL": "",
         "NO_PROXY": "127.0.0.1,localhost",
     }
     argv = [str(exe), "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    child = children.start("litellm", argv, port, env)
+    child = children.start("litellm", argv, port, env, unset=("DATABASE_URL",))  # no database, on purpose
     wait_http(child.url + "/health/liveliness", child, deadline_s=120)
     return child
 
@@ -241,6 +240,11 @@ class Measurement:
     server_cpu_pct: float  # the target's own processes (the proxy, or the model server for "direct")
     upstream_cpu_pct: float  # the model server, when the target is a proxy
     redis_cpu_pct: float
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        """CPU time the target's own processes spent per request: its cost, whatever else ran on the machine."""
+        return self.server_cpu_pct / 100 / self.result.rps * 1000 if self.result.rps > 0 else 0.0
 
 
 def drive(target: Target, upstream: Child, redis_pid: int | None, args: argparse.Namespace, phase: str) -> Measurement:
@@ -288,6 +292,12 @@ def summarize(measurements: list[Measurement]) -> dict[str, Any]:
         summary["frontdoor_over_litellm_rps"] = round(frontdoor.rps / litellm.rps, 1)
     if frontdoor and direct and direct.rps > 0:
         summary["frontdoor_over_direct_rps"] = round(frontdoor.rps / direct.rps, 3)
+    cpu = {m.target: m.server_cpu_ms_per_request for m in measurements if m.phase == "throughput"}
+    for name in ("direct", "frontdoor", "litellm"):
+        if name in cpu:
+            summary[f"{name}_cpu_ms_per_request"] = round(cpu[name], 3)
+    if cpu.get("frontdoor") and cpu.get("litellm"):
+        summary["litellm_over_frontdoor_cpu_per_request"] = round(cpu["litellm"] / cpu["frontdoor"], 1)
     return summary
 
 
@@ -295,13 +305,14 @@ def print_report(measurements: list[Measurement], summary: dict[str, Any], args:
     print()
     print(
         f"{'target':<10} {'phase':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'server CPU':>10} {'upstream CPU':>12} {'redis CPU':>9}"
+        f"{'server CPU':>10} {'CPU ms/req':>10} {'upstream CPU':>12} {'redis CPU':>9}"
     )
     for m in measurements:
         r = m.result
         print(
             f"{m.target:<10} {m.phase:<10} {m.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.errors:>7} {m.server_cpu_pct:>9.0f}% {m.upstream_cpu_pct:>11.0f}% {m.redis_cpu_pct:>8.0f}%"
+            f"{r.errors:>7} {m.server_cpu_pct:>9.0f}% {m.server_cpu_ms_per_request:>10.3f} "
+            f"{m.upstream_cpu_pct:>11.0f}% {m.redis_cpu_pct:>8.0f}%"
         )
     print()
     if "frontdoor_added_p50_ms" in summary:
@@ -318,6 +329,12 @@ def print_report(measurements: list[Measurement], summary: dict[str, Any], args:
         print(f"requests/s Frontdoor / LiteLLM: {summary['frontdoor_over_litellm_rps']:.1f}× (target ≥ 30×)")
     if "frontdoor_over_direct_rps" in summary:
         print(f"requests/s Frontdoor / direct:  {summary['frontdoor_over_direct_rps']:.2f}×")
+    if "litellm_over_frontdoor_cpu_per_request" in summary:
+        print(
+            f"CPU per request (throughput runs): Frontdoor {summary['frontdoor_cpu_ms_per_request']:.3f} ms, "
+            f"LiteLLM {summary['litellm_cpu_ms_per_request']:.3f} ms "
+            f"(LiteLLM / Frontdoor {summary['litellm_over_frontdoor_cpu_per_request']:.1f}×)"
+        )
     print(f"(client {args.client}; {os.cpu_count()} CPUs shared by the load generator, the servers and Redis)")
 
 
@@ -328,7 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/gateway.py", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each throughput run")
     parser.add_argument("--low-duration", type=float, default=5.0, help="seconds of each low-load run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load before each run")
     parser.add_argument("--connections", type=int, default=32, help="connections for the throughput runs")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads for the throughput runs")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens in each request")
@@ -336,6 +353,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-litellm", action="store_true", help="do not install, start or measure LiteLLM")
     parser.add_argument("--litellm-version", default=LITELLM_VERSION)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document instead")
+    parser.add_argument("--json-file", type=Path, help="also write the JSON document to this file")
     args = parser.parse_args(argv)
     if args.client is None:
         args.client = "wrk" if shutil.which("wrk") else "aiohttp"
@@ -385,17 +403,26 @@ def main(argv: list[str] | None = None) -> int:
             clear_prefix(client, prefix)
         client.close()
     summary = summarize(measurements)
+    document = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "client": args.client,
+        "litellm_version": None if args.skip_litellm else args.litellm_version,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
+        "runs": [
+            {
+                **asdict(m),
+                "server_cpu_ms_per_request": m.server_cpu_ms_per_request,
+                "result": {**asdict(m.result), "rps": m.result.rps},
+            }
+            for m in measurements
+        ],
+        "summary": summary,
+        "logs": str(log_dir.relative_to(ROOT)),
+    }
+    if args.json_file:
+        args.json_file.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
-        document = {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cpus": os.cpu_count(),
-            "client": args.client,
-            "litellm_version": None if args.skip_litellm else args.litellm_version,
-            "settings": {k: v for k, v in vars(args).items() if k not in ("json",)},
-            "runs": [{**asdict(m), "result": {**asdict(m.result), "rps": m.result.rps}} for m in measurements],
-            "summary": summary,
-            "logs": str(log_dir.relative_to(ROOT)),
-        }
         print(json.dumps(document, indent=2))
     else:
         print_report(measurements, summary, args)
