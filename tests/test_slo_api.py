@@ -16,7 +16,7 @@ from controlplane.urls import urlpatterns as main_urlpatterns
 from deployments import slo_api
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tenants.models import Tenant
-from tests.deployments_fixtures import acme, alice, api, bob, charlie, globex, vera  # noqa: F401
+from tests.deployments_fixtures import acme  # noqa: F401
 from tests.scaling_fixtures import add_revision, make_deployment, sample  # noqa: F401
 
 # Until deployments/urls.py registers these routes, this module is the test's URL map (pytest.mark.urls).
@@ -34,7 +34,7 @@ def deployment(acme: Tenant, make_deployment: Callable[..., ModelDeployment]) ->
 
 
 def test_it_returns_recent_samples_for_the_whole_deployment_or_one_revision(
-    deployment: ModelDeployment, api: Callable[[User | None], APIClient], vera: User  # noqa: F811
+    deployment: ModelDeployment, api: Callable[[User | None], APIClient], vera: User
 ) -> None:
     revision = deployment.revisions.get()
     now = timezone.now()
@@ -51,14 +51,14 @@ def test_it_returns_recent_samples_for_the_whole_deployment_or_one_revision(
 
 
 def test_it_refuses_an_unknown_range_or_revision(
-    deployment: ModelDeployment, api: Callable[[User | None], APIClient], vera: User  # noqa: F811
+    deployment: ModelDeployment, api: Callable[[User | None], APIClient], vera: User
 ) -> None:
     assert api(vera).get(f"{BASE}/slo/?range=7y").status_code == 400
     assert api(vera).get(f"{BASE}/slo/?revision=r7").status_code == 400
 
 
 def test_another_tenant_sees_nothing(
-    deployment: ModelDeployment, api: Callable[[User | None], APIClient], charlie: User  # noqa: F811
+    deployment: ModelDeployment, api: Callable[[User | None], APIClient], charlie: User
 ) -> None:
     assert api(charlie).get(f"{BASE}/slo/").status_code == 404
     assert api(charlie).get(f"{BASE}/rollout/").status_code == 404
@@ -67,7 +67,7 @@ def test_another_tenant_sees_nothing(
 
 
 def test_a_member_runs_a_rollout_through_the_api(
-    deployment: ModelDeployment, api: Callable[[User | None], APIClient], bob: User, vera: User  # noqa: F811
+    deployment: ModelDeployment, api: Callable[[User | None], APIClient], bob: User, vera: User
 ) -> None:
     add_revision(deployment, weight=0)
     client = api(bob)
@@ -93,7 +93,7 @@ def test_a_member_runs_a_rollout_through_the_api(
 
 
 def test_it_refuses_bad_rollout_input(
-    deployment: ModelDeployment, api: Callable[[User | None], APIClient], bob: User  # noqa: F811
+    deployment: ModelDeployment, api: Callable[[User | None], APIClient], bob: User
 ) -> None:
     add_revision(deployment, weight=0)
     client = api(bob)
