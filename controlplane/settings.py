@@ -212,6 +212,10 @@ CELERY_BEAT_SCHEDULE = {
     "republish-config": {"task": "quotas.publish_config", "schedule": 60.0},
     "prune-usage": {"task": "quotas.prune_usage_seen", "schedule": 600.0},
     "prune-idempotency": {"task": "tenants.prune_idempotency_records", "schedule": 3600.0},
+    # Ticks expire before the next one is due, so a busy worker never works through a backlog of stale ticks.
+    "autoscale-tick": {"task": "deployments.autoscale_tick", "schedule": 2.0, "options": {"expires": 1.5}},
+    "collect-slo": {"task": "deployments.collect_slo", "schedule": 10.0, "options": {"expires": 8.0}},
+    "rollout-tick": {"task": "deployments.rollout_tick", "schedule": 10.0, "options": {"expires": 8.0}},
 }
 FRONTDOOR_IDEMPOTENCY_RETENTION_S = env_int("FRONTDOOR_IDEMPOTENCY_RETENTION_S", 24 * 3600)
 

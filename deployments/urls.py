@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver
 from rest_framework.routers import SimpleRouter
 
+from deployments import slo_api
 from deployments.manifests_api import urlpatterns as manifests_urlpatterns
 from deployments.views import DeploymentEventViewSet, DeploymentViewSet, RevisionViewSet
 
@@ -19,6 +20,7 @@ router = SimpleRouter()
 router.register(_TENANT + r"/deployments", DeploymentViewSet, basename="deployment")
 router.register(_DEPLOYMENT + r"/revisions", RevisionViewSet, basename="deployment-revision")
 router.register(_DEPLOYMENT + r"/events", DeploymentEventViewSet, basename="deployment-event")
+slo_api.register(router, _DEPLOYMENT)  # .../slo/ samples and .../rollout/ canary control
 
 urlpatterns: list[URLPattern | URLResolver] = list(router.urls)
 urlpatterns += manifests_urlpatterns  # GET .../deployments/{name}/manifests/ (preview of the Kubernetes objects)
