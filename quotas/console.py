@@ -1,0 +1,343 @@
+"""Console pages for usage and quotas: the tenant Usage page and the platform-staff pages.
+
+Staff pages (``/staff/...``) are for ``is_staff`` users only; anyone else signed in gets a 404 (the pages do not
+admit they exist). Every figure comes from ``quotas.reports`` (aggregated in SQL, a fixed number of queries per
+page); the quota editor changes quotas through ``tenants.services.update_quota``, the function the REST API calls.
+Each page renders in full, or only its partial for htmx requests (STYLE.md item 8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect
+from django.views import View
+from rest_framework.exceptions import APIException
+
+from controlplane.console import (
+    TenantConsoleView,
+    console_principal,
+    nav_context,
+    paginate,
+    query_without_page,
+    render_page_or_partial,
+)
+from quotas import charts, reports
+from quotas.csv_export import staff_usage_csv, tenant_usage_csv
+from quotas.models import Quota
+from tenants import services
+from tenants.models import Tenant
+
+TOP_N = 15
+INT_MAX = 2_147_483_647  # PositiveIntegerField's column is a Postgres integer
+BIGINT_MAX = 9_223_372_036_854_775_807
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def report_range(request: HttpRequest) -> tuple[reports.DateRange, str | None]:
+    """The requested ``from``/``to`` range, or the default range and the error to show beside the form."""
+    try:
+        return reports.parse_range(request.GET.get("from"), request.GET.get("to")), None
+    except reports.ReportRangeError as exc:
+        return reports.parse_range(None, None), str(exc)
+
+
+def daily_charts(prefix: str, period: reports.DateRange, days: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests (and errors) per day as columns, tokens per day (prompt and completion) as lines."""
+    categories = [row["day"].strftime("%b %d") for row in days]
+    span = f"from {period.first} to {period.last} (UTC days)"
+    return {
+        "requests_chart": charts.column_chart(
+            f"{prefix}-requests",
+            "Requests per day",
+            f"Requests and errors per day {span}; total {sum(r['requests'] for r in days):,} requests.",
+            categories,
+            [
+                charts.Series("requests", [row["requests"] for row in days]),
+                charts.Series("errors", [row["errors"] for row in days]),
+            ],
+            "requests",
+        ),
+        "tokens_chart": charts.line_chart(
+            f"{prefix}-tokens",
+            "Tokens per day",
+            f"Prompt and completion tokens per day {span}; total {sum(r['tokens'] for r in days):,} tokens.",
+            categories,
+            [
+                charts.Series("prompt", [row["prompt_tokens"] for row in days]),
+                charts.Series("completion", [row["completion_tokens"] for row in days]),
+            ],
+            "tokens",
+        ),
+    }
+
+
+def top_chart(chart_id: str, title: str, rows: list[dict[str, Any]], group_by: str) -> Any:
+    """The top rows of a grouped report by tokens, as horizontal bars."""
+    top = rows[:TOP_N]
+    return charts.hbar_chart(
+        chart_id,
+        title,
+        f"{title}: the {len(top)} largest by tokens in the chosen range.",
+        [reports.label_of(row, group_by) for row in top],
+        [row["tokens"] for row in top],
+        "tokens",
+    )
+
+
+def labelled(rows: Any, group_by: str) -> list[dict[str, Any]]:
+    return [{**row, "label": reports.label_of(row, group_by)} for row in rows]
+
+
+# ---------------------------------------------------------------- tenant usage page
+
+
+class TenantUsageView(TenantConsoleView):
+    """``/t/<slug>/usage/``: requests and tokens per day, per deployment and per key over a chosen range."""
+
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponseBase:
+        period, range_error = report_range(request)
+        if request.GET.get("format") == "csv" and range_error is None:
+            return tenant_usage_csv(period, self.tenant.pk, self.tenant.slug)
+        days = reports.usage_by_day(period, self.tenant)
+        by_deployment = paginate(request, reports.usage_grouped(period, "deployment", self.tenant), per_page=25)
+        by_key = paginate_param(request, reports.usage_grouped(period, "key", self.tenant), "kpage")
+        context = self.base_context(
+            period=period,
+            range_error=range_error,
+            totals=reports.usage_totals(period, self.tenant),
+            deployments_page=by_deployment,
+            deployment_rows=labelled(by_deployment, "deployment"),
+            keys_page=by_key,
+            key_rows=labelled(by_key, "key"),
+            deployment_chart=top_chart("usage-deployments", "Tokens per deployment", list(by_deployment), "deployment")
+            if by_deployment.number == 1
+            else None,
+            key_chart=top_chart("usage-keys", "Tokens per API key", list(by_key), "key")
+            if by_key.number == 1
+            else None,
+            range_query=_query(period),
+            query=query_without_page(request),
+            **daily_charts("usage", period, days),
+        )
+        return render_page_or_partial(request, "quotas/tenant_usage.html", "quotas/partials/usage_body.html", context)
+
+
+def paginate_param(request: HttpRequest, rows: Any, param: str, per_page: int = 25) -> Page:
+    """Paginate by another query parameter than ``page`` (two tables on one page)."""
+    return Paginator(rows, per_page).get_page(request.GET.get(param))
+
+
+def _query(period: reports.DateRange) -> str:
+    return urlencode(period.as_query())
+
+
+# ---------------------------------------------------------------- staff pages
+
+
+class StaffView(LoginRequiredMixin, View):
+    """Base of the staff pages: signed-out visitors go to sign in; signed-in non-staff get a 404."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        if not request.user.is_staff:
+            raise Http404("no such page")
+        return super().dispatch(request, *args, **kwargs)
+
+    def base_context(self, **extra: Any) -> dict[str, Any]:
+        return {"is_staff": True, **nav_context(self.request), **extra}
+
+
+class StaffTenantsView(StaffView):
+    """``/staff/``: every tenant with GPU quota vs allocation, usage this month and SLO attainment."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        search = request.GET.get("q", "").strip()
+        tenants = Tenant.objects.select_related("quota").order_by("slug")
+        if search:
+            tenants = tenants.filter(Q(slug__icontains=search) | Q(name__icontains=search))
+        page = paginate(request, tenants)
+        ids = [t.pk for t in page]
+        gpus = reports.gpus_by_tenant(ids)
+        usage = reports.month_usage_by_tenant(ids)
+        slo = reports.slo_attainment_by_tenant(ids)
+        rows = []
+        for tenant in page:
+            quota = getattr(tenant, "quota", None)
+            rows.append(
+                {
+                    "tenant": tenant,
+                    "gpus": reports.gpu_rows(quota.gpus if quota else {}, gpus.get(tenant.pk, {})),
+                    "usage": usage.get(tenant.pk, {"requests": 0, "tokens": 0}),
+                    "budget": quota.monthly_token_budget if quota else None,
+                    "slo": slo.get(tenant.pk),
+                }
+            )
+        context = self.base_context(page=page, rows=rows, q=search, query=query_without_page(request))
+        return render_page_or_partial(request, "quotas/staff_tenants.html", "quotas/partials/staff_tenants_table.html",
+                                      context)  # fmt: skip
+
+
+class QuotaForm(forms.Form):
+    """A tenant's quota; an empty rate limit or budget means unlimited. Rules are the model's (via the service)."""
+
+    max_deployments = forms.IntegerField(max_value=INT_MAX)
+    max_replicas = forms.IntegerField(max_value=INT_MAX, help_text="replicas summed over max_replicas")
+    requests_per_minute = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
+    tokens_per_minute = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
+    max_concurrent_requests = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
+    monthly_token_budget = forms.IntegerField(required=False, max_value=BIGINT_MAX, help_text="empty = unlimited")
+    cpu_cores = forms.IntegerField(max_value=INT_MAX, label="CPU cores (Kubernetes namespace)")
+    memory_gib = forms.IntegerField(max_value=INT_MAX, label="Memory GiB (Kubernetes namespace)")
+
+    SCALAR_FIELDS = (
+        "max_deployments",
+        "max_replicas",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+        "monthly_token_budget",
+        "cpu_cores",
+        "memory_gib",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for gpu_type in settings.FRONTDOOR_GPU_TYPES:
+            self.fields[self.gpu_field(gpu_type)] = forms.IntegerField(
+                required=False, max_value=INT_MAX, label=f"{gpu_type} GPUs", help_text="empty or 0 = none"
+            )
+
+    @staticmethod
+    def gpu_field(gpu_type: str) -> str:
+        return f"gpus_{gpu_type}"
+
+    @classmethod
+    def initial_from(cls, quota: Quota) -> dict[str, Any]:
+        initial: dict[str, Any] = {name: getattr(quota, name) for name in cls.SCALAR_FIELDS}
+        for gpu_type, count in quota.gpus.items():
+            initial[cls.gpu_field(gpu_type)] = count
+        return initial
+
+    def changes(self) -> dict[str, Any]:
+        """The quota fields as the service takes them (``gpus`` as one map, zero counts left out)."""
+        data = {name: self.cleaned_data[name] for name in self.SCALAR_FIELDS}
+        data["gpus"] = {
+            gpu_type: count
+            for gpu_type in settings.FRONTDOOR_GPU_TYPES
+            if (count := self.cleaned_data.get(self.gpu_field(gpu_type))) not in (None, 0)
+        }
+        return data
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """Show the model's validation errors on the fields they concern (GPU errors on the GPU type named)."""
+        for field, field_messages in exc.message_dict.items():
+            for message in field_messages:
+                if field == "gpus":
+                    named = [t for t in settings.FRONTDOOR_GPU_TYPES if f"'{t}'" in message]
+                    self.add_error(self.gpu_field(named[0]) if named else None, message)
+                else:
+                    self.add_error(field if field in self.fields else None, message)
+
+
+class StaffQuotaView(StaffView):
+    """``/staff/tenants/<slug>/quota/``: edit a tenant's quota (the same service as ``PATCH .../quota/``)."""
+
+    def _tenant_and_quota(self, slug: str) -> tuple[Tenant, Quota]:
+        tenant = Tenant.objects.filter(slug=slug).first()
+        if tenant is None:
+            raise Http404("no such tenant")
+        quota = Quota.objects.for_tenant(tenant).select_related("tenant").first()
+        if quota is None:  # tenants made before quotas existed get the defaults on first sight (as the API does)
+            quota, _ = Quota.unscoped_objects.get_or_create(tenant=tenant)
+        return tenant, quota
+
+    def _render(self, tenant: Tenant, quota: Quota, form: QuotaForm, status: int = 200) -> HttpResponse:
+        held = reports.gpus_by_tenant([tenant.pk]).get(tenant.pk, {})
+        context = self.base_context(target=tenant, quota=quota, form=form, gpus=reports.gpu_rows(quota.gpus, held))
+        return render_page_or_partial(self.request, "quotas/staff_quota.html", "quotas/partials/quota_form.html",
+                                      context, status=status)  # fmt: skip
+
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
+        tenant, quota = self._tenant_and_quota(slug)
+        return self._render(tenant, quota, QuotaForm(initial=QuotaForm.initial_from(quota)))
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        tenant, quota = self._tenant_and_quota(slug)
+        form = QuotaForm(request.POST)
+        if form.is_valid():
+            try:
+                services.update_quota(
+                    quota, changes=form.changes(), by=console_principal(request, tenant), audit_from=request
+                )
+            except ValidationError as exc:
+                form.add_service_errors(exc)
+            except APIException as exc:
+                form.add_error(None, str(exc.detail))
+            else:
+                messages.success(request, f"Quota of {tenant.slug} saved.")
+                return redirect("staff-quota", slug=tenant.slug)
+        quota.refresh_from_db()  # the service may have set fields on it before validation refused them
+        return self._render(tenant, quota, form, status=422)
+
+
+class StaffUsageView(StaffView):
+    """``/staff/usage/``: usage of every tenant over a date range, per day and per tenant, with a CSV download."""
+
+    def get(self, request: HttpRequest) -> HttpResponseBase:
+        period, range_error = report_range(request)
+        if request.GET.get("format") == "csv" and range_error is None:
+            return staff_usage_csv(period)
+        days = reports.usage_by_day(period)
+        by_tenant = paginate(request, reports.usage_grouped(period, "tenant"))
+        context = self.base_context(
+            period=period,
+            range_error=range_error,
+            totals=reports.usage_totals(period),
+            tenants_page=by_tenant,
+            tenant_rows=labelled(by_tenant, "tenant"),
+            tenant_chart=top_chart("staff-tenants", "Tokens per tenant", list(by_tenant), "tenant")
+            if by_tenant.number == 1
+            else None,
+            range_query=_query(period),
+            query=query_without_page(request),
+            **daily_charts("staff-usage", period, days),
+        )
+        return render_page_or_partial(
+            request, "quotas/staff_usage.html", "quotas/partials/staff_usage_body.html", context
+        )
+
+
+class StaffCapacityView(StaffView):
+    """``/staff/capacity/``: GPUs allocated and in use by type against the cluster's configured capacity."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        rows = reports.capacity_rows()
+        chart = charts.column_chart(
+            "capacity",
+            "GPUs by type",
+            "Cluster capacity, GPUs allocated (replicas at max) and GPUs in use (desired replicas) by GPU type.",
+            [row["gpu_type"] for row in rows],
+            [
+                charts.Series("capacity", [row["capacity"] or 0 for row in rows]),
+                charts.Series("allocated (max)", [row["allocated"] for row in rows]),
+                charts.Series("in use (desired)", [row["in_use"] for row in rows]),
+            ],
+            "GPUs",
+        )
+        configured = bool(reports.cluster_gpu_capacity())
+        context = self.base_context(rows=rows, chart=chart, configured=configured)
+        return render_page_or_partial(request, "quotas/staff_capacity.html", "quotas/partials/capacity_table.html",
+                                      context)  # fmt: skip

@@ -1,0 +1,110 @@
+"""REST endpoint for a tenant's usage: ``GET /api/v1/tenants/{tenant}/usage/?from=&to=&group_by=day|deployment|key``.
+
+The figures come from ``quotas.reports`` (the same queries as the console's Usage page and its CSV).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlplane.api import TenantScopedViewSet
+from controlplane.permissions import IsAuthenticatedPrincipal
+from quotas import reports
+from quotas.models import UsageRollup
+from tenants.models import Role
+
+API_GROUPS = ("day", "deployment", "key")
+
+
+class UsageFiguresSerializer(serializers.Serializer[dict[str, Any]]):
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]  # the metaclass takes it out of the class
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+
+
+class UsageRowSerializer(UsageFiguresSerializer):
+    """One group: ``day`` (ISO date), or ``deployment`` (+ ``deployment_id``), or ``api_key`` (+ ``api_key_name``)."""
+
+    day = serializers.DateField(required=False)
+    deployment = serializers.CharField(required=False)
+    deployment_id = serializers.IntegerField(required=False, allow_null=True)
+    api_key = serializers.CharField(required=False, allow_null=True)
+    api_key_name = serializers.CharField(required=False, allow_null=True)
+
+
+class UsageReportSerializer(serializers.Serializer[dict[str, Any]]):
+    tenant = serializers.CharField()
+    group_by = serializers.ChoiceField(choices=API_GROUPS)
+    to = serializers.DateField()
+    totals = UsageFiguresSerializer()
+    results = UsageRowSerializer(many=True)
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField()  # ``from`` is a Python keyword, so it cannot be a class attribute
+        return fields
+
+
+def api_row(row: dict[str, Any], group_by: str) -> dict[str, Any]:
+    """A grouped report row in the API's shape (public key ids, never database ids of keys)."""
+    figures = {name: row[name] for name in reports.METRICS}
+    if group_by == "day":
+        return {"day": row["day"], **figures}
+    if group_by == "deployment":
+        return {
+            "deployment": reports.label_of(row, "deployment"),
+            "deployment_id": row["deployment_id"],
+            **figures,
+        }
+    return {"api_key": row["api_key__key_id"], "api_key_name": row["api_key__name"], **figures}
+
+
+class UsageViewSet(TenantScopedViewSet):
+    """Usage of the tenant over whole UTC days, summed per day (every day of the range), deployment or key."""
+
+    model = UsageRollup
+    permission_classes = [IsAuthenticatedPrincipal]
+    queryset = UsageRollup.unscoped_objects.none()
+    read_role = Role.VIEWER
+    serializer_class = UsageReportSerializer
+    pagination_class = None
+
+    @extend_schema(
+        summary="The tenant's usage over a date range",
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, description="first UTC day (default: 29 days before 'to')"),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="last UTC day, included (default: today)"),
+            OpenApiParameter("group_by", OpenApiTypes.STR, enum=list(API_GROUPS), description="default: day"),
+        ],
+        responses=UsageReportSerializer,
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        group_by = request.query_params.get("group_by", "day")
+        if group_by not in API_GROUPS:
+            raise ValidationError({"group_by": [f"must be one of {', '.join(API_GROUPS)}"]})
+        try:
+            period = reports.parse_range(request.query_params.get("from"), request.query_params.get("to"))
+        except reports.ReportRangeError as exc:
+            raise ValidationError({"from": [str(exc)]}) from exc
+        if group_by == "day":
+            rows = reports.usage_by_day(period, self.tenant)
+        else:
+            rows = list(reports.usage_grouped(period, group_by, self.tenant))
+        report = {
+            "tenant": self.tenant.slug,
+            "group_by": group_by,
+            "from": period.first,
+            "to": period.last,
+            "totals": reports.usage_totals(period, self.tenant),
+            "results": [api_row(row, group_by) for row in rows],
+        }
+        return Response(UsageReportSerializer(report).data)
