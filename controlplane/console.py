@@ -18,7 +18,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.views import View
 
@@ -40,7 +40,10 @@ def nav_tenants(request: HttpRequest) -> list[dict[str, str]]:
     if not user.is_authenticated:
         return []
     if user.is_staff:
-        return [{"slug": slug, "name": name, "role": Role.OWNER} for slug, name in Tenant.objects.values_list("slug", "name")[:200]]
+        return [
+            {"slug": slug, "name": name, "role": Role.OWNER}
+            for slug, name in Tenant.objects.values_list("slug", "name")[:200]
+        ]
     rows = (
         Membership.objects.unscoped()
         .filter(user_id=user.pk)
@@ -84,7 +87,7 @@ class TenantConsoleView(LoginRequiredMixin, View):
     tenant: Tenant
     principal: Principal
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
         tenant = Tenant.objects.filter(slug=kwargs.get("tenant", "")).first()

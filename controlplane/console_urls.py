@@ -39,7 +39,9 @@ urlpatterns = [
     ),
     path(f"{_deployment}delete/", deployments_console.DeploymentDeleteView.as_view(), name="console-deployment-delete"),
     path("t/<slug:tenant>/keys/", tenants_console.KeyListView.as_view(), name="console-keys"),
-    path("t/<slug:tenant>/keys/<str:key_id>/revoke/", tenants_console.KeyRevokeView.as_view(), name="console-key-revoke"),
+    path(
+        "t/<slug:tenant>/keys/<str:key_id>/revoke/", tenants_console.KeyRevokeView.as_view(), name="console-key-revoke"
+    ),
     path("t/<slug:tenant>/members/", tenants_console.MemberListView.as_view(), name="console-members"),
     path(
         "t/<slug:tenant>/members/<str:username>/",

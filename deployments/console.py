@@ -28,8 +28,9 @@ from quotas.models import Quota, UsageRollup
 from tenants.models import Role
 
 # Statuses during which the detail page's status partial refreshes itself.
-MOVING_STATUSES = frozenset({ModelDeployment.Status.PENDING, ModelDeployment.Status.PROGRESSING,
-                             ModelDeployment.Status.DELETING})  # fmt: skip
+MOVING_STATUSES = frozenset(
+    {ModelDeployment.Status.PENDING, ModelDeployment.Status.PROGRESSING, ModelDeployment.Status.DELETING}
+)
 SLO_FRESH_FOR = timedelta(minutes=2)
 SAMPLE_SECONDS = 10
 
@@ -138,7 +139,8 @@ def live_figures(tenant_id: int, deployment_ids: list[int]) -> dict[int, dict[st
         .annotate(tokens=Sum("prompt_tokens") + Sum("completion_tokens"))
     )
     for row in tokens:
-        figures[row["deployment_id"]]["tokens_today"] = row["tokens"]
+        if (deployment_id := row["deployment_id"]) is not None:
+            figures[deployment_id]["tokens_today"] = row["tokens"]
     return figures
 
 
@@ -146,7 +148,7 @@ def quota_bars(tenant: Any) -> list[dict[str, Any]]:
     """Used against allowed for GPUs by type, replicas, deployments and tokens this month."""
     quota = Quota.objects.for_tenant(tenant).first() or Quota(tenant=tenant)
     held = current_usage(tenant, gpu_type="", excluding=None)
-    bars = [
+    bars: list[dict[str, Any]] = [
         {"label": "Deployments", "used": held.deployments, "limit": quota.max_deployments},
         {"label": "Replicas (max)", "used": held.replicas, "limit": quota.max_replicas},
     ]
@@ -154,17 +156,24 @@ def quota_bars(tenant: Any) -> list[dict[str, Any]]:
         gpus = current_usage(tenant, gpu_type=gpu_type, excluding=None).gpus
         bars.append({"label": f"{gpu_type} GPUs", "used": gpus, "limit": allowed})
     month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    totals = UsageRollup.objects.for_tenant(tenant).filter(minute__gte=month).aggregate(
-        p=Sum("prompt_tokens"), c=Sum("completion_tokens")
+    totals = (
+        UsageRollup.objects.for_tenant(tenant)
+        .filter(minute__gte=month)
+        .aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
     )
     bars.append(
-        {"label": "Tokens this month", "used": (totals["p"] or 0) + (totals["c"] or 0),
-         "limit": quota.monthly_token_budget}
-    )  # fmt: skip
+        {
+            "label": "Tokens this month",
+            "used": (totals["p"] or 0) + (totals["c"] or 0),
+            "limit": quota.monthly_token_budget,
+        }
+    )
     for bar in bars:
-        limit = bar["limit"]
-        bar["percent"] = min(100, round(100 * bar["used"] / limit)) if limit else (0 if limit is None else 100)
-        bar["over"] = limit is not None and bar["used"] > limit
+        used, limit = int(bar["used"]), bar["limit"]
+        bar["percent"] = min(100, round(100 * used / limit)) if limit else (0 if limit is None else 100)
+        bar["over"] = limit is not None and used > limit
+        bar["used_text"] = f"{used:,}"
+        bar["limit_text"] = "unlimited" if limit is None else f"{limit:,}"
     return bars
 
 
@@ -173,9 +182,21 @@ def quota_bars(tenant: Any) -> list[dict[str, Any]]:
 
 def filtered_deployments(view: TenantConsoleView, request: HttpRequest) -> QuerySet[ModelDeployment]:
     queryset = ModelDeployment.objects.for_tenant(view.tenant).only(
-        "id", "tenant_id", "name", "runtime", "model", "status", "desired_state", "gpu_type", "gpu_count",
-        "min_replicas", "max_replicas", "desired_replicas", "ready_replicas", "updated_at",
-    )  # fmt: skip
+        "id",
+        "tenant_id",
+        "name",
+        "runtime",
+        "model",
+        "status",
+        "desired_state",
+        "gpu_type",
+        "gpu_count",
+        "min_replicas",
+        "max_replicas",
+        "desired_replicas",
+        "ready_replicas",
+        "updated_at",
+    )
     if q := request.GET.get("q", "").strip():
         queryset = queryset.filter(Q(name__icontains=q) | Q(model__icontains=q))
     if status := request.GET.get("status"):
@@ -198,8 +219,9 @@ class OverviewView(TenantConsoleView):
         context = self.base_context(
             page=page, rows=rows, bars=quota_bars(self.tenant), status_counts=counts, query=query_without_page(request)
         )
-        return render_page_or_partial(request, "deployments/overview.html", "deployments/partials/overview_rows.html",
-                                      context)  # fmt: skip
+        return render_page_or_partial(
+            request, "deployments/overview.html", "deployments/partials/overview_rows.html", context
+        )
 
 
 class DeploymentListView(TenantConsoleView):
@@ -222,8 +244,9 @@ class DeploymentCreateView(TenantConsoleView):
 
     def _render(self, form: DeploymentForm, status: int = 200) -> HttpResponse:
         context = self.base_context(form=form, bars=quota_bars(self.tenant))
-        return render_page_or_partial(self.request, "deployments/create.html", "deployments/partials/create_form.html",
-                                      context, status=status)  # fmt: skip
+        return render_page_or_partial(
+            self.request, "deployments/create.html", "deployments/partials/create_form.html", context, status=status
+        )
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
         return self._render(DeploymentForm())
@@ -285,7 +308,7 @@ class DeploymentMixin(TenantConsoleView):
             canary_form=extra.pop("canary_form", None)
             or CanaryForm(initial={"canary_weight": newest.weight if newest else 100}),
             revision_form=extra.pop("revision_form", None)
-            or NewRevisionForm(initial={"model": deployment.model, "image": deployment.image}),
+            or NewRevisionForm(prefix="rev", initial={"model": deployment.model, "image": deployment.image}),
             **extra,
         )
 
@@ -298,8 +321,9 @@ class DeploymentDetailView(DeploymentMixin):
 
     def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         self.get_deployment(name)
-        return render_page_or_partial(request, "deployments/detail.html", "deployments/partials/status.html",
-                                      self.detail_context())  # fmt: skip
+        return render_page_or_partial(
+            request, "deployments/detail.html", "deployments/partials/status.html", self.detail_context()
+        )
 
 
 class DeploymentScaleView(DeploymentMixin):
@@ -327,14 +351,18 @@ class DeploymentTrafficView(DeploymentMixin):
         if form.is_valid():
             weight = form.cleaned_data["canary_weight"]
             if len(revisions) < 2:
-                form.add_error("canary_weight", "there is only one revision; change the model or image to make a canary")
+                form.add_error(
+                    "canary_weight", "there is only one revision; change the model or image to make a canary"
+                )
             else:
                 newest, stable = revisions[0], next((r for r in revisions[1:] if r.weight > 0), revisions[1])
                 try:
                     services.set_traffic(
-                        deployment, self.principal, {newest.number: weight, stable.number: 100 - weight},
+                        deployment,
+                        self.principal,
+                        {newest.number: weight, stable.number: 100 - weight},
                         request_id=self.request_id,
-                    )  # fmt: skip
+                    )
                 except (ValidationError, APIException) as exc:
                     show_service_errors(form, exc)
                 else:
@@ -348,14 +376,17 @@ class DeploymentRevisionView(DeploymentMixin):
 
     def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         deployment = self.get_deployment(name)
-        form = NewRevisionForm(request.POST)
+        form = NewRevisionForm(request.POST, prefix="rev")
         if form.is_valid():
             data = {"model": form.cleaned_data["model"], "image": form.cleaned_data["image"]}
             try:
                 services.update_deployment(
-                    deployment, self.principal, data, canary_weight=form.cleaned_data["canary_weight"],
+                    deployment,
+                    self.principal,
+                    data,
+                    canary_weight=form.cleaned_data["canary_weight"],
                     request_id=self.request_id,
-                )  # fmt: skip
+                )
             except (ValidationError, APIException) as exc:
                 show_service_errors(form, exc)
             else:
@@ -372,10 +403,13 @@ class DeploymentManifestsView(DeploymentMixin):
         revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("number"))
         spec = desired_spec(deployment, revisions)
         kube = manifests.KubeSettings.from_env()
-        yaml_text = manifests.to_yaml(manifests.tenant_objects(spec.tenant, kube) + manifests.deployment_objects(spec, kube))
+        yaml_text = manifests.to_yaml(
+            manifests.tenant_objects(spec.tenant, kube) + manifests.deployment_objects(spec, kube)
+        )
         context = self.base_context(deployment=deployment, yaml_text=yaml_text)
-        return render_page_or_partial(request, "deployments/manifests.html", "deployments/partials/manifests.html",
-                                      context)  # fmt: skip
+        return render_page_or_partial(
+            request, "deployments/manifests.html", "deployments/partials/manifests.html", context
+        )
 
 
 class DeploymentDeleteView(DeploymentMixin):

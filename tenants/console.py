@@ -35,8 +35,9 @@ def show_errors(form: forms.Form, exc: Exception) -> None:
     elif isinstance(exc, APIException):
         detail = exc.detail
         if isinstance(detail, dict):
-            for field, field_messages in detail.items():
-                form.add_error(field if field in form.fields else None, [str(m) for m in field_messages])
+            for field, field_detail in detail.items():
+                listed = field_detail if isinstance(field_detail, list) else [field_detail]
+                form.add_error(field if field in form.fields else None, [str(m) for m in listed])
         else:
             form.add_error(None, str(detail))
 
@@ -47,9 +48,11 @@ def show_errors(form: forms.Form, exc: Exception) -> None:
 class KeyForm(forms.Form):
     name = forms.CharField(max_length=100)
     scopes = forms.MultipleChoiceField(
-        choices=Scope.choices, initial=[Scope.INFERENCE], widget=forms.CheckboxSelectMultiple,
+        choices=Scope.choices,
+        initial=[Scope.INFERENCE],
+        widget=forms.CheckboxSelectMultiple,
         help_text="inference: call models; read: read this tenant's API; manage: change it",
-    )  # fmt: skip
+    )
     expires_on = forms.DateField(
         required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="empty = never expires"
     )
@@ -71,11 +74,16 @@ class KeyListView(TenantConsoleView):
         if self.request.GET.get("show") != "revoked":
             keys = keys.filter(revoked_at__isnull=True)
         context = self.base_context(
-            page=paginate(self.request, keys), form=form, now=timezone.now(), query=query_without_page(self.request),
-            show=self.request.GET.get("show", ""), **extra,
-        )  # fmt: skip
-        return render_page_or_partial(self.request, "tenants/keys.html", "tenants/partials/key_table.html", context,
-                                      status=status)  # fmt: skip
+            page=paginate(self.request, keys),
+            form=form,
+            now=timezone.now(),
+            query=query_without_page(self.request),
+            show=self.request.GET.get("show", ""),
+            **extra,
+        )
+        return render_page_or_partial(
+            self.request, "tenants/keys.html", "tenants/partials/key_table.html", context, status=status
+        )
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
         return self._render(KeyForm())
@@ -132,7 +140,8 @@ class AddMemberForm(forms.Form):
         if len(matches) != 1:
             raise ValidationError(
                 "no single active user has that username or email; invite them by email instead"
-                if not matches else "several users share that email; use the username"
+                if not matches
+                else "several users share that email; use the username"
             )
         return matches[0]
 
@@ -156,16 +165,21 @@ class MemberListView(TenantConsoleView):
             Invitation.objects.for_tenant(self.tenant)
             .filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
             .select_related("invited_by")
-            if self.can(Role.ADMIN) else []
-        )  # fmt: skip
+            if self.can(Role.ADMIN)
+            else []
+        )
         context = self.base_context(
-            page=paginate(self.request, members), invitations=open_invites, roles=Role.choices,
+            page=paginate(self.request, members),
+            invitations=open_invites,
+            roles=Role.choices,
             add_form=extra.pop("add_form", None) or AddMemberForm(),
-            invite_form=extra.pop("invite_form", None) or InviteForm(), query=query_without_page(self.request),
+            invite_form=extra.pop("invite_form", None) or InviteForm(),
+            query=query_without_page(self.request),
             **extra,
-        )  # fmt: skip
-        return render_page_or_partial(self.request, "tenants/members.html", "tenants/partials/member_table.html",
-                                      context, status=status)  # fmt: skip
+        )
+        return render_page_or_partial(
+            self.request, "tenants/members.html", "tenants/partials/member_table.html", context, status=status
+        )
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
         return self._render()
@@ -177,10 +191,13 @@ class MemberListView(TenantConsoleView):
             if invite_form.is_valid():
                 try:
                     _, token = invitations.create_invitation(
-                        self.tenant, email=invite_form.cleaned_data["email"], role=invite_form.cleaned_data["role"],
-                        invited_by=request.user if isinstance(request.user, User) else None, by=self.principal,
+                        self.tenant,
+                        email=invite_form.cleaned_data["email"],
+                        role=invite_form.cleaned_data["role"],
+                        invited_by=request.user if isinstance(request.user, User) else None,
+                        by=self.principal,
                         audit_from=request,
-                    )  # fmt: skip
+                    )
                 except ValidationError as exc:
                     show_errors(invite_form, exc)
                 else:
@@ -289,10 +306,14 @@ class AuditLogView(TenantConsoleView):
             except ValueError:
                 filters[name] = ""
         context = self.base_context(
-            page=paginate(request, events), filters=filters, query=query_without_page(request),
+            page=paginate(request, events),
+            filters=filters,
+            query=query_without_page(request),
             actions=list(
-                AuditEvent.objects.for_tenant(self.tenant).order_by("action").values_list("action", flat=True)
+                AuditEvent.objects.for_tenant(self.tenant)
+                .order_by("action")
+                .values_list("action", flat=True)
                 .distinct()[:100]
             ),
-        )  # fmt: skip
+        )
         return render_page_or_partial(request, "tenants/audit.html", "tenants/partials/audit_table.html", context)

@@ -35,7 +35,9 @@ def create_invitation(
     """Record an invitation; returns it with the token for the link (shown once, never stored)."""
     email = email.strip().lower()
     if role not in INVITABLE_ROLES:
-        raise ValidationError({"role": ["invitations grant viewer, member or admin; make owners from the members page"]})
+        raise ValidationError(
+            {"role": ["invitations grant viewer, member or admin; make owners from the members page"]}
+        )
     if Membership.objects.for_tenant(tenant).filter(user__email__iexact=email).exists():
         raise ValidationError({"email": [f"{email} is already a member of this tenant"]})
     token, token_hash = Invitation.new_token()
@@ -83,5 +85,7 @@ def revoke_invitation(invitation: Invitation, *, by: Principal | None, audit_fro
             pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
         ).update(revoked_at=timezone.now())
         if revoked:
-            record_audit(audit_from or by, invitation.tenant, "invitation.revoke", invitation, {"email": invitation.email})
+            record_audit(
+                audit_from or by, invitation.tenant, "invitation.revoke", invitation, {"email": invitation.email}
+            )
     return bool(revoked)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -16,12 +16,12 @@ from django.utils import timezone
 
 from controlplane.scoping import TenantScopedManager
 
-__all__ = ["Invitation", "INVITATION_TTL"]
+__all__ = ["INVITATION_TTL", "Invitation"]
 
 INVITATION_TTL = timedelta(days=7)
 
 
-def _expiry() -> object:
+def _expiry() -> datetime:
     return timezone.now() + INVITATION_TTL
 
 
@@ -44,7 +44,7 @@ class Invitation(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     unscoped_objects = models.Manager()
-    objects: TenantScopedManager[Invitation] = TenantScopedManager()
+    objects = TenantScopedManager()
 
     class Meta:
         app_label = "tenants"

@@ -1,4 +1,4 @@
-"""Console fixtures: ``console(user)`` is a Django test client signed in as ``user`` (personas from tests/conftest.py)."""
+"""Console fixtures: ``console(user)`` is a test client signed in as ``user`` (personas: tests/conftest.py)."""
 
 from __future__ import annotations
 

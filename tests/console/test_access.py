@@ -47,7 +47,11 @@ def test_it_applies_the_api_roles_to_every_page(
     elif persona == "charlie":
         assert response.status_code == 404  # another tenant's pages do not exist for him
     else:
-        role = "owner" if persona == "staff" else {"vera": "viewer", "bob": "member", "adam": "admin", "alice": "owner"}[persona]
+        role = (
+            "owner"
+            if persona == "staff"
+            else {"vera": "viewer", "bob": "member", "adam": "admin", "alice": "owner"}[persona]
+        )
         assert response.status_code == (200 if RANK[role] >= RANK[needed] else 403)
 
 

@@ -13,9 +13,18 @@ from quotas.models import Quota
 from tenants.models import AuditEvent, Tenant
 
 NEW = {
-    "name": "chat", "runtime": "builtin", "model": "frontdoor/sim-chat", "image": "", "endpoints": "", "gpu_type": "",
-    "gpu_count": "0", "min_replicas": "1", "max_replicas": "2", "target_concurrency": "8", "timeout_s": "120",
-}  # fmt: skip
+    "name": "chat",
+    "runtime": "builtin",
+    "model": "frontdoor/sim-chat",
+    "image": "",
+    "endpoints": "",
+    "gpu_type": "",
+    "gpu_count": "0",
+    "min_replicas": "1",
+    "max_replicas": "2",
+    "target_concurrency": "8",
+    "timeout_s": "120",
+}
 
 
 @pytest.fixture
@@ -45,7 +54,9 @@ def test_it_shows_a_gpu_quota_refusal_on_the_gpu_field_and_keeps_the_input(
     assert not ModelDeployment.objects.for_tenant(acme).exists()
 
 
-def test_it_shows_the_services_field_errors(console: Callable[[User | None], Client], bob: User, chat: ModelDeployment) -> None:
+def test_it_shows_the_services_field_errors(
+    console: Callable[[User | None], Client], bob: User, chat: ModelDeployment
+) -> None:
     response = console(bob).post("/t/acme/deployments/new/", NEW | {"min_replicas": "3", "max_replicas": "1"})
     assert response.status_code == 422
     assert "exceeds max_replicas" in response.context["form"].errors["min_replicas"][0]
@@ -82,7 +93,10 @@ def test_it_makes_a_canary_and_moves_its_weight(
     console: Callable[[User | None], Client], bob: User, chat: ModelDeployment
 ) -> None:
     client = console(bob)
-    made = client.post("/t/acme/deployments/chat/revision/", {"model": "frontdoor/sim-chat-v2", "image": "", "canary_weight": 10})
+    made = client.post(
+        "/t/acme/deployments/chat/revision/",
+        {"rev-model": "frontdoor/sim-chat-v2", "rev-image": "", "rev-canary_weight": 10},
+    )
     assert made.status_code == 302
     weights = dict(Revision.objects.unscoped().filter(deployment=chat).values_list("number", "weight"))
     assert weights == {1: 90, 2: 10}
@@ -125,6 +139,8 @@ def test_it_previews_the_manifests(console: Callable[[User | None], Client], ver
     assert "kind: Deployment" in partial and "frontdoor.dev/deployment" in partial and "<html" not in partial
 
 
-def test_it_shows_an_empty_state_that_says_what_to_do(console: Callable[[User | None], Client], bob: User, vera: User) -> None:
+def test_it_shows_an_empty_state_that_says_what_to_do(
+    console: Callable[[User | None], Client], bob: User, vera: User
+) -> None:
     assert "Create your first deployment" in console(bob).get("/t/acme/").content.decode()
     assert "Ask a member" in console(vera).get("/t/acme/").content.decode()

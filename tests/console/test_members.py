@@ -12,7 +12,9 @@ from tenants.models import Membership, Tenant
 
 def test_it_adds_an_existing_user_by_email(console: Callable[[User | None], Client], adam: User, acme: Tenant) -> None:
     newbie = User.objects.create_user("newbie", email="Newbie@Example.test")
-    response = console(adam).post("/t/acme/members/", {"action": "add", "user": "newbie@example.test", "role": "viewer"})
+    response = console(adam).post(
+        "/t/acme/members/", {"action": "add", "user": "newbie@example.test", "role": "viewer"}
+    )
     assert response.status_code == 302
     assert Membership.objects.for_tenant(acme).get(user=newbie).role == "viewer"
 
@@ -25,7 +27,9 @@ def test_it_says_who_cannot_be_added(console: Callable[[User | None], Client], a
     assert twice.status_code == 422 and "already a member" in str(twice.context["add_form"].non_field_errors())
 
 
-def test_it_refuses_the_owner_role_to_an_admin(console: Callable[[User | None], Client], adam: User, acme: Tenant) -> None:
+def test_it_refuses_the_owner_role_to_an_admin(
+    console: Callable[[User | None], Client], adam: User, acme: Tenant
+) -> None:
     User.objects.create_user("newbie", email="n@example.test")
     response = console(adam).post("/t/acme/members/", {"action": "add", "user": "newbie", "role": "owner"})
     assert response.status_code == 422 and "owner" in str(response.context["add_form"].non_field_errors())
@@ -35,7 +39,9 @@ def test_it_refuses_the_owner_role_to_an_admin(console: Callable[[User | None], 
 def test_it_invites_by_email_and_the_invitee_accepts_once(
     console: Callable[[User | None], Client], adam: User, acme: Tenant
 ) -> None:
-    response = console(adam).post("/t/acme/members/", {"action": "invite", "email": "Newbie@Example.test", "role": "member"})
+    response = console(adam).post(
+        "/t/acme/members/", {"action": "invite", "email": "Newbie@Example.test", "role": "member"}
+    )
     assert response.status_code == 201
     link = response.context["invite_link"]
     path = link.split("testserver", 1)[1]

@@ -21,20 +21,38 @@ MAX_QUERIES = 16
 @pytest.fixture
 def thousand(acme: Tenant) -> list[ModelDeployment]:
     deployments = ModelDeployment.unscoped_objects.bulk_create(
-        ModelDeployment(tenant=acme, name=f"dep-{i:04d}", model="m", status="ready", ready_replicas=1,
-                        desired_replicas=1, gpu_type="nvidia-h100" if i % 3 == 0 else "", gpu_count=1 if i % 3 == 0 else 0)
+        ModelDeployment(
+            tenant=acme,
+            name=f"dep-{i:04d}",
+            model="m",
+            status="ready",
+            ready_replicas=1,
+            desired_replicas=1,
+            gpu_type="nvidia-h100" if i % 3 == 0 else "",
+            gpu_count=1 if i % 3 == 0 else 0,
+        )
         for i in range(1000)
-    )  # fmt: skip
+    )
     now = timezone.now()
     SloSample.unscoped_objects.bulk_create(
-        SloSample(tenant=acme, deployment=d, interval_start=now - timedelta(seconds=s), requests=50, errors=1, p95_ms=80.0)
-        for d in deployments[:200] for s in (10, 20)
-    )  # fmt: skip
+        SloSample(
+            tenant=acme, deployment=d, interval_start=now - timedelta(seconds=s), requests=50, errors=1, p95_ms=80.0
+        )
+        for d in deployments[:200]
+        for s in (10, 20)
+    )
     UsageRollup.unscoped_objects.bulk_create(
-        UsageRollup(tenant=acme, minute=now.replace(second=0, microsecond=0), deployment_id=d.pk,
-                    deployment_name=d.name, requests=3, prompt_tokens=10, completion_tokens=20)
+        UsageRollup(
+            tenant=acme,
+            minute=now.replace(second=0, microsecond=0),
+            deployment_id=d.pk,
+            deployment_name=d.name,
+            requests=3,
+            prompt_tokens=10,
+            completion_tokens=20,
+        )
         for d in deployments[:300]
-    )  # fmt: skip
+    )
     return deployments
 
 

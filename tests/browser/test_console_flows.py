@@ -1,0 +1,165 @@
+"""The console in a real browser. The first test runs the whole platform: worker, local agent, gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+from django.contrib.auth.models import User
+
+from deployments.models import ModelDeployment, Revision
+from quotas.models import Quota
+from tenants.models import ApiKey, Membership, Tenant
+from tests.browser.conftest import PHONE, Stack, screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def chat(gateway_url: str, key: str, model: str = "chat") -> int:
+    """One chat completion through the gateway; returns the HTTP status."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
+    request = urllib.request.Request(  # noqa: S310 - our own gateway on loopback
+        gateway_url + "/v1/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def eventually(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def test_it_creates_a_deployment_serves_it_with_a_new_key_moves_the_canary_and_revokes_the_key(
+    page: Page, sign_in: Callable[[Page, User], None], console_url: str, stack: Stack, alice: User, acme: Tenant
+) -> None:
+    Quota.objects.for_tenant(acme).update(max_replicas=4)
+    sign_in(page, alice)
+
+    # Create a deployment and watch the status partial refresh itself until it is ready.
+    page.goto(f"{console_url}/t/acme/deployments/new/")
+    page.get_by_label("Name").fill("chat")
+    page.get_by_label("Model:", exact=True).fill("frontdoor/sim-chat")
+    page.get_by_role("button", name="Create deployment").click()
+    page.wait_for_url(f"{console_url}/t/acme/deployments/chat/")
+    status = page.locator("#deployment-status")
+    try:
+        status.locator(".status-ready").wait_for(timeout=90_000)
+    except Exception as exc:
+        raise AssertionError(f"never became ready; worker log:\n{stack.logs()}") from exc
+    assert status.get_by_test_id("ready-replicas").inner_text() == "1"
+
+    # Create a key; the secret is shown once and works against the gateway.
+    page.goto(f"{console_url}/t/acme/keys/")
+    page.get_by_label("Name").fill("browser")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_test_id("new-key").inner_text().strip()
+    assert secret.startswith("fd_") and ApiKey.objects.for_tenant(acme).get(name="browser").verify(
+        secret.rsplit("_", 1)[1]
+    )
+    eventually(lambda: chat(stack.gateway_url, secret) == 200, 15, "the gateway to accept the new key")
+
+    # A new revision as a 10% canary, then the slider's number field moves it to 50%.
+    page.goto(f"{console_url}/t/acme/deployments/chat/")
+    page.get_by_label("Model:", exact=True).fill("frontdoor/sim-chat-v2")
+    page.get_by_label("Canary share (%):").fill("10")
+    page.get_by_role("button", name="Create revision").click()
+    page.wait_for_url(f"{console_url}/t/acme/deployments/chat/")
+    page.locator("#id_canary_weight").fill("50")
+    page.get_by_role("button", name="Set traffic").click()
+    page.get_by_text("Traffic: r2 50%, r1 50%.").wait_for()
+    deployment = ModelDeployment.objects.for_tenant(acme).get(name="chat")
+    assert dict(Revision.objects.for_tenant(acme).filter(deployment=deployment).values_list("number", "weight")) == {
+        1: 50,
+        2: 50,
+    }
+    status.locator(".status-ready").wait_for(timeout=90_000)
+    screenshot(page, "deployment-detail.png")
+    page.goto(f"{console_url}/t/acme/")
+    screenshot(page, "overview.png")
+    page.set_viewport_size(PHONE)
+    screenshot(page, "overview-phone.png")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Revoke the key: the gateway refuses it within seconds.
+    page.goto(f"{console_url}/t/acme/keys/")
+    page.get_by_role("button", name="Revoke").click()
+    page.get_by_text("revoked; the gateway refuses it").wait_for()
+    eventually(lambda: chat(stack.gateway_url, secret) == 401, 5, "the gateway to refuse the revoked key")
+
+
+def test_it_invites_a_member_who_accepts_the_link(
+    page: Page, sign_in: Callable[[Page, User], None], console_url: str, adam: User, acme: Tenant, browser: object
+) -> None:
+    sign_in(page, adam)
+    page.goto(f"{console_url}/t/acme/members/")
+    page.get_by_role("textbox", name="Email:", exact=True).fill("newbie@example.test")
+    page.get_by_role("button", name="Create invitation link").click()
+    link = page.get_by_test_id("invite-link").inner_text().strip()
+    assert link.startswith(console_url + "/invite/")
+
+    newbie = User.objects.create_user("newbie", email="newbie@example.test")
+    other = page.context.browser.new_context()  # type: ignore[union-attr]
+    invitee = other.new_page()
+    try:
+        sign_in(invitee, newbie)
+        invitee.goto(link)
+        invitee.get_by_role("button", name="Accept invitation").click()
+        invitee.wait_for_url(f"{console_url}/t/acme/")
+        assert invitee.get_by_text("Welcome to Acme").is_visible()
+    finally:
+        other.close()
+    assert Membership.objects.for_tenant(acme).get(user=newbie).role == "member"
+
+
+def test_it_shows_a_viewer_no_write_controls(
+    page: Page,
+    sign_in: Callable[[Page, User], None],
+    console_url: str,
+    vera: User,
+    acme: Tenant,
+) -> None:
+    from deployments import services
+
+    services.create_deployment(acme, None, {"name": "chat", "model": "frontdoor/sim-chat"})
+    sign_in(page, vera)
+    for path in ("/t/acme/", "/t/acme/deployments/", "/t/acme/deployments/chat/", "/t/acme/members/"):
+        page.goto(console_url + path)
+        writes = page.locator("form[method=post] button, a.button").filter(has_not_text="Sign out")
+        assert writes.count() == 0, f"{path} shows write controls to a viewer: {writes.all_inner_texts()}"
+    assert page.get_by_role("link", name="API keys").count() == 0
+    assert page.get_by_role("link", name="Audit log").count() == 0
+    response = page.goto(f"{console_url}/t/acme/deployments/new/")
+    assert response is not None and response.status == 403
+
+
+def test_it_lets_staff_open_the_usage_report(
+    page: Page, sign_in: Callable[[Page, User], None], console_url: str, staff: User, acme: Tenant
+) -> None:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        reverse("staff-home")
+    except NoReverseMatch:
+        pytest.skip("the staff pages (quotas/console_urls.py) are not installed yet")
+    sign_in(page, staff)
+    page.goto(console_url + reverse("staff-home"))
+    assert page.locator("h1").count() == 1
+    screenshot(page, "staff-report.png")
