@@ -22,8 +22,9 @@ __all__ = ["Rollout", "SloSample", "SloStatus", "TenantSettings"]
 class SloSample(models.Model):
     """Load and latency of one deployment (``revision`` null: all revisions together) over one interval.
 
-    ``buckets`` keeps the cumulative latency histogram (``{"le_100": n, ..., "le_inf": n}``) so longer ranges and
-    comparisons merge histograms exactly instead of averaging percentiles.
+    ``buckets`` keeps the cumulative latency histogram (``{"le_100": n, ..., "le_inf": n}``) and the time-to-first-token
+    one (``{"ttft_le_100": n, ...}``) so longer ranges and comparisons merge histograms exactly instead of averaging
+    percentiles.
     """
 
     class Resolution(models.TextChoices):
@@ -43,9 +44,10 @@ class SloSample(models.Model):
     p50_ms = models.FloatField(null=True, blank=True)
     p95_ms = models.FloatField(null=True, blank=True)
     p99_ms = models.FloatField(null=True, blank=True)
-    # The load figures carry TTFT as a sum and a count only (docs/contracts.md), so this is a mean, not a p95.
+    # Time to first token (streams): a mean from the sum and count, and a p95 from the ``ttft_le_*`` buckets.
     ttft_ms_sum = models.PositiveBigIntegerField(default=0)
     ttft_count = models.PositiveIntegerField(default=0)
+    ttft_p95_ms = models.FloatField(null=True, blank=True)
     buckets = models.JSONField(default=dict, blank=True)
     in_flight = models.FloatField(default=0)
     replicas_ready = models.PositiveIntegerField(default=0)

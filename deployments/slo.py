@@ -41,20 +41,23 @@ def bucket_name(bound: float) -> str:
 
 
 BUCKET_NAMES = tuple(bucket_name(b) for b in BUCKET_BOUNDS_MS)
+# Time to first token (streams), same bounds: ``ttft_le_5 … ttft_le_inf`` (docs/contracts.md "Load figures").
+TTFT_BUCKET_NAMES = tuple(f"ttft_{name}" for name in BUCKET_NAMES)
 
 
-def percentile_from_buckets(buckets: Mapping[str, int], q: float) -> float | None:
+def percentile_from_buckets(buckets: Mapping[str, int], q: float, prefix: str = "") -> float | None:
     """The ``q`` quantile (0..1) of a cumulative histogram, linearly interpolated inside its bucket.
 
-    Values in the open-ended bucket are reported as the last finite bound (Prometheus does the same).
+    ``prefix`` picks the histogram: ``""`` for latency (``le_*``), ``"ttft_"`` for time to first token
+    (``ttft_le_*``). Values in the open-ended bucket are reported as the last finite bound (Prometheus does the same).
     """
-    total = int(buckets.get("le_inf", 0))
+    total = int(buckets.get(prefix + "le_inf", 0))
     if total <= 0:
         return None
     rank = q * total
     lower_bound, lower_count = 0.0, 0
     for bound, name in zip(BUCKET_BOUNDS_MS, BUCKET_NAMES, strict=True):
-        count = int(buckets.get(name, lower_count))
+        count = int(buckets.get(prefix + name, lower_count))
         if count >= rank and count > lower_count:
             if math.isinf(bound):
                 return lower_bound
@@ -91,7 +94,7 @@ class Figures:
     def add(self, raw: Mapping[str, int | str]) -> None:
         for name in SUM_FIELDS:
             self.sums[name] += int(raw.get(name, 0) or 0)
-        for name in BUCKET_NAMES:
+        for name in (*BUCKET_NAMES, *TTFT_BUCKET_NAMES):
             if name in raw:
                 self.buckets[name] = self.buckets.get(name, 0) + int(raw[name] or 0)
 
@@ -105,25 +108,33 @@ class Figures:
     def sample_fields(self) -> dict[str, object]:
         """The SloSample columns these figures determine (not in-flight or replicas)."""
         buckets = _complete(self.buckets, self.requests)
+        ttft = _complete(self.buckets, self.sums["ttft_count"], prefix="ttft_")
         return {
             **self.sums,
-            "buckets": buckets,
+            "buckets": {**buckets, **ttft},  # latency ``le_*`` and TTFT ``ttft_le_*`` in one JSON column
             "p50_ms": percentile_from_buckets(buckets, 0.50),
             "p95_ms": percentile_from_buckets(buckets, 0.95),
             "p99_ms": percentile_from_buckets(buckets, 0.99),
+            "ttft_p95_ms": percentile_from_buckets(ttft, 0.95, prefix="ttft_"),
         }
 
 
-def _complete(buckets: Mapping[str, int], requests: int) -> dict[str, int]:
-    """Fill missing cumulative buckets (a bucket absent from a hash counts what the bucket below it counts)."""
-    if not requests:
+def _complete(buckets: Mapping[str, int], total: int, prefix: str = "") -> dict[str, int]:
+    """Fill missing cumulative buckets (a bucket absent from a hash counts what the bucket below it counts).
+
+    ``total`` is what the open-ended bucket must count at least: requests for latency, ``ttft_count`` for TTFT.
+    Load figures older than the TTFT buckets carry only the sum and count; they then yield no TTFT p95.
+    """
+    if not total:
+        return {}
+    if prefix and not any(prefix + name in buckets for name in BUCKET_NAMES):
         return {}
     result: dict[str, int] = {}
     running = 0
     for name in BUCKET_NAMES:
-        running = max(running, int(buckets.get(name, running)))
-        result[name] = running
-    result["le_inf"] = max(result["le_inf"], requests)
+        running = max(running, int(buckets.get(prefix + name, running)))
+        result[prefix + name] = running
+    result[prefix + "le_inf"] = max(result[prefix + "le_inf"], total)
     return result
 
 
@@ -189,7 +200,7 @@ def revision_in_flight(pairs: Sequence[tuple[int, int]], now: float) -> dict[tup
 
 
 _UPSERT_FIELDS = ["requests", "errors", "latency_ms_sum", "ttft_ms_sum", "ttft_count", "buckets", "p50_ms", "p95_ms",
-                  "p99_ms"]
+                  "p99_ms", "ttft_p95_ms"]
 
 
 def collect(now: float | None = None) -> int:

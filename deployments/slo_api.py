@@ -43,7 +43,7 @@ class SloSampleSerializer(serializers.ModelSerializer[SloSample]):
         model = SloSample
         fields = [
             "interval_start", "resolution", "revision", "requests", "errors", "error_rate", "p50_ms", "p95_ms",
-            "p99_ms", "ttft_avg_ms", "in_flight", "replicas_ready", "replicas_desired",
+            "p99_ms", "ttft_avg_ms", "ttft_p95_ms", "in_flight", "replicas_ready", "replicas_desired",
         ]
 
     def get_revision(self, sample: SloSample) -> str | None:

@@ -1,8 +1,10 @@
 """Per-second load figures for the autoscaler and SLO collector (docs/contracts.md "Load figures").
 
-Requests add to an in-memory table; a background task flushes it with HINCRBY once a second. The same flush
-publishes per-revision in-flight leases (``<prefix>:inflight:<deployment>:<revision>``, a ZSET of request ids
-scored by expiry) for requests that started since the last flush; the usage pipeline removes them when done.
+Requests add to an in-memory table (counts, sums, cumulative latency buckets ``le_<ms>`` and, for requests
+with a first token, cumulative TTFT buckets ``ttft_le_<ms>``); a background task flushes it with HINCRBY once a
+second. The same flush publishes per-revision in-flight leases (``<prefix>:inflight:<deployment>:<revision>``, a
+ZSET of request ids scored by expiry) for requests that started since the last flush; the usage pipeline removes
+them when done.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ log = logging.getLogger("frontdoor.gateway.load")
 
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 BUCKET_FIELDS = (*(f"le_{b}" for b in BUCKETS_MS), "le_inf")
+# Time to first token, same bounds (the SLO collector's TTFT p95 comes from these).
+TTFT_BUCKET_FIELDS = tuple(f"ttft_{name}" for name in BUCKET_FIELDS)
 EXPIRY_S = 15 * 60
 
 
@@ -55,6 +59,8 @@ class LoadFigures:
         if ttft_ms is not None:
             row["ttft_ms_sum"] = row.get("ttft_ms_sum", 0) + round(ttft_ms)
             row["ttft_count"] = row.get("ttft_count", 0) + 1
+            for name in TTFT_BUCKET_FIELDS[bisect_left(BUCKETS_MS, math.ceil(ttft_ms)) :]:
+                row[name] = row.get(name, 0) + 1
         # Cumulative buckets: every bound at or above the latency counts it.
         for name in BUCKET_FIELDS[bisect_left(BUCKETS_MS, math.ceil(latency_ms)) :]:
             row[name] = row.get(name, 0) + 1

@@ -54,7 +54,7 @@ def write_load(
     client: redis.Redis, deployment_id: int, revision_id: int, second: int, latencies_ms: list[float], errors: int = 0,
     ttft_ms: list[float] | None = None,
 ) -> None:
-    """Add one second of figures, as one gateway flush would (HINCRBY, cumulative ``le_`` buckets)."""
+    """Add one second of figures, as one gateway flush would (HINCRBY, cumulative ``le_`` and ``ttft_le_`` buckets)."""
     key = f"{settings.FRONTDOOR_REDIS_PREFIX}:load:{deployment_id}:{revision_id}:{second}"
     pipe = client.pipeline()
     pipe.hincrby(key, "requests", len(latencies_ms))
@@ -64,6 +64,9 @@ def write_load(
     for ttft in ttft_ms or []:
         pipe.hincrby(key, "ttft_ms_sum", round(ttft))
         pipe.hincrby(key, "ttft_count", 1)
+        for bound, name in zip(BUCKET_BOUNDS_MS, BUCKET_NAMES, strict=True):
+            if math.ceil(ttft) <= bound:
+                pipe.hincrby(key, f"ttft_{name}", 1)
     for latency in latencies_ms:
         for bound, name in zip(BUCKET_BOUNDS_MS, BUCKET_NAMES, strict=True):
             if math.ceil(latency) <= bound:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import httpx2 as httpx
 import orjson
@@ -79,3 +80,41 @@ def test_it_logs_one_json_line_per_request_without_the_key(
     assert all(line["tenant"] == key.tenant and line["request_id"] for line in lines)
     assert key.full not in gateway.log()
     assert key.full.rsplit("_", 1)[1] not in gateway.log()
+
+
+def _load_totals(redis_client: redis.Redis, pattern: str, until: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    """Sum the load hashes matching ``pattern``, waiting (bounded) for the once-a-second flush to satisfy ``until``."""
+    totals: dict[str, int] = {}
+    for _ in range(300):
+        totals = {}
+        for k in redis_client.scan_iter(match=pattern):
+            for field, value in redis_client.hgetall(k).items():
+                totals[field.decode()] = totals.get(field.decode(), 0) + int(value)
+        if until(totals):
+            break
+        time.sleep(0.01)
+    return totals
+
+
+def test_it_records_a_ttft_bucket_for_a_streamed_request(
+    world: World, gateway: Process, upstream: Process, redis_client: redis.Redis, prefix: str
+) -> None:
+    tenant = world.tenant()
+    dep = world.deployment(tenant, "streamed", [upstream.url])
+    key = world.key(tenant)
+    world.publish(gateway)
+    body = {"model": "streamed", "messages": [{"role": "user", "content": "first token"}], "max_tokens": 3,
+            "stream": True}
+    with httpx.stream("POST", gateway.url + CHAT, json=body, headers={"authorization": f"Bearer {key.full}"},
+                      timeout=10) as r:
+        assert r.status_code == 200
+        assert "data: [DONE]" in r.read().decode()
+    revision = dep["revisions"][0]["id"]  # type: ignore[index]
+    totals = _load_totals(redis_client, f"{prefix}:load:{dep['id']}:{revision}:*", lambda t: "ttft_count" in t)
+    assert totals["requests"] == 1 and totals["ttft_count"] == 1
+    assert totals["ttft_le_inf"] == 1
+    # Cumulative: every bound at or above the measured TTFT counts it, and the sum lies under the first such bound.
+    finite = [name.removeprefix("ttft_le_") for name in totals if name.startswith("ttft_le_")]
+    ttft_bounds = sorted(int(bound) for bound in finite if bound.isdigit())
+    assert ttft_bounds and all(totals[f"ttft_le_{b}"] == 1 for b in ttft_bounds)
+    assert totals["ttft_ms_sum"] <= ttft_bounds[0]
