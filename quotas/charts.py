@@ -44,14 +44,13 @@ def compact_number(value: float) -> str:
 
 
 def nice_ticks(maximum: float, count: int = 4) -> list[float]:
-    """Round tick values from 0 to at least ``maximum`` (steps of 1, 2 or 5 × 10^n)."""
+    """Round tick values from 0 to at least ``maximum`` (steps of 1, 2 or 5 × 10^n; whole numbers, as charts count)."""
     if maximum <= 0:
         return [0, 1]
     raw_step = maximum / count
     power = 10 ** math.floor(math.log10(raw_step))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw_step)
-    if step >= 1:
-        step = max(1, round(step))
+    step = max(1, round(step))
     top = math.ceil(maximum / step) * step
     ticks = []
     value = 0.0
