@@ -131,11 +131,23 @@ class Store:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # (plural, namespace) -> {name: object}: lists stay cheap with thousands of objects.
+        self.index: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.version = 0
         self.faults = Faults()
         self.stats = Stats()
         self.auto_ready = True
         self.validator: Callable[[dict[str, Any]], str | None] | None = None
+
+    # -- storage
+
+    def _put(self, plural: str, namespace: str, name: str, obj: dict[str, Any]) -> None:
+        self.objects[(plural, namespace, name)] = obj
+        self.index.setdefault((plural, namespace), {})[name] = obj
+
+    def _remove(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.index.get((plural, namespace), {}).pop(name, None)
+        return self.objects.pop((plural, namespace, name), None)
 
     # -- helpers used by handlers
 
@@ -207,9 +219,11 @@ class Store:
     def list(self, plural: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
         tests = parse_selector(selector) if selector else []
         items = []
-        for (p, ns, _), obj in sorted(self.objects.items()):
-            if p != plural or (namespace is not None and ns != namespace):
-                continue
+        if namespace is not None:
+            candidates = sorted(self.index.get((plural, namespace), {}).items())
+        else:
+            candidates = sorted((k[2], o) for k, o in self.objects.items() if k[0] == plural)
+        for _, obj in candidates:
             labels = obj.get("metadata", {}).get("labels") or {}
             if all(test(labels) for test in tests):
                 items.append(obj)
@@ -229,7 +243,7 @@ class Store:
             obj["metadata"]["namespace"] = namespace
         self._check_write(obj)
         self._stamp(plural, obj, None)
-        self.objects[(plural, namespace, name)] = obj
+        self._put(plural, namespace, name, obj)
         if plural == "horizontalpodautoscalers":
             self._autoscale(namespace, obj)
         return obj
@@ -252,7 +266,7 @@ class Store:
         new.setdefault("kind", old.get("kind"))
         self._check_write(new)
         self._stamp(plural, new, old)
-        self.objects[(plural, namespace, name)] = new
+        self._put(plural, namespace, name, new)
         if plural == "horizontalpodautoscalers":
             self._autoscale(namespace, new)
         return new
@@ -269,24 +283,24 @@ class Store:
         return 200, self.update(plural, namespace, name, merged, check_version=False)
 
     def delete(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        obj = self.objects.pop((plural, namespace, name), None)
+        obj = self._remove(plural, namespace, name)
         if obj is None:
             raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
         self._next_version()
         if plural == "namespaces":
             for key in [k for k in self.objects if k[1] == name]:
-                del self.objects[key]
+                self._remove(*key)
         else:
             self._cascade(namespace, obj["metadata"]["uid"])
         return obj
 
     def _cascade(self, namespace: str, uid: str) -> None:
-        for key, child in list(self.objects.items()):
-            if key[1] != namespace or key not in self.objects:
-                continue
+        children = [(p, o) for (p, ns), objs in self.index.items() if ns == namespace for o in objs.values()]
+        for plural, child in children:
             owners = child.get("metadata", {}).get("ownerReferences") or []
             if any(o.get("uid") == uid for o in owners):
-                del self.objects[key]
+                if self._remove(plural, namespace, child["metadata"]["name"]) is None:
+                    continue
                 self._cascade(namespace, child["metadata"]["uid"])
 
     # -- test controls (no API call is counted)
@@ -313,7 +327,7 @@ class Store:
                 },
             }
             self._stamp("pods", pod, None)
-            self.objects[("pods", namespace, name)] = pod
+            self._put("pods", namespace, name, pod)
 
     def set_pod_running(self, namespace: str, name: str) -> None:
         running = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
@@ -330,6 +344,8 @@ class Store:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per response.
+    disable_nagle_algorithm = True
     server: FakeKubeServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests print what matters
