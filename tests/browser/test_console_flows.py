@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import random
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
+from django.db.models import Sum
+from django.utils import timezone
 
 from deployments.models import ModelDeployment, Revision
-from quotas.models import Quota
+from quotas.models import Quota, UsageRollup
 from tenants.models import ApiKey, Membership, Tenant
 from tests.browser.conftest import PHONE, Stack, screenshot
 
@@ -150,16 +157,41 @@ def test_it_shows_a_viewer_no_write_controls(
     assert response is not None and response.status == 403
 
 
-def test_it_lets_staff_open_the_usage_report(
-    page: Page, sign_in: Callable[[Page, User], None], console_url: str, staff: User, acme: Tenant
+def test_it_lets_staff_download_the_usage_report_whose_totals_match_the_database(
+    page: Page, sign_in: Callable[[Page, User], None], console_url: str, staff: User, acme: Tenant, globex: Tenant
 ) -> None:
     from django.urls import NoReverseMatch, reverse
 
     try:
-        reverse("staff-home")
+        report = reverse("staff-usage")
     except NoReverseMatch:
         pytest.skip("the staff pages (quotas/console_urls.py) are not installed yet")
+    today = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    rng = random.Random(7)
+    UsageRollup.unscoped_objects.bulk_create(
+        UsageRollup(
+            tenant=tenant,
+            minute=today - timedelta(days=day, minutes=minute),
+            deployment_name="chat",
+            requests=rng.randint(1, 500),
+            errors=rng.randint(0, 5),
+            prompt_tokens=rng.randint(0, 9000),
+            completion_tokens=rng.randint(0, 9000),
+        )
+        for tenant in (acme, globex)
+        for day in range(6)
+        for minute in range(3)
+    )
+    first = (today - timedelta(days=6)).date().isoformat()
     sign_in(page, staff)
-    page.goto(console_url + reverse("staff-home"))
-    assert page.locator("h1").count() == 1
+    page.goto(f"{console_url}{report}?from={first}&to={today.date().isoformat()}")
     screenshot(page, "staff-report.png")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text())))
+    expected = UsageRollup.unscoped_objects.aggregate(
+        requests=Sum("requests"), tokens=Sum("prompt_tokens") + Sum("completion_tokens")
+    )
+    assert sum(int(row["requests"]) for row in rows) == expected["requests"]
+    assert sum(int(row["tokens"]) for row in rows) == expected["tokens"]
+    assert {row["tenant"] for row in rows} == {"acme", "globex"}
