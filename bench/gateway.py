@@ -163,11 +163,18 @@ def ensure_litellm(version: str) -> Path:
     exe = LITELLM_VENV / "bin" / "litellm"
     if exe.exists() and _installed_litellm_version() == version:
         return exe
-    print(f"installing litellm[proxy]=={version} into {LITELLM_VENV.relative_to(ROOT)} (first run only) ...")
-    sys.stdout.flush()
+    # On stderr, like pip's own output: with --json, stdout carries only the JSON document.
+    print(
+        f"installing litellm[proxy]=={version} into {LITELLM_VENV.relative_to(ROOT)} (first run only) ...",
+        file=sys.stderr,
+    )
     if not (LITELLM_VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
-    subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", f"litellm[proxy]=={version}"], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, stdout=sys.stderr)
+    subprocess.run(
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", f"litellm[proxy]=={version}"],
+        check=True,
+        stdout=sys.stderr,
+    )
     return exe
 
 
