@@ -3,7 +3,11 @@
 Per running deployment of class ``kpa`` (class ``hpa`` belongs to Kubernetes' HorizontalPodAutoscaler; runtime
 ``external`` runs no replicas):
 
-- concurrency = live leases in the limiter's ``<prefix>:conc:deployment:<id>`` ZSET (docs/contracts.md);
+- concurrency = live leases in the limiter's ``<prefix>:conc:deployment:<id>`` ZSET (docs/contracts.md), plus the
+  requests waiting in the replicas' own queues where a backend publishes them (``<prefix>:queue:<id>``, the sum of
+  ``vllm:num_requests_waiting``; the local agent writes it from its health checks). A request waiting at a replica is
+  then counted twice on purpose: a queue behind the replica's batch limit is saturation, and it pushes the scaler up
+  even when ``target_concurrency`` is set above what a replica really runs at once;
 - wake = the gateway's ``<prefix>:wake:<id>`` key, consumed (GETDEL) so one held request wakes the deployment once
   and an old signal does not keep an idle deployment from reaching zero;
 - ready = ``ModelDeployment.ready_replicas`` (observed by the reconciler);
@@ -114,6 +118,17 @@ def scaled_deployments() -> list[ModelDeployment]:
     )
 
 
+READS = 4  # Redis replies per deployment in the tick's pipeline
+
+
+def _queue_length(raw: str | bytes | None) -> int:
+    """The published replica queue (absent, or not a whole number: no figure)."""
+    try:
+        return max(0, int(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
 @dataclass(frozen=True)
 class TickResult:
     deployments: int
@@ -133,13 +148,15 @@ def tick(now: float | None = None) -> TickResult:
         pipe.zcount(redis_key("conc", "deployment", deployment.pk), now_ms, "+inf")
         pipe.getdel(redis_key("wake", deployment.pk))
         pipe.get(state_key(deployment.pk))
+        pipe.get(redis_key("queue", deployment.pk))
     replies = pipe.execute()
     holdings = _holdings({d.tenant_id for d in deployments})
     windows = (stable_window_s(), panic_window_s(), scale_to_zero_grace_s())
     changed: dict[int, tuple[int, int]] = {}
     states: dict[int, str] = {}
     for index, deployment in enumerate(deployments):
-        concurrency, wake, raw_state = replies[3 * index : 3 * index + 3]
+        leases, wake, raw_state, waiting = replies[READS * index : READS * index + READS]
+        concurrency = int(leases or 0) + _queue_length(waiting)
         state = ScalerState.from_json(json.loads(raw_state) if raw_state else None)
         state.desired = deployment.desired_replicas  # the count in force, whoever set it (the API may have)
         holding = holdings[deployment.tenant_id]
@@ -153,7 +170,7 @@ def tick(now: float | None = None) -> TickResult:
             scale_to_zero_grace_s=windows[2],
         )
         decision = decide(
-            state, config, now=now, concurrency=float(concurrency or 0), ready=deployment.ready_replicas,
+            state, config, now=now, concurrency=float(concurrency), ready=deployment.ready_replicas,
             wake=wake is not None,
         )
         old = deployment.desired_replicas

@@ -8,6 +8,8 @@
 - ``<prefix>:local:status:<deployment id>`` — the observed status (JSON, below), rewritten every tick with a
   ``heartbeat``; it expires when no agent writes it.
 - ``<prefix>:local:agent`` — the agent's own heartbeat: ``{"ts", "pid", "control_port"}``.
+- ``<prefix>:queue:<deployment id>`` — requests waiting in the deployment's ready replicas' own queues (an integer,
+  the sum of their ``vllm:num_requests_waiting``), for the autoscaler; absent when no replica reports the gauge.
 
 Desired document::
 
@@ -51,6 +53,15 @@ def status_key(prefix: str, deployment_id: int) -> str:
 
 def agent_key(prefix: str) -> str:
     return f"{prefix}:local:agent"
+
+
+# Requests waiting in a deployment's replicas' own queues (vLLM's ``vllm:num_requests_waiting``, summed), rewritten
+# every tick; short-lived so a stopped agent's figure soon stops counting. Read by the autoscale tick.
+QUEUE_TTL_S = 5
+
+
+def queue_key(prefix: str, deployment_id: int) -> str:
+    return f"{prefix}:queue:{deployment_id}"
 
 
 # HDEL the field only when it still holds the value we processed, so a newer desired state is never lost.

@@ -18,7 +18,7 @@ import redis
 from deployments.localagent import launch, procs, protocol
 from deployments.localagent.capacity import GpuSlots
 from deployments.localagent.config import AgentConfig
-from deployments.localagent.health import HealthChecker
+from deployments.localagent.health import QUEUE_RUNTIMES, HealthChecker
 from deployments.localagent.state import ReplicaRecord, load_ports, load_records, replica_key, save_records
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,11 @@ class Supervisor:
             key: (self.config.host, r.record.port, self.config.health_path(r.record.runtime))
             for key, r in self.replicas.items()
         }
-        results = self.health.check_all(targets) if targets else {}
+        # Runtimes with vLLM's gauges also get /metrics read, for the autoscaler's queue figure (published below).
+        queued = {key for key, r in self.replicas.items() if r.record.runtime in QUEUE_RUNTIMES}
+        results = self.health.check_all(targets, queued) if targets else {}
+        if not targets:
+            self.health.waiting = {}
         now = time.monotonic()
         to_restart: list[tuple[str, str]] = []
         for key, ok in results.items():
@@ -341,6 +345,16 @@ class Supervisor:
             message="; ".join(parts),
         )
 
+    def _queues(self, observed: dict[int, protocol.ObservedDeployment]) -> dict[int, int | None]:
+        """Requests waiting in each deployment's ready replicas' own queues (None: no replica reports it)."""
+        queues: dict[int, int | None] = dict.fromkeys(observed)
+        for key, waiting in self.health.waiting.items():
+            replica = self.replicas.get(key)
+            if replica is not None and replica.healthy:
+                dep_id = replica.record.deployment_id
+                queues[dep_id] = (queues.get(dep_id) or 0) + waiting
+        return queues
+
     def _report(self) -> None:
         """Write every deployment's status plus the agent heartbeat; drop tombstones whose processes are gone."""
         now = time.time()
@@ -349,6 +363,11 @@ class Supervisor:
         pipe = self.redis.pipeline(transaction=False)
         for dep_id, obs in observed.items():
             pipe.set(protocol.status_key(prefix, dep_id), obs.to_json(now, os.getpid()), ex=protocol.STATUS_TTL_S)
+        for dep_id, waiting in self._queues(observed).items():
+            if waiting is None:  # no replica of it reports the gauge: no figure rather than a stale one
+                pipe.delete(protocol.queue_key(prefix, dep_id))
+            else:
+                pipe.set(protocol.queue_key(prefix, dep_id), waiting, ex=protocol.QUEUE_TTL_S)
         pipe.set(
             protocol.agent_key(prefix),
             f'{{"ts": {now}, "pid": {os.getpid()}, "control_port": {self.config.http_port}}}',
