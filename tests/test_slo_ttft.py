@@ -41,7 +41,7 @@ def _flush_like_the_gateway(
         try:
             await figures.flush(client)
         finally:
-            await client.aclose()
+            await client.aclose()  # type: ignore[attr-defined]  # redis-py 5 has aclose; the stubs lag
 
     last = int(time.time())
     asyncio.run(flush())
