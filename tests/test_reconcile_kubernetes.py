@@ -1,6 +1,7 @@
 """The reconciler against the fake Kubernetes API server: create, no-op, patch, prune, recover, delete, report."""
 
-# ruff: noqa: F811  (pytest fixtures imported by name)
+# pytest fixtures are imported by name, which ruff reads as redefinitions:
+# ruff: noqa: F811
 from __future__ import annotations
 
 from typing import Any
