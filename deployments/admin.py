@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
+from deployments.models_slo import Rollout, SloSample, SloStatus, TenantSettings
 
 
 class RevisionInline(admin.TabularInline):
@@ -97,3 +98,44 @@ class DeploymentEventAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeploymentEvent]:
         return DeploymentEvent.objects.unscoped().select_related("tenant", "deployment")
+
+
+class SystemRecordAdmin(admin.ModelAdmin):
+    """Rows the workers write (SLO samples and state, rollouts): viewable, not edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SloSample)
+class SloSampleAdmin(SystemRecordAdmin):
+    list_display = ["interval_start", "deployment", "revision", "resolution", "requests", "errors", "p95_ms"]
+    list_select_related = ["deployment"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SloSample]:
+        return SloSample.objects.unscoped().select_related("deployment")
+
+
+@admin.register(SloStatus)
+class SloStatusAdmin(SystemRecordAdmin):
+    list_display = ["deployment"]
+
+
+@admin.register(Rollout)
+class RolloutAdmin(SystemRecordAdmin):
+    list_display = ["deployment", "status"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Rollout]:
+        return Rollout.objects.unscoped().select_related("deployment")
+
+
+@admin.register(TenantSettings)
+class TenantSettingsAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "webhook_url"]
+    exclude = ["webhook_secret"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantSettings]:
+        return TenantSettings.objects.unscoped().select_related("tenant")

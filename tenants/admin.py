@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, IdempotencyRecord, Membership, Tenant
+from tenants.models_invitations import Invitation
 
 
 class MembershipInline(admin.TabularInline):
@@ -143,3 +144,16 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "principal", "key", "method", "path", "status_code"]
     search_fields = ["principal", "key", "path"]
     exclude = ["response_body"]  # an API-key create response holds the secret until the record expires
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    """Invitations are made and accepted in the console; the admin shows them (never the token)."""
+
+    list_display = ["created_at", "tenant", "email", "role", "expires_at", "accepted_at", "revoked_at"]
+    list_filter = ["role"]
+    search_fields = ["email", "tenant__slug"]
+    exclude = ["token_hash"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Invitation]:
+        return Invitation.objects.unscoped().select_related("tenant")

@@ -13,9 +13,9 @@ import kubernetes_validate
 import yaml
 
 KUBERNETES_VERSION = "1.37.0"  # a version kubernetes-validate ships strict schemas for
-_CRD = (
-    Path(os.environ.get("FRONTDOOR_K8S_SCHEMAS", "/work/shared/k8s-schemas")) / "gateway-api-v1.6.1-httproutes.crd.yaml"
-)
+# shared/ sits beside the repository (on developer machines and in CI alike).
+_SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "k8s-schemas"
+_CRD = Path(os.environ.get("FRONTDOOR_K8S_SCHEMAS", str(_SCHEMAS))) / "gateway-api-v1.6.1-httproutes.crd.yaml"
 
 
 @functools.cache
