@@ -111,22 +111,22 @@ class TenantUsageView(TenantConsoleView):
         if request.GET.get("format") == "csv" and range_error is None:
             return tenant_usage_csv(period, self.tenant.pk, self.tenant.slug)
         days = reports.usage_by_day(period, self.tenant)
-        by_deployment = paginate(request, reports.usage_grouped(period, "deployment", self.tenant), per_page=25)
-        by_key = paginate_param(request, reports.usage_grouped(period, "key", self.tenant), "kpage")
+        # Whole lists (one query each, bounded by the tenant's deployments and keys), paginated in memory: the
+        # charts show the overall top and no COUNT(*) query rescans the range.
+        deployments = labelled(reports.usage_grouped(period, "deployment", self.tenant), "deployment")
+        keys = labelled(reports.usage_grouped(period, "key", self.tenant), "key")
+        by_deployment = paginate(request, deployments, per_page=25)
+        by_key = paginate_param(request, keys, "kpage")
         context = self.base_context(
             period=period,
             range_error=range_error,
-            totals=reports.usage_totals(period, self.tenant),
+            totals=reports.totals_of(days),
             deployments_page=by_deployment,
-            deployment_rows=labelled(by_deployment, "deployment"),
+            deployment_rows=list(by_deployment),
             keys_page=by_key,
-            key_rows=labelled(by_key, "key"),
-            deployment_chart=top_chart("usage-deployments", "Tokens per deployment", list(by_deployment), "deployment")
-            if by_deployment.number == 1
-            else None,
-            key_chart=top_chart("usage-keys", "Tokens per API key", list(by_key), "key")
-            if by_key.number == 1
-            else None,
+            key_rows=list(by_key),
+            deployment_chart=top_chart("usage-deployments", "Tokens per deployment", deployments, "deployment"),
+            key_chart=top_chart("usage-keys", "Tokens per API key", keys, "key"),
             range_query=_query(period),
             query=query_without_page(request),
             **daily_charts("usage", period, days),
@@ -301,16 +301,16 @@ class StaffUsageView(StaffView):
         if request.GET.get("format") == "csv" and range_error is None:
             return staff_usage_csv(period)
         days = reports.usage_by_day(period)
-        by_tenant = paginate(request, reports.usage_grouped(period, "tenant"))
+        # One row per tenant with usage, paginated in memory: no COUNT(*) query rescans the range.
+        tenants = labelled(reports.usage_grouped(period, "tenant"), "tenant")
+        by_tenant = paginate(request, tenants)
         context = self.base_context(
             period=period,
             range_error=range_error,
-            totals=reports.usage_totals(period),
+            totals=reports.totals_of(days),
             tenants_page=by_tenant,
-            tenant_rows=labelled(by_tenant, "tenant"),
-            tenant_chart=top_chart("staff-tenants", "Tokens per tenant", list(by_tenant), "tenant")
-            if by_tenant.number == 1
-            else None,
+            tenant_rows=list(by_tenant),
+            tenant_chart=top_chart("staff-tenants", "Tokens per tenant", tenants, "tenant"),
             range_query=_query(period),
             query=query_without_page(request),
             **daily_charts("staff-usage", period, days),

@@ -175,6 +175,11 @@ def usage_by_day(period: DateRange, tenant: Tenant | int | None = None) -> list[
     return [{"day": day, **(found.get(day) or zero)} for day in period.days]
 
 
+def totals_of(days: list[dict[str, Any]]) -> dict[str, int]:
+    """Totals of ``usage_by_day`` rows: every day of the range is there, so this equals ``usage_totals`` (no query)."""
+    return {metric: sum(int(day[metric]) for day in days) for metric in METRICS}
+
+
 def usage_by_day_and_tenant(period: DateRange) -> Iterator[dict[str, Any]]:
     """Every (day, tenant) with usage, ordered by day then tenant slug: the staff CSV's rows."""
     rows = (
