@@ -9,7 +9,11 @@ printed as one ``AUTOSCALE-FIGURES {json}`` line that ``bench/autoscale.py`` rea
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,7 +25,9 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
+from controlplane.celery import app
 from deployments import autoscale, reconcile
 from deployments.autoscaler import TICK_S
 from deployments.backends.local import LocalBackend
@@ -168,3 +174,106 @@ def test_load_raises_replicas_idleness_lowers_them_to_zero_and_a_cold_request_is
     figures["cold_start_s"] = round(time.monotonic() - started, 2)
     assert outcome == [200]
     print("AUTOSCALE-FIGURES " + json.dumps(figures))
+
+
+# ---------------------------------------------------------------- the same wiring in the real processes
+#
+# The variant below runs the control plane as it runs in production: one ``celery -A controlplane worker --beat``
+# subprocess (solo pool) whose beat sends ``deployments.autoscale_tick`` every 2 s and ``deployments.resync_all``
+# every second, and whose worker reconciles what the ticks enqueue. The test process only sends load and reads
+# Postgres, so the data must be committed (a transactional test).
+
+
+@contextlib.contextmanager
+def celery_worker_with_beat(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Start ``celery worker --beat`` on this run's Redis db and test database; returns a reader of its log."""
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": app.conf.broker_url,
+        "REDIS_URL": redis_url,
+        "FRONTDOOR_REDIS_PREFIX": redis_prefix,
+        "FRONTDOOR_BACKEND": "local",
+        "FRONTDOOR_KEY_PEPPER": settings.FRONTDOOR_KEY_PEPPER,
+        "FRONTDOOR_RESYNC_SECONDS": "1",
+        "FRONTDOOR_SCALE_TO_ZERO_GRACE_S": "4",
+        "FRONTDOOR_AUTOSCALE_STABLE_WINDOW_S": "6",
+        "FRONTDOOR_AUTOSCALE_PANIC_WINDOW_S": "2",
+    }
+    with app.connection_for_write() as conn:  # this run's broker db: drop tasks a previous run left queued
+        conn.default_channel.client.delete("celery")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--beat", "--pool=solo",
+             "-s", str(tmp_path / "beat-schedule"), "-n", f"{redis_prefix}@%h", "--without-heartbeat",
+             "--without-mingle", "--without-gossip", "-l", "INFO"],
+            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        yield lambda: log_path.read_text(errors="replace")[-4000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete("celery")
+
+
+def _wait_db(deployment: ModelDeployment, done: Callable[[ModelDeployment], bool], timeout_s: float, what: str,
+             worker_log: Callable[[], str]) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        deployment.refresh_from_db()
+        if done(deployment):
+            return time.monotonic() - start
+        time.sleep(0.25)
+    state = (deployment.desired_replicas, deployment.ready_replicas, _endpoints(deployment))
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; (desired, ready, endpoints) {state};"
+                         f" worker log:\n{worker_log()}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_driven_worker_scales_up_under_load_and_back_to_zero(
+    acme: Tenant, make_deployment: Callable[..., ModelDeployment], redis_url: str,  # noqa: F811
+    redis_prefix: str, tmp_path: Path,
+) -> None:
+    deployment = make_deployment(
+        acme, min_replicas=0, max_replicas=3, target_concurrency=1, args=["--stall-ms", str(STALL_MS)]
+    )
+    ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=1)
+    _, key = ApiKey.issue(tenant=acme, name="load", scopes=["inference"])
+    with agent_factory(redis_url, redis_prefix, tmp_path) as make_agent:
+        make_agent()
+        gateway = start_gateway(
+            tmp_path, redis_prefix, redis_url,
+            FRONTDOOR_KEY_PEPPER=settings.FRONTDOOR_KEY_PEPPER, FRONTDOOR_GATEWAY_COLD_HOLD_S="30",
+        )
+        try:
+            with celery_worker_with_beat(redis_url, redis_prefix, tmp_path) as worker_log:
+                _drive_load_up_and_down(deployment, gateway, key, worker_log)
+        finally:
+            ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=0, min_replicas=0)
+            reconcile.reconcile_deployment(deployment.pk, LocalBackend(redis_url=redis_url, prefix=redis_prefix))
+            stop(gateway.proc)
+    reasons = set(DeploymentEvent.unscoped_objects.filter(deployment=deployment).values_list("reason", flat=True))
+    assert {"ScaledUp", "ScaledToZero"} <= reasons
+
+
+def _drive_load_up_and_down(
+    deployment: ModelDeployment, gateway: Process, key: str, worker_log: Callable[[], str]
+) -> None:
+    """First replica, a load step that the beat's ticks answer with more replicas, then idleness down to zero."""
+    _wait_db(deployment, lambda d: d.ready_replicas >= 1 and bool(_endpoints(d)), 60, "the first replica",
+             worker_log)
+    threads, statuses = _load(gateway.url, key, clients=4, seconds=8)
+    _wait_db(deployment, lambda d: d.desired_replicas > 1, 30, "a scale-up from the beat's ticks", worker_log)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses and set(statuses) == {200}, f"load requests failed: {sorted(set(statuses))}"
+    _wait_db(deployment, lambda d: d.desired_replicas == 0 and not _endpoints(d), 60, "scale to zero",
+             worker_log)
