@@ -77,6 +77,7 @@ class UsageViewSet(TenantScopedViewSet):
     read_role = Role.VIEWER
     serializer_class = UsageReportSerializer
     pagination_class = None
+    filter_backends: list[type] = []  # from/to/group_by are parsed by the report, not by filter backends
 
     @extend_schema(
         summary="The tenant's usage over a date range",
