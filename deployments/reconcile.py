@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Mod
 
 from deployments.backends.base import (
     Backend,
@@ -48,32 +50,45 @@ class ReconcileResult:
 def plan_replicas(deployment: ModelDeployment, revisions: Sequence[Revision]) -> dict[int, int]:
     """Replicas per revision id; revisions absent from the result are to be pruned.
 
-    Revisions with weight > 0 share ``desired_replicas`` (clamped to [min, max]) in proportion to their weight,
-    at least 1 each unless the deployment is scaled to zero. A revision whose weight dropped to 0 keeps its
-    current replicas until every revision taking traffic has all its planned replicas ready (KServe #5983: never
-    scale the stable revision down before the canary is ready), and is pruned after that.
+    The rule (docs/kubernetes.md, "Replica counts"): revisions with weight > 0 share the requested count
+    (``desired_replicas`` clamped to [min, max]) in proportion to their weights, largest remainder first. Each of
+    them runs at least one replica unless the deployment is scaled to zero, since it takes a share of the traffic;
+    that replica is taken from the revision holding the most (while it keeps at least one), so the total equals the
+    requested count whenever the count is at least the number of weighted revisions. Only when it is smaller (a
+    canary on a one-replica deployment) does the total exceed ``max_replicas``: by one replica per extra weighted
+    revision, for as long as the split lasts. A revision whose weight dropped to 0 keeps its current replicas until
+    every revision taking traffic has all its planned replicas ready (KServe #5983: never scale the stable revision
+    down before the canary is ready), and is pruned after that.
     """
     if deployment.desired_state != ModelDeployment.DesiredState.RUNNING:
         # Stopped: keep the routed revisions' objects at zero replicas, drop the rest.
         return {r.pk: 0 for r in revisions if r.weight > 0}
     total = min(max(deployment.desired_replicas, deployment.min_replicas), deployment.max_replicas)
     weighted = [r for r in revisions if r.weight > 0]
-    weight_sum = sum(r.weight for r in weighted)
-    plan: dict[int, int] = {}
-    if weighted and total > 0:
-        exact = {r.pk: total * r.weight / weight_sum for r in weighted}
-        plan = {pk: math.floor(share) for pk, share in exact.items()}
-        # Largest remainder: hand out what flooring lost, biggest fractions first (ties: newest revision).
-        leftovers = sorted(weighted, key=lambda r: (exact[r.pk] - plan[r.pk], r.number), reverse=True)
-        for r in leftovers[: total - sum(plan.values())]:
-            plan[r.pk] += 1
-        plan = {pk: max(1, n) for pk, n in plan.items()}
-    else:
-        plan = {r.pk: 0 for r in weighted}
+    plan = _share(total, weighted) if weighted and total > 0 else {r.pk: 0 for r in weighted}
     targets_ready = all(r.ready_replicas >= plan[r.pk] for r in weighted)
     for r in revisions:
         if r.weight == 0 and not targets_ready and (r.desired_replicas > 0 or r.ready_replicas > 0):
             plan[r.pk] = max(r.desired_replicas, r.ready_replicas)
+    return plan
+
+
+def _share(total: int, weighted: Sequence[Revision]) -> dict[int, int]:
+    """``total`` replicas split by weight (largest remainder), then at least one per revision (see plan_replicas)."""
+    weight_sum = sum(r.weight for r in weighted)
+    exact = {r.pk: total * r.weight / weight_sum for r in weighted}
+    plan = {pk: math.floor(share) for pk, share in exact.items()}
+    # Largest remainder: hand out what flooring lost, biggest fractions first (ties: newest revision).
+    leftovers = sorted(weighted, key=lambda r: (exact[r.pk] - plan[r.pk], r.number), reverse=True)
+    for r in leftovers[: total - sum(plan.values())]:
+        plan[r.pk] += 1
+    for r in sorted(weighted, key=lambda r: (exact[r.pk], r.number)):  # smallest share first
+        if plan[r.pk] > 0:
+            continue
+        donor = max(weighted, key=lambda d: (plan[d.pk], exact[d.pk], d.number))
+        if plan[donor.pk] > 1:
+            plan[donor.pk] -= 1
+        plan[r.pk] = 1
     return plan
 
 
@@ -201,6 +216,13 @@ def _revision_observation(
     return list(observed.endpoints), observed.desired_replicas, observed.ready_replicas, observed.waiting_for_capacity
 
 
+# The condition types this module writes. Others on the same row (``CappedByQuota`` from the autoscaler,
+# ``SLOBreached`` from the SLO evaluation) belong to other writers and are never touched here.
+RECONCILER_CONDITIONS = ("Ready", "Progressing", "Degraded", "WaitingForCapacity")
+
+Condition = tuple[str, bool, str, str]  # type, status, reason, message
+
+
 def write_observed(
     deployment: ModelDeployment,
     revisions: Sequence[Revision],
@@ -209,18 +231,25 @@ def write_observed(
     status: DeploymentStatus,
     generation: int,
 ) -> tuple[int, str]:
-    """Write what the backend observed, field by field, only where it differs; returns (rows written, outcome)."""
+    """Write what the backend observed, field by field, only where it differs; returns (rows written, outcome).
+
+    ``ModelDeployment.ready_replicas`` counts the ready replicas of the routed revisions (weight > 0), each up to its
+    planned count: the replicas taking traffic. ``desired_replicas`` is the requested count (API, autoscaler) and
+    is never written here; the planned count of each revision is ``Revision.desired_replicas``.
+    """
     writes = 0
     waiting: list[str] = []
     not_ready: list[str] = []
-    total_ready = 0
+    routed_ready = 0
     for r in revisions:
         endpoints, desired, ready, capacity = _revision_observation(deployment, r, plan, status)
         if capacity:
             waiting.append(f"{r.name}: {capacity}")
-        if r.pk in plan:
-            total_ready += ready
-            if r.weight > 0 and ready < plan[r.pk]:
+        if r.pk in plan and r.weight > 0:
+            # A revision with weight but no ready replica keeps the deployment progressing (never "ready"), even
+            # though the gateway already routes around it to the revisions that have endpoints.
+            routed_ready += min(ready, plan[r.pk])
+            if ready < plan[r.pk]:
                 not_ready.append(f"{r.name}: {ready}/{plan[r.pk]} ready")
         if stored[r.pk] != (endpoints, desired, ready):
             Revision.unscoped_objects.filter(pk=r.pk).update(
@@ -231,52 +260,84 @@ def write_observed(
     routed = any(r.weight > 0 for r in revisions)
     draining = any(r.weight == 0 and r.pk in plan for r in revisions)
     ready = running and routed and not not_ready
-    before = [dict(c) for c in deployment.conditions]
+    owned: list[Condition] = []
     if not running:
-        deployment.set_condition("Ready", False, "Stopped", "the deployment is stopped")
-        deployment.set_condition("Progressing", False, "Stopped", "")
+        owned += [("Ready", False, "Stopped", "the deployment is stopped"), ("Progressing", False, "Stopped", "")]
     elif not routed:
-        deployment.set_condition("Ready", False, "NoTraffic", "no revision has a traffic weight above 0")
-        deployment.set_condition("Progressing", False, "NoTraffic", "")
+        owned += [
+            ("Ready", False, "NoTraffic", "no revision has a traffic weight above 0"),
+            ("Progressing", False, "NoTraffic", ""),
+        ]
     else:
-        deployment.set_condition(
-            "Ready", ready, "AllReplicasReady" if ready else "ReplicasNotReady", "; ".join(not_ready)
-        )
         progressing = not ready or draining
-        reason = "RollingOut" if progressing else "Converged"
         message = "waiting for the new revision before scaling down the old one" if draining else ""
-        deployment.set_condition("Progressing", progressing, reason, message)
-    deployment.set_condition("Degraded", False, "AsExpected", "")
+        owned += [
+            ("Ready", ready, "AllReplicasReady" if ready else "ReplicasNotReady", "; ".join(not_ready)),
+            ("Progressing", progressing, "RollingOut" if progressing else "Converged", message),
+        ]
+    owned.append(("Degraded", False, "AsExpected", ""))
     if waiting:
-        deployment.set_condition("WaitingForCapacity", True, "Unschedulable", "; ".join(waiting))
+        owned.append(("WaitingForCapacity", True, "Unschedulable", "; ".join(waiting)))
     else:
-        deployment.set_condition("WaitingForCapacity", False, "CapacityAvailable", "")
-    fields: dict[str, Any] = {}
-    if deployment.conditions != before:
-        fields["conditions"] = deployment.conditions
-        _record_transitions(deployment, before)
+        owned.append(("WaitingForCapacity", False, "CapacityAvailable", ""))
     new_status = (
         ModelDeployment.Status.STOPPED if not running
         else ModelDeployment.Status.READY if ready
         else ModelDeployment.Status.PROGRESSING
     )
-    for name, value in (
-        ("status", new_status),
-        ("ready_replicas", total_ready),
-        ("observed_generation", generation),
-    ):
-        if getattr(deployment, name) != value:
-            fields[name] = value
-    if fields:
-        ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(**fields)
-        writes += 1
+    fields = _changed_fields(
+        deployment, status=new_status, ready_replicas=routed_ready, observed_generation=generation
+    )
+    writes += _save_observed(deployment, owned, fields)
     return writes, "converged" if ready else "progressing"
 
 
-def _record_transitions(deployment: ModelDeployment, before: list[dict[str, Any]]) -> None:
+def _changed_fields(deployment: ModelDeployment, **values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if getattr(deployment, name) != value}
+
+
+def _owned_changed(deployment: ModelDeployment, owned: Sequence[Condition]) -> bool:
+    """Whether setting ``owned`` changes the conditions read at the start of the pass (checked on a copy).
+
+    Only this module writes these types, and the advisory lock serializes passes, so what was read is current.
+    """
+    scratch = ModelDeployment(conditions=[dict(c) for c in deployment.conditions])
+    return any([scratch.set_condition(*condition) for condition in owned])
+
+
+def _save_observed(deployment: ModelDeployment, owned: Sequence[Condition], fields: dict[str, Any]) -> int:
+    """Write ``fields`` and the owned conditions when something changed; returns the rows written (0 or 1).
+
+    Nothing changed: no statement at all (a no-op pass stays free of locks and writes).
+    """
+    if not fields and not _owned_changed(deployment, owned):
+        return 0
+    # Race: the autoscaler (CappedByQuota) and the SLO evaluation (SLOBreached) rewrite `conditions` under this row
+    # lock; re-read them under it and replace only the reconciler's own types, so their conditions survive.
+    current = ModelDeployment.unscoped_objects.select_for_update().only("conditions").filter(pk=deployment.pk).first()
+    if current is None:
+        return 0
+    before = [dict(c) for c in current.conditions]
+    for condition in owned:
+        current.set_condition(*condition)
+    if current.conditions != before:
+        fields["conditions"] = current.conditions
+        _record_transitions(deployment, before, current.conditions)
+    deployment.conditions = current.conditions
+    if not fields:
+        return 0
+    ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(deployment, name, value)
+    return 1
+
+
+def _record_transitions(
+    deployment: ModelDeployment, before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> None:
     """Deployment events for the transitions a tenant cares about."""
     old = {c.get("type"): c.get("status") for c in before}
-    for condition in deployment.conditions:
+    for condition in after:
         type_, now = condition.get("type"), condition.get("status")
         if old.get(type_) == now:
             continue
@@ -287,21 +348,13 @@ def _record_transitions(deployment: ModelDeployment, before: list[dict[str, Any]
 
 
 def _write_degraded(deployment: ModelDeployment, generation: int, message: str) -> int:
-    before = [dict(c) for c in deployment.conditions]
-    deployment.set_condition("Degraded", True, "ApplyFailed", message)
-    deployment.set_condition("Ready", False, "ApplyFailed", message)
-    fields: dict[str, Any] = {}
-    if deployment.conditions != before:
-        fields["conditions"] = deployment.conditions
+    owned: list[Condition] = [("Degraded", True, "ApplyFailed", message), ("Ready", False, "ApplyFailed", message)]
+    if _owned_changed(deployment, owned):
         DeploymentEvent.record(deployment, "ApplyFailed", message, warning=True)
-    if deployment.status != ModelDeployment.Status.DEGRADED:
-        fields["status"] = ModelDeployment.Status.DEGRADED
-    if deployment.observed_generation != generation:
-        fields["observed_generation"] = generation
-    if fields:
-        ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(**fields)
+    fields = _changed_fields(deployment, status=ModelDeployment.Status.DEGRADED, observed_generation=generation)
+    written = _save_observed(deployment, owned, fields)
     logger.warning("deployment %s degraded: %s", deployment.pk, message)
-    return len(fields)
+    return written
 
 
 def _reconcile_deletion(deployment: ModelDeployment, backend: Backend) -> ReconcileResult:
@@ -324,13 +377,26 @@ def reconcile_tenant(tenant_id: int, backend: Backend) -> bool:
     return True
 
 
-def deployments_needing_reconcile() -> list[int]:
-    """Ids the periodic resync enqueues: unconverged generations, not-ready deployments, pending deletions."""
-    from django.db.models import F, Q
+def deployments_needing_reconcile(ready_slice: tuple[int, int] | None = None) -> list[int]:
+    """Ids the periodic resync enqueues: unconverged generations, not-ready deployments, pending deletions.
 
+    ``ready_slice=(index, count)`` adds the running deployments already ``ready`` whose id is ``index`` modulo
+    ``count`` (``(0, 1)``: all of them). Their state can change without any write on our side: a local replica
+    moving port, the local agent dying, a pod crashing. Revisiting one costs its backend reads and writes nothing
+    when nothing changed.
+    """
     needs = (
         ~Q(generation=F("observed_generation"))
         | Q(desired_state=ModelDeployment.DesiredState.DELETING)
         | (Q(desired_state=ModelDeployment.DesiredState.RUNNING) & ~Q(status=ModelDeployment.Status.READY))
     )
-    return list(ModelDeployment.objects.unscoped().filter(needs).order_by("pk").values_list("pk", flat=True))
+    if ready_slice is not None:
+        index, count = ready_slice
+        ready = Q(desired_state=ModelDeployment.DesiredState.RUNNING, status=ModelDeployment.Status.READY)
+        if count > 1:
+            ready &= Q(slot=index % count)
+        needs |= ready
+    queryset = ModelDeployment.objects.unscoped()
+    if ready_slice is not None and ready_slice[1] > 1:
+        queryset = queryset.annotate(slot=Mod("pk", ready_slice[1]))
+    return list(queryset.filter(needs).order_by("pk").values_list("pk", flat=True))

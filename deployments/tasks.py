@@ -4,13 +4,19 @@ Transient failures (Kubernetes connection errors, 409/429/5xx, a lost database c
 exponential backoff; a permanent backend error is written to the deployment as ``Degraded`` and not retried.
 Late acks plus ``reject_on_worker_lost`` give a task whose worker was killed back to the queue, and the advisory
 lock in ``reconcile_deployment`` keeps the redelivered copy from racing a live one.
+
+A pass that ends ``progressing`` (replicas starting, a deletion waiting for processes to stop) sends itself again a
+couple of seconds later, a bounded number of times, so a new deployment is routable within seconds rather than at
+the next periodic resync.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -34,16 +40,42 @@ _COMMON = {
     "expires": 300,
 }
 
+# A progressing pass looks again this much later, at most FOLLOW_UPS times in a row (about 20 s); after that the
+# periodic resync carries on. Passes sent by the resync start no follow-ups, so a deployment stuck waiting for
+# capacity costs one pass per resync, not a pass every 2 s.
+FOLLOW_UP_COUNTDOWN_S = 2.0
+FOLLOW_UPS = 10
+# On Kubernetes each resync also revisits this fraction (1/N) of the ready deployments, each once every N resyncs.
+KUBERNETES_READY_SLICES = 10
+
 
 @shared_task(name="deployments.reconcile_deployment", **_COMMON)
-def reconcile_deployment(deployment_id: int) -> str:
-    """Converge one deployment; returns the outcome (converged, progressing, degraded, deleted, busy, missing)."""
+def reconcile_deployment(deployment_id: int, follow_ups: int = FOLLOW_UPS) -> str:
+    """Converge one deployment; returns the outcome (converged, progressing, degraded, deleted, busy, missing).
+
+    ``follow_ups``: how many more passes a ``progressing`` outcome may send (2 s apart); 0 sends none.
+    """
     result = reconcile.reconcile_deployment(int(deployment_id), get_backend())
     logger.info(
         "reconciled deployment %s: %s (db writes %d, api calls %d, api writes %d)",
         deployment_id, result.outcome, result.db_writes, result.api_calls, result.api_writes,
     )
+    if result.outcome == "progressing" and follow_ups > 0:
+        send_follow_up(int(deployment_id), follow_ups - 1)
     return result.outcome
+
+
+def send_follow_up(deployment_id: int, follow_ups: int) -> None:
+    """Look at a progressing deployment again shortly; a broker hiccup only costs the wait for the resync."""
+    try:
+        reconcile_deployment.apply_async(
+            args=[deployment_id],
+            kwargs={"follow_ups": follow_ups},
+            countdown=FOLLOW_UP_COUNTDOWN_S,
+            expires=FOLLOW_UP_COUNTDOWN_S + 60,
+        )
+    except Exception:  # any broker failure: the periodic resync picks the deployment up anyway
+        logger.exception("could not send a follow-up reconcile for deployment %s", deployment_id)
 
 
 @shared_task(name="deployments.reconcile_tenant", **_COMMON)
@@ -52,13 +84,29 @@ def reconcile_tenant(tenant_id: int) -> bool:
     return reconcile.reconcile_tenant(int(tenant_id), get_backend())
 
 
+def ready_slice(backend: str, now: float | None = None) -> tuple[int, int]:
+    """Which ready deployments this resync revisits: all of them locally, a rotating tenth on Kubernetes.
+
+    Locally a revisit is one Redis round trip and replicas can move (a port, a dead agent), so every resync looks.
+    On Kubernetes a revisit is 5 list calls, endpoints are Service names that do not move, and the Deployment
+    controller replaces crashed pods, so only ready counts drift: a tenth per resync keeps them fresh within
+    ``KUBERNETES_READY_SLICES`` resyncs for a tenth of the API reads.
+    """
+    if backend == "local":
+        return (0, 1)
+    period = max(float(settings.FRONTDOOR_RESYNC_SECONDS), 1.0)
+    index = int((time.time() if now is None else now) // period)
+    return (index % KUBERNETES_READY_SLICES, KUBERNETES_READY_SLICES)
+
+
 @shared_task(name="deployments.resync_all", acks_late=True, expires=60)
 def resync_all() -> dict[str, int]:
     """Enqueue a reconcile for every tenant and every deployment that is not converged; writes nothing itself."""
-    deployment_ids = reconcile.deployments_needing_reconcile()
+    deployment_ids = reconcile.deployments_needing_reconcile(ready_slice(settings.FRONTDOOR_BACKEND))
     tenant_ids = list(Tenant.objects.order_by("pk").values_list("pk", flat=True))
     for tenant_id in tenant_ids:
         reconcile_tenant.apply_async(args=[tenant_id], expires=60)
     for deployment_id in deployment_ids:
-        reconcile_deployment.apply_async(args=[deployment_id], expires=300)
+        # No follow-ups: the next resync is the follow-up of a deployment that stays progressing.
+        reconcile_deployment.apply_async(args=[deployment_id], kwargs={"follow_ups": 0}, expires=300)
     return {"tenants": len(tenant_ids), "deployments": len(deployment_ids)}

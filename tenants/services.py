@@ -20,6 +20,7 @@ from django.utils import timezone
 from rest_framework import exceptions, status
 
 from controlplane.audit import diff_fields, record_audit
+from deployments.enqueue import enqueue_reconcile_tenant
 from deployments.models import ModelDeployment
 from quotas.models import Quota
 from quotas.signals import request_publish
@@ -280,4 +281,6 @@ def update_quota(
             quota.save()
             record_audit(audit_from or by, quota.tenant, "quota.update", quota, diff)
             _publish_after_commit()
+            # The namespace's ResourceQuota follows at once, not at the next resync.
+            enqueue_reconcile_tenant(quota.tenant_id)
     return quota

@@ -4,17 +4,22 @@
 # ruff: noqa: F811
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from deployments import tasks
+from deployments import reconcile, tasks
 from deployments.backends import reset_backends
 from deployments.backends.base import PermanentBackendError, TransientBackendError
 from deployments.models import ModelDeployment, Revision
+from quotas.models import Quota
+from tenants.services import update_quota
 from tests.deployments_fixtures import *  # noqa: F403
 from tests.fakekube.fixtures import fakekube  # noqa: F401
 from tests.fakekube.server import FakeKubeServer
@@ -84,15 +89,101 @@ def test_it_does_not_retry_a_permanent_error(acme: Any, on_fakekube: FakeKubeSer
 
 
 def test_it_resyncs_unconverged_deployments_and_every_tenant_without_writing(
-    acme: Any, globex: Any, on_fakekube: FakeKubeServer, broker: Any
+    acme: Any, globex: Any, on_fakekube: FakeKubeServer, broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     converged = make_deployment(acme)
     tasks.reconcile_deployment.apply(args=[converged.pk])
     changed = make_deployment(acme, name="embed")
     ModelDeployment.unscoped_objects.filter(pk=changed.pk).update(generation=5, observed_generation=4, status="ready")
     broker.clear()
+    # A resync whose slice of ready deployments to revisit leaves out the converged one.
+    monkeypatch.setattr(tasks, "ready_slice", lambda backend: ((converged.pk + 1) % 10, 10))
     with CaptureQueriesContext(connection) as queries:
         counts = tasks.resync_all.apply().get()
     assert counts == {"tenants": 2, "deployments": 1}
     assert broker.reconcile_ids() == [changed.pk]
     assert [q["sql"] for q in queries if q["sql"].split()[0].upper() in {"INSERT", "UPDATE", "DELETE"}] == []
+
+
+def test_it_revisits_every_ready_deployment_on_kubernetes_once_in_ten_resyncs(
+    acme: Any, on_fakekube: FakeKubeServer, settings: Any
+) -> None:
+    ready = [make_deployment(acme, name=f"chat-{n}") for n in range(12)]
+    ModelDeployment.unscoped_objects.update(status="ready", observed_generation=F("generation"))
+    period = settings.FRONTDOOR_RESYNC_SECONDS
+
+    picked = [
+        reconcile.deployments_needing_reconcile(tasks.ready_slice("kubernetes", now=1_000_000 * period + n * period))
+        for n in range(tasks.KUBERNETES_READY_SLICES)
+    ]
+
+    assert all(len(ids) < len(ready) for ids in picked), "each resync revisits only a slice"
+    assert sorted(pk for ids in picked for pk in ids) == sorted(d.pk for d in ready)
+    assert tasks.ready_slice("local") == (0, 1)
+    assert reconcile.deployments_needing_reconcile((0, 1)) == sorted(d.pk for d in ready)
+
+
+def queued(broker: Any, task: str) -> list[dict[str, Any]]:
+    """The queued messages of ``task``: args, kwargs and whether they carry an ETA (a countdown)."""
+    found = []
+    for message in reversed(broker.messages()):
+        if message["headers"].get("task") == task:
+            args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.append({"args": args, "kwargs": kwargs, "eta": message["headers"].get("eta")})
+    return found
+
+
+@pytest.fixture
+def on_local(settings: Any, redis_prefix: str) -> Iterator[None]:
+    """``get_backend()`` builds a LocalBackend on this test's prefix; no agent runs, so replicas never get ready."""
+    settings.FRONTDOOR_BACKEND = "local"
+    reset_backends()
+    yield
+    reset_backends()
+
+
+def test_it_looks_again_shortly_after_a_progressing_pass(acme: Any, on_local: None, broker: Any) -> None:
+    deployment = make_deployment(acme)
+
+    assert tasks.reconcile_deployment.apply(args=[deployment.pk]).get() == "progressing"
+
+    (follow_up,) = queued(broker, "deployments.reconcile_deployment")
+    assert follow_up["args"] == [deployment.pk]
+    assert follow_up["kwargs"] == {"follow_ups": tasks.FOLLOW_UPS - 1}
+    assert follow_up["eta"] is not None
+
+
+def test_it_stops_following_up_after_the_last_one_and_for_resync_passes(
+    acme: Any, on_local: None, broker: Any
+) -> None:
+    deployment = make_deployment(acme)
+
+    assert tasks.reconcile_deployment.apply(args=[deployment.pk], kwargs={"follow_ups": 0}).get() == "progressing"
+    assert queued(broker, "deployments.reconcile_deployment") == []
+
+    tasks.resync_all.apply().get()
+    (resync_pass,) = queued(broker, "deployments.reconcile_deployment")
+    assert resync_pass["kwargs"] == {"follow_ups": 0}
+
+
+def test_it_does_not_follow_up_a_converged_pass(acme: Any, on_fakekube: FakeKubeServer, broker: Any) -> None:
+    deployment = make_deployment(acme)
+
+    assert tasks.reconcile_deployment.apply(args=[deployment.pk]).get() == "converged"
+    assert queued(broker, "deployments.reconcile_deployment") == []
+
+
+def test_it_reconciles_the_tenant_right_after_a_quota_change(
+    acme: Any, on_fakekube: FakeKubeServer, broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    tasks.reconcile_tenant.apply(args=[acme.pk]).get()
+    quota = Quota.objects.for_tenant(acme).get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        update_quota(quota, changes={"gpus": {"nvidia-h100": 3}})
+
+    (message,) = queued(broker, "deployments.reconcile_tenant")
+    assert message["args"] == [acme.pk]
+    tasks.reconcile_tenant.apply(args=message["args"]).get()  # what the worker does with it
+    resource_quota = on_fakekube.store.objects[("resourcequotas", "fd-acme", "frontdoor-quota")]
+    assert resource_quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "3"

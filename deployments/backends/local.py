@@ -62,8 +62,15 @@ class LocalBackend:
         """Nothing to do: local processes have no namespace; quotas are enforced by the control plane."""
 
     def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
-        writes = self._write_desired(deployment.id, desired_document(deployment))
-        status = self._read_status(deployment)
+        # One round trip reads the stored desired document, the status and the heartbeat together, so a pass over
+        # an unchanged deployment (every resync revisits ready ones) costs one Redis read and no write.
+        raw = json.dumps(desired_document(deployment), sort_keys=True)
+        current, raw_status, raw_agent = self._read(deployment.id, with_desired=True)
+        writes = 0
+        if current is None or current.decode() != raw:
+            self._write(deployment.id, raw)
+            writes = 1
+        status = self._status_from(deployment, *_decode(raw_status, raw_agent))
         status.writes += writes
         status.api_calls += 1 + 2 * writes
         return status
@@ -83,37 +90,49 @@ class LocalBackend:
     def _write_desired(self, deployment_id: int, doc: dict[str, Any]) -> int:
         """HSET + PUBLISH when the stored document differs; returns the number of writes (0 or 1)."""
         raw = json.dumps(doc, sort_keys=True)
-        key = protocol.desired_key(self.prefix)
         try:
-            current = self.redis.hget(key, str(deployment_id))
-            if current is not None and current.decode() == raw:
-                return 0
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, str(deployment_id), raw)
-            pipe.publish(protocol.notify_channel(self.prefix), str(deployment_id))
+            current = self.redis.hget(protocol.desired_key(self.prefix), str(deployment_id))
+        except redis.RedisError as exc:
+            raise TransientBackendError(f"cannot read desired state from Redis: {exc}") from exc
+        if current is not None and current.decode() == raw:
+            return 0
+        self._write(deployment_id, raw)
+        return 1
+
+    def _write(self, deployment_id: int, raw: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(protocol.desired_key(self.prefix), str(deployment_id), raw)
+        pipe.publish(protocol.notify_channel(self.prefix), str(deployment_id))
+        try:
             pipe.execute()
         except redis.RedisError as exc:
             raise TransientBackendError(f"cannot write desired state to Redis: {exc}") from exc
-        return 1
+
+    def _read(self, deployment_id: int, *, with_desired: bool = False) -> tuple[bytes | None, Any, Any]:
+        """(stored desired document or None, raw status, raw heartbeat) in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        if with_desired:
+            pipe.hget(protocol.desired_key(self.prefix), str(deployment_id))
+        pipe.mget([protocol.status_key(self.prefix, deployment_id), protocol.agent_key(self.prefix)])
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise TransientBackendError(f"cannot read local agent status from Redis: {exc}") from exc
+        current = replies[0] if with_desired else None
+        raw_status, raw_agent = replies[-1]
+        return current, raw_status, raw_agent
 
     def _fetch(self, deployment_id: int) -> tuple[dict[str, Any] | None, bool]:
         """The agent's status document for the deployment (None when absent) and whether the agent is alive."""
-        try:
-            raw_status, raw_agent = self.redis.mget(
-                [protocol.status_key(self.prefix, deployment_id), protocol.agent_key(self.prefix)]
-            )
-        except redis.RedisError as exc:
-            raise TransientBackendError(f"cannot read local agent status from Redis: {exc}") from exc
-        now = time.time()
-        doc = json.loads(raw_status) if raw_status else None
-        agent = json.loads(raw_agent) if raw_agent else None
-        agent_alive = agent is not None and now - float(agent.get("ts", 0)) <= protocol.HEARTBEAT_STALE_S
-        if doc is not None and now - float(doc.get("heartbeat", 0)) > protocol.HEARTBEAT_STALE_S:
-            agent_alive = False
-        return doc, agent_alive
+        _, raw_status, raw_agent = self._read(deployment_id)
+        return _decode(raw_status, raw_agent)
 
     def _read_status(self, deployment: DeploymentSpec) -> DeploymentStatus:
-        doc, agent_alive = self._fetch(deployment.id)
+        return self._status_from(deployment, *self._fetch(deployment.id))
+
+    def _status_from(
+        self, deployment: DeploymentSpec, doc: dict[str, Any] | None, agent_alive: bool
+    ) -> DeploymentStatus:
         status = DeploymentStatus(exists=True, api_calls=1)
         reported: dict[str, Any] = (doc or {}).get("revisions", {}) if agent_alive else {}
         for rev in deployment.revisions:
@@ -138,6 +157,17 @@ class LocalBackend:
             if int(rid) not in status.revisions:
                 status.revisions[int(rid)] = _revision_status(int(rid), seen)
         return status
+
+
+def _decode(raw_status: Any, raw_agent: Any) -> tuple[dict[str, Any] | None, bool]:
+    """The status document (None when absent) and whether the agent is alive (fresh heartbeat and status)."""
+    now = time.time()
+    doc = json.loads(raw_status) if raw_status else None
+    agent = json.loads(raw_agent) if raw_agent else None
+    agent_alive = agent is not None and now - float(agent.get("ts", 0)) <= protocol.HEARTBEAT_STALE_S
+    if doc is not None and now - float(doc.get("heartbeat", 0)) > protocol.HEARTBEAT_STALE_S:
+        agent_alive = False
+    return doc, agent_alive
 
 
 def _revision_status(revision_id: int, seen: dict[str, Any]) -> RevisionStatus:
