@@ -66,3 +66,21 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None or value.strip() == "":
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_gpu_counts(name: str) -> dict[str, int]:
+    """A JSON object mapping GPU type to a non-negative count, e.g. ``{"nvidia-h100": 64}``; empty when unset."""
+    import json
+
+    value = _raw(name)
+    if value is None or value.strip() == "":
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfiguredEnv(f"{name} is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in parsed.items()
+    ):
+        raise ImproperlyConfiguredEnv(f'{name} must map GPU type to a count, e.g. {{"nvidia-h100": 64}}')
+    return parsed

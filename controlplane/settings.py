@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_list, env_str
+from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_gpu_counts, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ try:
         raise ImproperlyConfigured("DEBUG=true is refused when FRONTDOOR_ENV=production")
 
     _DEV_SECRET = "dev-insecure-secret-key-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105
-    _DEV_PEPPER = "dev-insecure-api-key-pepper"  # noqa: S105
+    _DEV_PEPPER = "dev-insecure-api-key-pepper"
     SECRET_KEY = env_str("SECRET_KEY", "" if PRODUCTION else _DEV_SECRET)
     FRONTDOOR_KEY_PEPPER = env_str("FRONTDOOR_KEY_PEPPER", "" if PRODUCTION else _DEV_PEPPER)
     if PRODUCTION and (len(SECRET_KEY) < 50 or SECRET_KEY == _DEV_SECRET):
@@ -49,6 +49,8 @@ try:
     FRONTDOOR_RESYNC_SECONDS = env_float("FRONTDOOR_RESYNC_SECONDS", 30.0)
     FRONTDOOR_GPU_TYPES = env_list("FRONTDOOR_GPU_TYPES", ["nvidia-h100", "nvidia-h200", "nvidia-a100", "nvidia-l4"])
     LOGIN_RATE_LIMIT_PER_MINUTE = env_int("FRONTDOOR_LOGIN_RATE_LIMIT", 10)
+    # GPUs the cluster has, by type: the staff capacity view compares quotas and allocations against it.
+    FRONTDOOR_CLUSTER_GPU_CAPACITY = env_gpu_counts("FRONTDOOR_CLUSTER_GPU_CAPACITY")
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 

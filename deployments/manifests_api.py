@@ -6,6 +6,8 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.urls import re_path
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
 from controlplane.api import TenantScopedViewSet
@@ -22,6 +24,10 @@ class DeploymentManifestsViewSet(TenantScopedViewSet):
     lookup_field = "name"
     read_role = Role.VIEWER
 
+    @extend_schema(
+        summary="Preview the Kubernetes objects of a deployment",
+        responses={200: OpenApiResponse(OpenApiTypes.STR, description="multi-document YAML")},
+    )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         deployment = self.get_object()
         revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("number"))

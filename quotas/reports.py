@@ -7,18 +7,17 @@ are UTC days. Callers pass a tenant to scope a figure, or ``None`` deliberately 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, ExpressionWrapper, F, FloatField, Max, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from controlplane.env import ImproperlyConfiguredEnv, env_str
 from deployments.models import ModelDeployment
 from deployments.models_slo import SloSample
 from quotas.models import UsageRollup
@@ -268,22 +267,8 @@ def gpu_rows(quota_gpus: dict[str, int], held: dict[str, dict[str, int]]) -> lis
 
 
 def cluster_gpu_capacity() -> dict[str, int]:
-    """``FRONTDOOR_CLUSTER_GPU_CAPACITY`` (JSON ``{"nvidia-h100": 64}``): GPUs the cluster has, by type.
-
-    Read here until settings.py reads it (then this becomes ``settings.FRONTDOOR_CLUSTER_GPU_CAPACITY``).
-    """
-    raw = env_str("FRONTDOOR_CLUSTER_GPU_CAPACITY", "{}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ImproperlyConfiguredEnv(f"FRONTDOOR_CLUSTER_GPU_CAPACITY is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()
-    ):
-        raise ImproperlyConfiguredEnv(
-            'FRONTDOOR_CLUSTER_GPU_CAPACITY must map GPU type to a count: {"nvidia-h100": 64}'
-        )
-    return value
+    """GPUs the cluster has, by type (``FRONTDOOR_CLUSTER_GPU_CAPACITY``, validated in settings)."""
+    return dict(settings.FRONTDOOR_CLUSTER_GPU_CAPACITY)
 
 
 def quota_gpu_totals() -> dict[str, int]:

@@ -424,17 +424,24 @@ def test_a_broker_that_is_down_is_logged_not_fatal(
 ) -> None:
     from controlplane.celery import app
 
+    def reset_broker_pools() -> None:
+        # Connection and producer pools are cached on the app and in kombu's process-wide registry: drop all.
+        from kombu import pools
+
+        app.pool.force_close_all()
+        pools.reset()
+        app._pool = None
+        app.amqp._producer_pool = None
+
     real_url = app.conf.broker_url
-    app.pool.force_close_all()
-    app._pool = None
+    reset_broker_pools()
     app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     try:
         with caplog.at_level(logging.ERROR, logger="deployments.enqueue"):
             response = api(bob).post(BASE, deployment_payload(), format="json")
     finally:
-        app.pool.force_close_all()
-        app._pool = None
         app.conf.broker_url = real_url
+        reset_broker_pools()
 
     assert response.status_code == 201
     assert ModelDeployment.objects.unscoped().filter(name="chat-small").exists()

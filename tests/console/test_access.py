@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -91,4 +92,5 @@ def test_it_tells_a_user_without_tenant_what_to_do(console: Callable[[User | Non
 def test_it_puts_the_csrf_token_on_every_htmx_request(console: Callable[[User | None], Client], bob: User) -> None:
     page = console(bob).get("/t/acme/").content.decode()
     assert 'hx-headers=\'{"X-CSRFToken": "' in page
-    assert "htmx" in page and "cdn" not in page.lower()
+    external_assets = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//', page)
+    assert "htmx" in page and external_assets == [], "assets are served locally, never from a CDN"

@@ -144,9 +144,9 @@ def test_it_shows_a_bad_range_beside_the_form(staff: User, client_as: Callable[[
 
 
 def test_it_compares_gpu_allocation_with_cluster_capacity(
-    staff: User, acme: Tenant, client_as: Callable[[User | None], Client], monkeypatch: pytest.MonkeyPatch
+    staff: User, acme: Tenant, client_as: Callable[[User | None], Client], settings: Any
 ) -> None:
-    monkeypatch.setenv("FRONTDOOR_CLUSTER_GPU_CAPACITY", '{"nvidia-h100": 10, "nvidia-l4": 4}')
+    settings.FRONTDOOR_CLUSTER_GPU_CAPACITY = {"nvidia-h100": 10, "nvidia-l4": 4}
     Quota.objects.for_tenant(acme).update(gpus={"nvidia-h100": 16})
     make_deployment(acme, "a", gpu_type="nvidia-h100", gpu_count=4, max_replicas=3, desired_replicas=2)
     rows = {row["gpu_type"]: row for row in reports.capacity_rows()}
@@ -158,7 +158,7 @@ def test_it_compares_gpu_allocation_with_cluster_capacity(
 
 
 def test_it_says_when_no_capacity_is_configured(
-    staff: User, client_as: Callable[[User | None], Client], monkeypatch: pytest.MonkeyPatch
+    staff: User, client_as: Callable[[User | None], Client], settings: Any
 ) -> None:
-    monkeypatch.delenv("FRONTDOOR_CLUSTER_GPU_CAPACITY", raising=False)
+    settings.FRONTDOOR_CLUSTER_GPU_CAPACITY = {}
     assert "No cluster capacity is configured" in client_as(staff).get("/staff/capacity/").content.decode()

@@ -7,21 +7,12 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from django.urls import include, path
 from rest_framework.test import APIClient
 
 from quotas import reports
 from quotas.models import UsageRollup
-from quotas.usage_api import UsageViewSet
 from tenants.models import Tenant
 
-# Until quotas/urls.py carries the route, these tests mount it on top of the project's URLs.
-urlpatterns = [
-    path("api/v1/tenants/<str:tenant>/usage/", UsageViewSet.as_view({"get": "list"}), name="tenant-usage"),
-    path("", include("controlplane.urls")),
-]
-
-pytestmark = pytest.mark.urls(__name__)
 FROM = (reports.today() - timedelta(days=20)).isoformat()
 
 
