@@ -29,13 +29,17 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy .
 
+# Browser tests run in their own pytest process: Playwright's sync API needs DJANGO_ALLOW_ASYNC_UNSAFE,
+# which must not leak into the rest of the suite.
 pytest: test-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/browser $(PYTEST_ARGS)
+	$(BIN)/pytest tests/browser $(PYTEST_ARGS)
 
 test: test-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/browser $(PYTEST_ARGS)
+	$(BIN)/pytest tests/browser $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/gateway.py

@@ -49,6 +49,8 @@ PHONE = {"width": 390, "height": 844}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise pytest.UsageError(f"{CHROMIUM} is missing on CI: `make test` installs Debian's chromium")
         skip = pytest.mark.skip(reason=f"{CHROMIUM} is missing: apt-get install -y chromium")
         for item in items:
             if item.get_closest_marker("browser"):
