@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,8 +49,8 @@ FOLLOW_UPS = 10
 KUBERNETES_READY_SLICES = 10
 
 
-@shared_task(name="deployments.reconcile_deployment", **_COMMON)
-def reconcile_deployment(deployment_id: int, follow_ups: int = FOLLOW_UPS) -> str:
+@shared_task(name="deployments.reconcile_deployment", bind=True, **_COMMON)
+def reconcile_deployment(self: Task, deployment_id: int, follow_ups: int = FOLLOW_UPS) -> str:
     """Converge one deployment; returns the outcome (converged, progressing, degraded, deleted, busy, missing).
 
     ``follow_ups``: how many more passes a ``progressing`` outcome may send (2 s apart); 0 sends none.
@@ -61,18 +61,22 @@ def reconcile_deployment(deployment_id: int, follow_ups: int = FOLLOW_UPS) -> st
         deployment_id, result.outcome, result.db_writes, result.api_calls, result.api_writes,
     )
     if result.outcome == "progressing" and follow_ups > 0:
-        send_follow_up(int(deployment_id), follow_ups - 1)
+        # Back to the queue this pass came from (workers may be routed per queue); the default one otherwise.
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        send_follow_up(int(deployment_id), follow_ups - 1, queue=queue)
     return result.outcome
 
 
-def send_follow_up(deployment_id: int, follow_ups: int) -> None:
+def send_follow_up(deployment_id: int, follow_ups: int, queue: str | None = None) -> None:
     """Look at a progressing deployment again shortly; a broker hiccup only costs the wait for the resync."""
+    options = {"queue": queue} if queue else {}
     try:
         reconcile_deployment.apply_async(
             args=[deployment_id],
             kwargs={"follow_ups": follow_ups},
             countdown=FOLLOW_UP_COUNTDOWN_S,
             expires=FOLLOW_UP_COUNTDOWN_S + 60,
+            **options,
         )
     except Exception:  # any broker failure: the periodic resync picks the deployment up anyway
         logger.exception("could not send a follow-up reconcile for deployment %s", deployment_id)
