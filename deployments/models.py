@@ -171,10 +171,6 @@ class Revision(models.Model):
     def __str__(self) -> str:
         return f"{self.deployment_id}/{self.name}"
 
-    @property
-    def name(self) -> str:
-        return f"r{self.number}"
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             stored = Revision.unscoped_objects.filter(pk=self.pk).values_list("spec", flat=True).first()
@@ -182,6 +178,10 @@ class Revision(models.Model):
                 raise ValidationError({"spec": "a revision's spec is immutable; change the deployment instead"})
         self.spec_hash = spec_digest(self.spec)
         super().save(*args, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return f"r{self.number}"
 
 
 class DeploymentEvent(models.Model):

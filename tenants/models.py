@@ -209,6 +209,9 @@ class IdempotencyRecord(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["principal", "key"], name="idempotency_unique_key")]
 
+    def __str__(self) -> str:
+        return f"{self.principal} {self.method} {self.path} ({self.key})"
+
     @staticmethod
     def body_digest(body: bytes) -> str:
         return hashlib.sha256(body).hexdigest()
