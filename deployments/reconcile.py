@@ -237,7 +237,7 @@ def write_observed(
     planned count: the replicas taking traffic. ``desired_replicas`` is the requested count (API, autoscaler) and
     is never written here; the planned count of each revision is ``Revision.desired_replicas``.
     """
-    writes = 0
+    revision_updates: dict[int, dict[str, Any]] = {}
     waiting: list[str] = []
     not_ready: list[str] = []
     routed_ready = 0
@@ -252,10 +252,7 @@ def write_observed(
             if ready < plan[r.pk]:
                 not_ready.append(f"{r.name}: {ready}/{plan[r.pk]} ready")
         if stored[r.pk] != (endpoints, desired, ready):
-            Revision.unscoped_objects.filter(pk=r.pk).update(
-                endpoints=endpoints, desired_replicas=desired, ready_replicas=ready
-            )
-            writes += 1
+            revision_updates[r.pk] = {"endpoints": endpoints, "desired_replicas": desired, "ready_replicas": ready}
     running = deployment.desired_state == ModelDeployment.DesiredState.RUNNING
     routed = any(r.weight > 0 for r in revisions)
     draining = any(r.weight == 0 and r.pk in plan for r in revisions)
@@ -288,7 +285,7 @@ def write_observed(
     fields = _changed_fields(
         deployment, status=new_status, ready_replicas=routed_ready, observed_generation=generation
     )
-    writes += _save_observed(deployment, owned, fields)
+    writes = _save_observed(deployment, owned, fields, revision_updates)
     return writes, "converged" if ready else "progressing"
 
 
@@ -305,18 +302,27 @@ def _owned_changed(deployment: ModelDeployment, owned: Sequence[Condition]) -> b
     return any([scratch.set_condition(*condition) for condition in owned])
 
 
-def _save_observed(deployment: ModelDeployment, owned: Sequence[Condition], fields: dict[str, Any]) -> int:
-    """Write ``fields`` and the owned conditions when something changed; returns the rows written (0 or 1).
-
-    Nothing changed: no statement at all (a no-op pass stays free of locks and writes).
+def _save_observed(
+    deployment: ModelDeployment,
+    owned: Sequence[Condition],
+    fields: dict[str, Any],
+    revision_updates: dict[int, dict[str, Any]] | None = None,
+) -> int:
+    """Write the revisions' observed fields, the deployment's ``fields`` and its owned conditions where something
+    changed; returns the rows written. Nothing changed: no statement at all (no lock, no write).
     """
-    if not fields and not _owned_changed(deployment, owned):
+    revision_updates = revision_updates or {}
+    if not revision_updates and not fields and not _owned_changed(deployment, owned):
         return 0
     # Race: the autoscaler (CappedByQuota) and the SLO evaluation (SLOBreached) rewrite `conditions` under this row
-    # lock; re-read them under it and replace only the reconciler's own types, so their conditions survive.
+    # lock; re-read them under it and replace only the reconciler's own types, so their conditions survive. The
+    # deployment row is locked before its revisions, the order the API's changes take too, so the two never deadlock.
     current = ModelDeployment.unscoped_objects.select_for_update().only("conditions").filter(pk=deployment.pk).first()
     if current is None:
         return 0
+    for revision_id, values in sorted(revision_updates.items()):
+        Revision.unscoped_objects.filter(pk=revision_id).update(**values)
+    writes = len(revision_updates)
     before = [dict(c) for c in current.conditions]
     for condition in owned:
         current.set_condition(*condition)
@@ -325,11 +331,11 @@ def _save_observed(deployment: ModelDeployment, owned: Sequence[Condition], fiel
         _record_transitions(deployment, before, current.conditions)
     deployment.conditions = current.conditions
     if not fields:
-        return 0
+        return writes
     ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(**fields)
     for name, value in fields.items():
         setattr(deployment, name, value)
-    return 1
+    return writes + 1
 
 
 def _record_transitions(
@@ -363,6 +369,8 @@ def _reconcile_deletion(deployment: ModelDeployment, backend: Backend) -> Reconc
         if deployment.status != ModelDeployment.Status.DELETING:
             ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(status=ModelDeployment.Status.DELETING)
         return ReconcileResult("progressing", api_calls=status.api_calls, api_writes=status.writes)
+    # The deployment row before its revisions (the cascade deletes those first), the order the API locks them in.
+    list(ModelDeployment.unscoped_objects.select_for_update().filter(pk=deployment.pk).values_list("pk", flat=True))
     deployment.delete()  # revisions and events cascade
     _request_publish()
     return ReconcileResult("deleted", db_writes=1, api_calls=status.api_calls, api_writes=status.writes)

@@ -29,6 +29,8 @@ from tests.fakekube.server import FakeKubeServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
+# Only the worker's connections are terminated: this process's own pooled ones must survive for the next tests.
+WORKER_APPLICATION_NAME = "fdt-chaos-worker"
 
 
 @pytest.fixture
@@ -57,6 +59,7 @@ class Worker:
             "FRONTDOOR_BACKEND": "kubernetes",
             "FRONTDOOR_K8S_API_URL": self.fake.url,
             "FRONTDOOR_TASK_VISIBILITY_TIMEOUT": "5",  # a killed worker's task comes back after 5 s
+            "PGAPPNAME": WORKER_APPLICATION_NAME,  # libpq tags the worker's connections, the only ones terminated
         }
         self.starts += 1
         log = (self.log_dir / f"worker-{self.starts}.log").open("wb")
@@ -191,8 +194,8 @@ def test_it_converges_after_its_database_connections_are_terminated(fake: FakeKu
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [database],
+                "WHERE datname = %s AND application_name = %s AND pid <> pg_backend_pid()",
+                [database, WORKER_APPLICATION_NAME],
             )
             row: Any = cursor.fetchone()
             terminated += int(row[0])
