@@ -13,6 +13,7 @@ processes are gone, the gateway answers 404 ``model_not_found`` and the row is d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -141,24 +142,20 @@ def platform(
     tenant = acme
     _, manage_key = ApiKey.issue(tenant=tenant, name="automation", scopes=["manage"])
     _, inference_key = ApiKey.issue(tenant=tenant, name="app", scopes=["inference"])
-    client = redis.Redis.from_url(redis_url)
-    with agent_factory(redis_url, redis_prefix, tmp_path) as make_agent:
+    # Everything started is stopped even when a later start fails: the exit stack first (gateway, then worker),
+    # then agent_factory stops the agent and asserts that none of its replicas survived.
+    with agent_factory(redis_url, redis_prefix, tmp_path) as make_agent, contextlib.ExitStack() as started:
+        client = redis.Redis.from_url(redis_url)
+        started.callback(client.close)
         agent = make_agent()
         agent_env = {k: v for k, v in agent.env.items() if k.startswith("FRONTDOOR_LOCAL_")}
         worker = Worker(tmp_path, redis_prefix, {**agent_env, "FRONTDOOR_RESYNC_SECONDS": "5"})
+        started.callback(worker.stop)
         gateway = start_gateway(tmp_path, redis_prefix, redis_url, FRONTDOOR_KEY_PEPPER=settings.FRONTDOOR_KEY_PEPPER)
+        started.callback(stop, gateway.proc)
         api = RestClient(f"{live_server.url}/api/v1/tenants/acme", manage_key)
         completions = openai.OpenAI(base_url=gateway.url + "/v1", api_key=inference_key, max_retries=0, timeout=15)
-        try:
-            yield Platform(api, completions, agent, worker, client, redis_prefix)
-        finally:
-            stop(gateway.proc)
-            worker.stop()
-            # The agent first (it would restart replicas), then whatever replicas of its state dir are left;
-            # agent_factory then asserts that none survived.
-            agent.terminate()
-            agent.stop_all()
-            client.close()
+        yield Platform(api, completions, agent, worker, client, redis_prefix)
 
 
 def test_it_deploys_serves_canaries_and_deletes_through_the_rest_api(platform: Platform) -> None:
