@@ -196,6 +196,9 @@ def filtered_deployments(view: TenantConsoleView, request: HttpRequest) -> Query
         "desired_replicas",
         "ready_replicas",
         "updated_at",
+    ).annotate(
+        # During a canary each weighted revision runs at least one replica, so ready counts compare to the plan.
+        planned_replicas=Sum("revisions__desired_replicas", filter=Q(revisions__weight__gt=0)),
     )
     if q := request.GET.get("q", "").strip():
         queryset = queryset.filter(Q(name__icontains=q) | Q(model__icontains=q))
@@ -296,6 +299,7 @@ class DeploymentMixin(TenantConsoleView):
         newest = revisions[0] if revisions else None
         return self.base_context(
             deployment=deployment,
+            planned_replicas=sum(r.desired_replicas for r in serving) or deployment.desired_replicas,
             revisions=revisions,
             serving=serving,
             newest=newest,
