@@ -17,6 +17,7 @@ from rest_framework import serializers
 
 from controlplane.validators import dns1123_label
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
+from deployments.services import WRITABLE_FIELDS
 
 _REVISION_NAME = re.compile(r"^r?([1-9][0-9]{0,8})$")
 
@@ -57,24 +58,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "tenant",
-            "name",
-            "runtime",
-            "model",
-            "image",
-            "args",
-            "env",
-            "endpoints",
-            "gpu_type",
-            "gpu_count",
-            "min_replicas",
-            "max_replicas",
-            "autoscaler_class",
-            "target_concurrency",
-            "slo_p95_latency_ms",
-            "slo_error_rate",
-            "timeout_s",
-            "max_concurrent_requests",
-            "desired_state",
+            *WRITABLE_FIELDS,
             "rollout",
             "generation",
             "observed_generation",
