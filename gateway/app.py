@@ -28,6 +28,7 @@ from gateway.inference import send_embeddings_batch, serve_inference
 from gateway.limits import Limiter
 from gateway.load import LoadFigures
 from gateway.metrics import GatewayMetrics
+from gateway.redispipe import RedisPipe, supports
 from gateway.routing import Balancer
 from gateway.snapshot import SnapshotStore
 from gateway.usage import UsageSink
@@ -54,6 +55,8 @@ class Gateway:
         self.load = LoadFigures(config.redis_prefix)
         # Set in startup(); typed as present because no request is served before it ran.
         self.redis: aioredis.Redis = None  # type: ignore[assignment]
+        # The hot path's Redis (limiter, usage): auto-pipelined; the redis-py client does the rest.
+        self.hot_redis: aioredis.Redis | RedisPipe = None  # type: ignore[assignment]
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
         self.store: SnapshotStore = None  # type: ignore[assignment]
         self.limiter: Limiter = None  # type: ignore[assignment]
@@ -78,8 +81,9 @@ class Gateway:
         )
         self.store = SnapshotStore(self.redis, cfg.redis_prefix)
         self.store.on_change.append(self.auth.clear)
-        self.limiter = Limiter(self.redis, cfg.redis_prefix)
-        self.usage = UsageSink(self.redis, cfg.redis_prefix, self.limiter)
+        self.hot_redis = RedisPipe(cfg.redis_url, cfg.redis_timeout_s) if supports(cfg.redis_url) else self.redis
+        self.limiter = Limiter(self.hot_redis, cfg.redis_prefix)
+        self.usage = UsageSink(self.hot_redis, cfg.redis_prefix, self.limiter)
         self.batcher = EmbeddingsBatcher(
             lambda key, body: send_embeddings_batch(self, key, body),
             window_s=cfg.embeddings_window_s,
@@ -112,6 +116,8 @@ class Gateway:
             await self.load.flush(self.redis)
         self.access_log.flush()
         await self.session.close()
+        if isinstance(self.hot_redis, RedisPipe):
+            await self.hot_redis.aclose()
         await self.redis.aclose()  # type: ignore[attr-defined]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

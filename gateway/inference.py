@@ -263,7 +263,8 @@ async def _meter(
         latency_ms,
         outcome.ttft_ms,
     )
-    await gw.usage.finish(limit_request, record)
+    published = revision_id is None or gw.load.forget(usage_id)
+    await gw.usage.finish(limit_request, record, published)
     m = gw.metrics
     labels = (tenant_slug, deployment.name)
     m.observe_request(tenant_slug, deployment.name, outcome.status, latency_ms / 1000)

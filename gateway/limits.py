@@ -16,6 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from gateway.redispipe import RedisPipe
+
 WINDOW_MS = 60_000  # requests/min and tokens/min are sliding windows of one minute
 KEY_CACHE_SIZE = 10_000  # distinct (key, tenant, deployment) triples whose Redis key names are kept ready
 
@@ -100,8 +102,11 @@ def _limit_arg(value: int | None) -> int:
 class Limiter:
     """Admits and settles requests; one instance per gateway process, shared by all requests."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, *, window_ms: int = WINDOW_MS) -> None:
-        """``window_ms`` is a minute in production; tests shorten it to watch the window slide."""
+    def __init__(self, redis: aioredis.Redis | RedisPipe, prefix: str, *, window_ms: int = WINDOW_MS) -> None:
+        """``redis``: the gateway's auto-pipelining ``RedisPipe`` or a redis-py client (same ``evalsha``).
+
+        ``window_ms`` is a minute in production; tests shorten it to watch the window slide.
+        """
         self.redis = redis
         self.prefix = prefix
         self.window_ms = window_ms
@@ -180,8 +185,12 @@ class Limiter:
         The pipeline cannot load a missing script by itself; if its ``execute()`` raises ``NoScriptError``, call
         ``settle()`` (the settle is idempotent, so retrying it is always safe).
         """
+        pipe.evalsha(*self.settle_command(req, actual_tokens)[1:])
+
+    def settle_command(self, req: LimitRequest, actual_tokens: int) -> tuple[str | int, ...]:
+        """The whole settle command (``EVALSHA`` first) for a ``RedisPipe.execute`` or a pipeline."""
         keys = self._keys_for(req)
-        pipe.evalsha(SETTLE_SHA, 7, *keys.settle, *self._settle_args(req, actual_tokens, keys))
+        return ("EVALSHA", SETTLE_SHA, 7, *keys.settle, *self._settle_args(req, actual_tokens, keys))
 
     def _settle_args(self, req: LimitRequest, actual_tokens: int, keys: _Keys) -> tuple[str | int, ...]:
         budget_prefix = keys.budget_prefix if req.tenant_limits.monthly_token_budget is not None else ""

@@ -4,7 +4,8 @@ Requests add to an in-memory table (counts, sums, cumulative latency buckets ``l
 with a first token, cumulative TTFT buckets ``ttft_le_<ms>``); a background task flushes it with HINCRBY once a
 second. The same flush publishes per-revision in-flight leases (``<prefix>:inflight:<deployment>:<revision>``, a
 ZSET of request ids scored by expiry) for requests that started since the last flush; the usage pipeline removes
-them when done.
+them when done -- only those that were published: ``forget()`` tells which (most requests end within the second
+they started in, so their lease never reaches Redis and needs no ZREM).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class LoadFigures:
 
     def started(self, request_id: str, deployment_id: int, revision_id: int, lease_ttl_s: float) -> None:
         self._new_leases[request_id] = (deployment_id, revision_id, time.time() + lease_ttl_s)
+
+    def forget(self, request_id: str) -> bool:
+        """Drop a finished request's unpublished lease; ``True`` when it was already published (ZREM it)."""
+        return self._new_leases.pop(request_id, None) is None
 
     def finished(
         self,

@@ -1,4 +1,8 @@
-"""Metering: one usage event per admitted request, sent with the limiter settle in one round trip."""
+"""Metering: one usage event per admitted request, sent with the limiter settle in one round trip.
+
+Through the gateway's ``RedisPipe`` the settle, the XADD and (when the request's in-flight lease was published)
+the ZREM are queued as three commands that leave with every other request's commands of the same loop tick.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.limits import Limiter, LimitRequest
+from gateway.redispipe import RedisPipe
 
 log = logging.getLogger("frontdoor.gateway.usage")
 
@@ -29,6 +34,33 @@ class UsageRecord:
     latency_ms: float
     ttft_ms: float | None
 
+    def flat_fields(self) -> tuple[str | int | float, ...]:
+        """``fields()`` as XADD arguments: name, value, name, value, ..."""
+        return (
+            "rid",
+            self.request_id,
+            "ts",
+            time.time(),
+            "tenant",
+            self.tenant_id,
+            "key",
+            self.key_id,
+            "deployment",
+            self.deployment_id,
+            "revision",
+            "" if self.revision_id is None else self.revision_id,
+            "status",
+            self.status,
+            "prompt_tokens",
+            self.prompt_tokens,
+            "completion_tokens",
+            self.completion_tokens,
+            "latency_ms",
+            round(self.latency_ms, 3),
+            "ttft_ms",
+            "" if self.ttft_ms is None else round(self.ttft_ms, 3),
+        )
+
     def fields(self) -> dict[str, str | int | float]:
         return {
             "rid": self.request_id,
@@ -46,22 +78,28 @@ class UsageRecord:
 
 
 class UsageSink:
-    def __init__(self, redis: aioredis.Redis, prefix: str, limiter: Limiter) -> None:
+    def __init__(self, redis: aioredis.Redis | RedisPipe, prefix: str, limiter: Limiter) -> None:
         self.redis = redis
         self.limiter = limiter
         self.stream = f"{prefix}:usage"
         self.inflight_prefix = f"{prefix}:inflight:"
 
-    async def finish(self, limit_request: LimitRequest | None, record: UsageRecord) -> None:
+    async def finish(
+        self, limit_request: LimitRequest | None, record: UsageRecord, lease_published: bool = True
+    ) -> None:
         """Settle the limiter (when it admitted the request) and XADD the usage event, in one round trip.
 
-        Never raises: a lost settle is repaired by lease expiry, and the request has already been answered.
+        ``lease_published=False`` (``LoadFigures.forget`` said the in-flight lease never reached Redis) skips the
+        ZREM. Never raises: a lost settle is repaired by lease expiry, and the request has already been answered.
         """
+        if isinstance(self.redis, RedisPipe):
+            await self._finish_pipelined(self.redis, limit_request, record, lease_published)
+            return
         pipe = self.redis.pipeline(transaction=False)
         if limit_request is not None:
             self.limiter.settle_commands(pipe, limit_request, record.prompt_tokens + record.completion_tokens)
         pipe.xadd(self.stream, record.fields())  # type: ignore[arg-type]
-        if record.revision_id is not None:
+        if record.revision_id is not None and lease_published:
             pipe.zrem(f"{self.inflight_prefix}{record.deployment_id}:{record.revision_id}", record.request_id)
         try:
             await pipe.execute()
@@ -74,3 +112,36 @@ class UsageSink:
                 log.warning("settle for %s not recorded: %s", record.request_id, exc)
         except (RedisError, OSError) as exc:
             log.warning("usage/settle for %s not recorded: %s", record.request_id, exc)
+
+    async def _finish_pipelined(
+        self, redis: RedisPipe, limit_request: LimitRequest | None, record: UsageRecord, lease_published: bool
+    ) -> None:
+        actual = record.prompt_tokens + record.completion_tokens
+        settle = None if limit_request is None else redis.execute(*self.limiter.settle_command(limit_request, actual))
+        xadd = redis.execute("XADD", self.stream, "*", *record.flat_fields())
+        zrem = None
+        if record.revision_id is not None and lease_published:
+            zrem = redis.execute(
+                "ZREM", f"{self.inflight_prefix}{record.deployment_id}:{record.revision_id}", record.request_id
+            )
+        # Every future is awaited so none keeps an unread exception; they resolve in this order anyway.
+        if settle is not None:
+            assert limit_request is not None
+            try:
+                await settle
+            except NoScriptError:  # Redis lost its scripts (restart/flush): load them and settle again (idempotent)
+                try:
+                    await self.limiter.settle(limit_request, actual)
+                except (RedisError, OSError) as exc:
+                    log.warning("settle for %s not recorded: %s", record.request_id, exc)
+            except (RedisError, OSError) as exc:
+                log.warning("settle for %s not recorded: %s", record.request_id, exc)
+        try:
+            await xadd
+        except (RedisError, OSError) as exc:
+            log.warning("usage event for %s not recorded: %s", record.request_id, exc)
+        if zrem is not None:
+            try:
+                await zrem
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight lease of %s not removed (it expires): %s", record.request_id, exc)
