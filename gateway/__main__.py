@@ -1,6 +1,7 @@
 """``python -m gateway --host 127.0.0.1 --port 8001 [--workers N]``: the gateway under uvicorn.
 
-uvloop + httptools, uvicorn's access log off (the gateway writes its own JSON line per request).
+uvloop + httptools, uvicorn's access log off (the gateway writes its own JSON line per request), no proxy-headers
+middleware (nothing reads the client address).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # the gateway never reads the client address: skip X-Forwarded-* rewriting
     )
 
 

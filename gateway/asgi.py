@@ -35,10 +35,10 @@ async def respond(
 ) -> None:
     raw = [
         (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-length", b"%d" % len(body)),
         (b"x-request-id", rid.encode()),
     ]
     if headers:
-        raw += encode_headers(headers)
+        raw.extend([(k.encode(), v.encode()) for k, v in headers.items()])
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

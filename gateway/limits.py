@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from gateway.redispipe import RedisPipe
+from gateway.redispipe import RedisPipe, pack_args
 
 WINDOW_MS = 60_000  # requests/min and tokens/min are sliding windows of one minute
 KEY_CACHE_SIZE = 10_000  # distinct (key, tenant, deployment) triples whose Redis key names are kept ready
@@ -73,6 +73,8 @@ class _Keys:
     admit: tuple[str, ...]
     settle: tuple[str, ...]
     budget_prefix: str
+    admit_head: bytes  # RESP of "EVALSHA <sha> 9 <keys>" with the whole command's argument count
+    settle_head: bytes
 
 
 def _load_script(name: str) -> tuple[str, str]:
@@ -82,6 +84,7 @@ def _load_script(name: str) -> tuple[str, str]:
 
 ADMIT_LUA, ADMIT_SHA = _load_script("admit.lua")
 SETTLE_LUA, SETTLE_SHA = _load_script("settle.lua")
+ADMIT_ARGC, SETTLE_ARGC = 13, 6  # ARGV counts of the two scripts
 
 
 def format_reset(ms: float) -> str:
@@ -127,18 +130,23 @@ class Limiter:
             key, tenant = f"key:{req.key_id}", f"tenant:{req.tenant}"
             tpm_key, tpm_tenant = f"{p}:tpm:{key}", f"{p}:tpm:{tenant}"
             conc = (f"{p}:conc:{key}", f"{p}:conc:{tenant}", f"{p}:conc:deployment:{req.deployment_id}")
+            admit = (
+                f"{p}:rpm:{key}",
+                f"{p}:rpm:{tenant}",
+                tpm_key,
+                f"{tpm_key}:total",
+                tpm_tenant,
+                f"{tpm_tenant}:total",
+                *conc,
+            )
+            settle = (tpm_key, f"{tpm_key}:total", tpm_tenant, f"{tpm_tenant}:total", *conc)
             keys = _Keys(
-                admit=(
-                    f"{p}:rpm:{key}",
-                    f"{p}:rpm:{tenant}",
-                    tpm_key,
-                    f"{tpm_key}:total",
-                    tpm_tenant,
-                    f"{tpm_tenant}:total",
-                    *conc,
-                ),
-                settle=(tpm_key, f"{tpm_key}:total", tpm_tenant, f"{tpm_tenant}:total", *conc),
+                admit=admit,
+                settle=settle,
                 budget_prefix=f"{p}:budget:{req.tenant}:",
+                admit_head=b"*%d\r\n" % (3 + len(admit) + ADMIT_ARGC) + pack_args(("EVALSHA", ADMIT_SHA, 9, *admit)),
+                settle_head=b"*%d\r\n" % (3 + len(settle) + SETTLE_ARGC)
+                + pack_args(("EVALSHA", SETTLE_SHA, 7, *settle)),
             )
             self._keys[ident] = keys
         return keys
@@ -162,11 +170,20 @@ class Limiter:
             _limit_arg(tl.monthly_token_budget),
             keys.budget_prefix,
         )
+        redis = self.redis
+        if isinstance(redis, RedisPipe):
+            command = keys.admit_head + pack_args(args)
+            try:
+                reply = await redis.execute_packed(command)
+            except NoScriptError:
+                await self.load_scripts()  # Redis restarted or flushed its scripts; the admit had no effect
+                reply = await redis.execute_packed(command)
+            return _admission(req, reply)
         try:
-            reply = await self.redis.evalsha(ADMIT_SHA, 9, *keys.admit, *args)  # type: ignore[misc]
+            reply = await redis.evalsha(ADMIT_SHA, 9, *keys.admit, *args)  # type: ignore[misc]
         except NoScriptError:
-            await self.load_scripts()  # Redis restarted or flushed its scripts; the admit had no effect
-            reply = await self.redis.evalsha(ADMIT_SHA, 9, *keys.admit, *args)  # type: ignore[misc]
+            await self.load_scripts()
+            reply = await redis.evalsha(ADMIT_SHA, 9, *keys.admit, *args)  # type: ignore[misc]
         return _admission(req, reply)
 
     async def settle(self, req: LimitRequest, actual_tokens: int) -> None:
@@ -191,6 +208,11 @@ class Limiter:
         """The whole settle command (``EVALSHA`` first) for a ``RedisPipe.execute`` or a pipeline."""
         keys = self._keys_for(req)
         return ("EVALSHA", SETTLE_SHA, 7, *keys.settle, *self._settle_args(req, actual_tokens, keys))
+
+    def settle_packed(self, req: LimitRequest, actual_tokens: int) -> bytes:
+        """``settle_command`` in RESP, for ``RedisPipe.execute_packed``."""
+        keys = self._keys_for(req)
+        return keys.settle_head + pack_args(self._settle_args(req, actual_tokens, keys))
 
     def _settle_args(self, req: LimitRequest, actual_tokens: int, keys: _Keys) -> tuple[str | int, ...]:
         budget_prefix = keys.budget_prefix if req.tenant_limits.monthly_token_budget is not None else ""

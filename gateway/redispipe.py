@@ -37,22 +37,28 @@ def supports(url: str) -> bool:
 
 
 def _encode(arg: Arg) -> bytes:
-    if isinstance(arg, bytes):
-        return arg
-    if isinstance(arg, str):
-        return arg.encode()
-    if isinstance(arg, float):
+    kind = type(arg)
+    if kind is str:
+        return arg.encode()  # type: ignore[union-attr]
+    if kind is bytes:
+        return arg  # type: ignore[return-value]
+    if kind is float:
         return repr(arg).encode()
     return str(arg).encode()
 
 
-def pack(args: tuple[Arg, ...]) -> bytes:
-    """One command in RESP: ``*<n>\\r\\n`` then ``$<len>\\r\\n<bytes>\\r\\n`` per argument."""
-    parts = [b"*%d\r\n" % len(args)]
+def pack_args(args: tuple[Arg, ...] | list[Arg]) -> bytes:
+    """The arguments of a command in RESP, without the ``*<n>`` header (callers cache a constant head)."""
+    parts = []
     for arg in args:
         raw = _encode(arg)
         parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(parts)
+
+
+def pack(args: tuple[Arg, ...]) -> bytes:
+    """One command in RESP: ``*<n>\\r\\n`` then ``$<len>\\r\\n<bytes>\\r\\n`` per argument."""
+    return b"*%d\r\n%s" % (len(args), pack_args(args))
 
 
 def _error(reply: hiredis.ReplyError) -> ResponseError:
@@ -118,6 +124,10 @@ class RedisPipe:
 
     def execute(self, *args: Arg) -> asyncio.Future[Any]:
         """Queue one command; the future resolves to its reply (or a redis-py exception)."""
+        return self.execute_packed(pack(args))
+
+    def execute_packed(self, command: bytes) -> asyncio.Future[Any]:
+        """``execute`` for a command already in RESP (``pack``): the limiter caches the constant part."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -125,7 +135,7 @@ class RedisPipe:
         if len(self._pending) >= self.max_pending:
             future.set_exception(RedisConnectionError("too many Redis commands pending"))
             return future
-        self._buffer.append(pack(args))
+        self._buffer.append(command)
         self._pending.append((future, time.monotonic()))
         if not self._flush_scheduled:
             self._flush_scheduled = True

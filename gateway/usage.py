@@ -117,7 +117,9 @@ class UsageSink:
         self, redis: RedisPipe, limit_request: LimitRequest | None, record: UsageRecord, lease_published: bool
     ) -> None:
         actual = record.prompt_tokens + record.completion_tokens
-        settle = None if limit_request is None else redis.execute(*self.limiter.settle_command(limit_request, actual))
+        settle = (
+            None if limit_request is None else redis.execute_packed(self.limiter.settle_packed(limit_request, actual))
+        )
         xadd = redis.execute("XADD", self.stream, "*", *record.flat_fields())
         zrem = None
         if record.revision_id is not None and lease_published:
