@@ -44,6 +44,8 @@ test: test-deps
 bench: setup
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/reconcile.py
+	$(BIN)/python bench/console.py
+	$(BIN)/python bench/autoscale.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .mypy_cache .ruff_cache

@@ -53,7 +53,8 @@ if [ -z "${FRONTDOOR_DEMO_PASSWORD:-}" ]; then
 fi
 
 say "seeding the demo tenant"
-(umask 077 && python manage.py seed_demo --json 2>/dev/null | tail -n 1 > var/demo.json)
+(umask 077 && python manage.py seed_demo --json 2>var/seed.log | tail -n 1 > var/demo.json) ||
+  { cat var/seed.log >&2; die "seeding the demo tenant failed (log above)"; }
 API_KEY="$(python -c "import json; print(json.load(open('var/demo.json'))['api_key'])")"
 MODEL="$(python -c "import json; print(json.load(open('var/demo.json'))['model'])")"
 

@@ -33,6 +33,15 @@ def test_it_panics_within_two_ticks_of_a_tenfold_step() -> None:
     assert trace[step + 1][0] >= 2
 
 
+def test_it_panics_within_two_ticks_of_a_step_from_idle_to_tenfold_load() -> None:
+    config = ScalerConfig(min_replicas=1, max_replicas=50, target_concurrency=10)
+    loads = [0.0] * 30 + [10 * 0.7 * 10] * 5
+    trace = run_trace(config, loads)
+    assert not any(panicking for _, panicking in trace[:30])
+    assert trace[30][1] or trace[31][1], "panic mode must start within 2 ticks of the step"
+    assert trace[31][0] >= 2 * trace[29][0]
+
+
 def test_it_scales_up_to_the_load_it_sees() -> None:
     config = ScalerConfig(min_replicas=1, max_replicas=20, target_concurrency=10)
     trace = run_trace(config, [35.0] * 40)
