@@ -7,7 +7,7 @@
   "resume"|"rollback"}``.
 
 Scoping and roles come from ``TenantScopedViewSet`` (through the deployments API's ``DeploymentChildViewSet``):
-viewers read, members act; another tenant's deployment is a 404.
+viewers read, members act; another tenant's deployment is a 404. Rollout POSTs take ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from controlplane.idempotency import IdempotentMixin
 from deployments import rollout as rollouts
 from deployments.models import Revision
 from deployments.models_slo import Rollout, SloSample, SloStatus
@@ -117,8 +118,11 @@ class SloSampleViewSet(DeploymentChildViewSet):
 
 
 @extend_schema(parameters=[TENANT_PARAM, DEPLOYMENT_PARAM])
-class RolloutViewSet(DeploymentChildViewSet):
-    """The deployment's canary rollout: its status, and start / promote / pause / resume / rollback."""
+class RolloutViewSet(IdempotentMixin, DeploymentChildViewSet):
+    """The deployment's canary rollout: its status, and start / promote / pause / resume / rollback.
+
+    POSTs honour ``Idempotency-Key``: a retried ``start`` replays the first answer instead of a 409.
+    """
 
     model = Rollout
     serializer_class = RolloutActionSerializer

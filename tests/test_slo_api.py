@@ -107,3 +107,23 @@ def test_it_refuses_bad_rollout_input(
     for payload in cases:
         response = client.post(f"{BASE}/rollout/", payload, format="json")
         assert response.status_code == 400, (payload, response.json())
+
+
+def test_a_retried_rollout_start_with_the_same_idempotency_key_replays_the_first_answer(
+    deployment: ModelDeployment, api: Callable[[User | None], APIClient], bob: User
+) -> None:
+    add_revision(deployment, weight=0)
+    client = api(bob)
+    start = {"action": "start", "revision": "r2", "steps": [20, 100]}
+    first = client.post(f"{BASE}/rollout/", start, format="json", HTTP_IDEMPOTENCY_KEY="canary-1")
+    replay = client.post(f"{BASE}/rollout/", start, format="json", HTTP_IDEMPOTENCY_KEY="canary-1")
+    assert first.status_code == 201, first.json()
+    assert (replay.status_code, replay.json()) == (201, first.json())
+    assert replay["Idempotent-Replayed"] == "true"
+    assert deployment.rollouts.count() == 1
+    started = DeploymentEvent.unscoped_objects.filter(deployment=deployment, reason="RolloutStarted").count()
+    assert started == 1
+    # The same key for another action is a client error, not a silent replay of the start.
+    other = client.post(f"{BASE}/rollout/", {"action": "pause"}, format="json", HTTP_IDEMPOTENCY_KEY="canary-1")
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
