@@ -31,6 +31,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.redispipe import RedisPipe, supports
 from gateway.routing import Balancer
 from gateway.snapshot import SnapshotStore
+from gateway.upstream import UpstreamPool
 from gateway.usage import UsageSink
 from gateway.validation import CHAT, COMPLETIONS, EMBEDDINGS
 
@@ -58,6 +59,7 @@ class Gateway:
         # The hot path's Redis (limiter, usage): auto-pipelined; the redis-py client does the rest.
         self.hot_redis: aioredis.Redis | RedisPipe = None  # type: ignore[assignment]
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
+        self.upstream = UpstreamPool()  # chat and completions; embeddings batches go through ``session``
         self.store: SnapshotStore = None  # type: ignore[assignment]
         self.limiter: Limiter = None  # type: ignore[assignment]
         self.usage: UsageSink = None  # type: ignore[assignment]
@@ -116,6 +118,7 @@ class Gateway:
             await self.load.flush(self.redis)
         self.access_log.flush()
         await self.session.close()
+        self.upstream.close()
         if isinstance(self.hot_redis, RedisPipe):
             await self.hot_redis.aclose()
         await self.redis.aclose()  # type: ignore[attr-defined]

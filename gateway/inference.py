@@ -33,6 +33,7 @@ from gateway.limits import Admission, LimitRequest
 from gateway.proxy import StreamRelay, UpstreamFailure, open_upstream, rewrite_model
 from gateway.routing import NoReplica
 from gateway.snapshot import DeploymentEntry, RevisionEntry
+from gateway.upstream import UpstreamResponse
 from gateway.usage import UsageRecord
 from gateway.validation import EMBEDDINGS, ParsedRequest, parse_request
 
@@ -416,7 +417,7 @@ async def _serve_generation(
 
     outcome.upstream_at = time.perf_counter()
     attempt = await open_upstream(
-        gw.session,
+        gw.upstream,
         gw.balancer,
         deployment,
         UPSTREAM_PATHS[parsed.kind],
@@ -467,7 +468,7 @@ def _usage_of(data: bytes) -> dict[str, Any]:
 
 
 async def _relay_upstream_error(
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     deployment: DeploymentEntry,
     send: Send,
     rid: str,
@@ -495,7 +496,7 @@ async def _relay_stream(
     gw: Gateway,
     parsed: ParsedRequest,
     deployment: DeploymentEntry,
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     send: Send,
     rid: str,
     rate_headers: dict[str, str],
@@ -507,7 +508,7 @@ async def _relay_stream(
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         outcome.response_started = True
-        async for data in response.content.iter_any():
+        async for data in response.iter_any():
             if outcome.ttft_ms is None:
                 outcome.ttft_ms = (time.perf_counter() - outcome.upstream_at) * 1000
             out = relay.feed(data)

@@ -9,21 +9,19 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.errors import GatewayError, bad_gateway, gateway_timeout, service_unavailable
 from gateway.routing import Balancer, NoReplica
 from gateway.snapshot import DeploymentEntry, RevisionEntry
-
-UPSTREAM_HEADERS = {"content-type": "application/json"}
+from gateway.upstream import UpstreamConnectError, UpstreamPool, UpstreamResponse
 
 
 @dataclass(slots=True)
 class Attempt:
     revision: RevisionEntry
     endpoint: str
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
 
 
 class UpstreamFailure(GatewayError):
@@ -35,7 +33,7 @@ class UpstreamFailure(GatewayError):
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     balancer: Balancer,
     deployment: DeploymentEntry,
     path: str,
@@ -54,8 +52,6 @@ async def open_upstream(
     ``on_refused(endpoint)`` per refused connection.
     """
     excluded: set[str] = set()
-    headers = {**UPSTREAM_HEADERS, "x-request-id": request_id}
-    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s)
     last_error = "no replica"
     for _ in range(retries + 1):
         try:
@@ -74,9 +70,9 @@ async def open_upstream(
         balancer.acquire(endpoint)
         try:
             async with asyncio.timeout(first_byte_timeout_s):
-                response = await session.post(endpoint + path, data=body, headers=headers, timeout=timeout)
+                response = await pool.post(endpoint, path, body, request_id, connect_timeout_s)
             return Attempt(revision, endpoint, response)
-        except aiohttp.ClientConnectorError as exc:
+        except UpstreamConnectError as exc:
             balancer.release(endpoint)
             balancer.eject(endpoint)
             excluded.add(endpoint)
@@ -86,7 +82,7 @@ async def open_upstream(
         except TimeoutError:
             balancer.release(endpoint)
             raise UpstreamFailure(gateway_timeout(f"'{deployment.name}' did not answer in time."), "timeout") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             balancer.release(endpoint)
             raise UpstreamFailure(bad_gateway(f"The model server failed: {type(exc).__name__}."), "reset") from None
         except BaseException:
