@@ -6,17 +6,19 @@ Kept apart from ``deployments/models.py`` so the scaling/SLO work has its own mo
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.audit import record_audit
 from controlplane.scoping import TenantScopedManager
 from tenants.models import Tenant
 
-__all__ = ["Rollout", "SloSample", "SloStatus", "TenantSettings"]
+__all__ = ["Rollout", "SloSample", "SloStatus", "TenantSettings", "new_webhook_secret"]
 
 
 class SloSample(models.Model):
@@ -116,6 +118,60 @@ class TenantSettings(models.Model):
 
     def __str__(self) -> str:
         return f"settings of {self.tenant_id}"
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantSettings:
+        """The tenant's settings, or an unsaved blank row when it has none (reading never writes)."""
+        return cls.objects.for_tenant(tenant).first() or cls(tenant=tenant)
+
+    @classmethod
+    def _locked(cls, tenant: Tenant) -> TenantSettings:
+        cls.unscoped_objects.get_or_create(tenant=tenant)
+        # Lock the row: two first-time saves racing must not both hand out a (different) secret.
+        return cls.unscoped_objects.select_for_update().get(tenant=tenant)
+
+    @classmethod
+    def set_webhook(cls, tenant: Tenant, url: str, *, actor: Any) -> tuple[TenantSettings, str | None]:
+        """Set (or, with ``""``, clear) the webhook URL; the caller has checked it (``webhooks.check_webhook_url``).
+
+        The first URL gets a new signing secret, returned here and nowhere else (the caller shows it once);
+        clearing the URL drops the secret, so the next URL gets a fresh one. ``actor`` is what ``record_audit``
+        takes (a request or a principal). Returns the row and the new secret, or None when none was made.
+        """
+        with transaction.atomic():
+            row = cls._locked(tenant)
+            new_secret: str | None = None
+            changes: dict[str, Any] = {}
+            if row.webhook_url != url:
+                changes["webhook_url"] = [row.webhook_url, url]
+                row.webhook_url = url
+            if url and not row.webhook_secret:
+                new_secret = row.webhook_secret = new_webhook_secret()
+                changes["webhook_secret_generated"] = True
+            elif not url and row.webhook_secret:
+                row.webhook_secret = ""
+                changes["webhook_secret_dropped"] = True
+            if changes:
+                row.save()
+                record_audit(actor, tenant, "settings.update", row, changes)
+        return row, new_secret
+
+    @classmethod
+    def rotate_webhook_secret(cls, tenant: Tenant, *, actor: Any) -> tuple[TenantSettings, str | None]:
+        """Replace the signing secret; the new one is returned once. None (and no change) when no webhook is set."""
+        with transaction.atomic():
+            row = cls._locked(tenant)
+            if not row.webhook_url:
+                return row, None
+            row.webhook_secret = new_webhook_secret()
+            row.save(update_fields=["webhook_secret", "updated_at"])
+            record_audit(actor, tenant, "settings.rotate_webhook_secret", row, {"webhook_secret_rotated": True})
+        return row, row.webhook_secret
+
+
+def new_webhook_secret() -> str:
+    """A signing secret for ``X-Frontdoor-Signature`` (256 random bits)."""
+    return "whsec_" + secrets.token_urlsafe(32)
 
 
 def default_steps() -> list[int]:

@@ -107,6 +107,16 @@ def resolve_target(
     return Target(parts.scheme, host, port, path, addresses[0])
 
 
+def check_webhook_url(url: str, *, resolver: Resolver = system_resolver) -> str:
+    """Refuse (``WebhookRefused``) a URL the sender would refuse now; used when a tenant saves its webhook.
+
+    The same rules as at send time, so a URL pointing inside our network is a field error on save rather than a
+    silent non-delivery later. Sending checks again: a name may resolve differently by then (DNS rebinding).
+    """
+    resolve_target(url, resolver=resolver)
+    return url
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to the checked address while sending the URL's host name."""
 

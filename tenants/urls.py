@@ -31,3 +31,19 @@ urlpatterns = [
     path(f"{T}/audit-events/", api.AuditEventViewSet.as_view({"get": "list"}), name="auditevent-list"),
     path(f"{T}/audit-events/<str:pk>/", api.AuditEventViewSet.as_view({"get": "retrieve"}), name="auditevent-detail"),
 ]
+
+# The tenant's notification settings (SLO webhook): tenants/settings_api.py.
+from tenants import settings_api  # noqa: E402 - appended route block
+
+urlpatterns += [
+    path(
+        f"{T}/settings/",
+        settings_api.TenantSettingsViewSet.as_view({"get": "retrieve", "put": "update", "patch": "partial_update"}),
+        name="tenant-settings",
+    ),
+    path(
+        f"{T}/settings/rotate-secret/",
+        settings_api.TenantSettingsViewSet.as_view({"post": "rotate_secret"}),
+        name="tenant-settings-rotate-secret",
+    ),
+]
