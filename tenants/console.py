@@ -10,8 +10,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth import login
 from django.contrib.auth.models import User
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
@@ -260,27 +261,81 @@ class InvitationRevokeView(TenantConsoleView):
         return redirect("console-members", tenant=self.tenant.slug)
 
 
-class InvitationAcceptView(LoginRequiredMixin, View):
-    """``/invite/<token>/``: shows what the invitation grants; POST (signed in as the invitee) accepts it."""
+class SignUpForm(forms.Form):
+    """An invitee without an account picks a username and password; the service applies Django's validators."""
+
+    username = forms.CharField(max_length=150, help_text="letters, digits and @/./+/-/_ only")
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}), strip=False)
+    password_again = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}), strip=False, label="Password (again)"
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("password") and data.get("password") != data.get("password_again"):
+            self.add_error("password_again", "the two passwords differ")
+        return data
+
+
+class InvitationAcceptView(View):
+    """``/invite/<token>/``: what the invitation grants. Signed in (as the invitee), POST accepts it. Signed out:
+    someone whose email has an account is sent to sign in; anyone else gets a username + password form that makes
+    the account and accepts in one go (``invitations.accept_invitation_as_new_user``)."""
+
+    def _invalid(self, error: str, status: int) -> HttpResponse:
+        context = {"invitation": None, "error": error, **nav_context(self.request)}
+        return render(self.request, "tenants/invitation.html", context, status=status)
+
+    def _signed_out(self, invitation: Invitation, form: SignUpForm | None, status: int = 200) -> HttpResponse | None:
+        """The sign-up page, or None when the invited email already has an account (then sign in instead)."""
+        if invitations.account_exists(invitation.email):
+            return None
+        context = {"invitation": invitation, "signup_form": form or SignUpForm(), **nav_context(self.request)}
+        return render(self.request, "tenants/invitation.html", context, status=status)
 
     def get(self, request: HttpRequest, token: str) -> HttpResponse:
         try:
-            invitation: Invitation | None = invitations.find_open_invitation(token)
-            error = ""
+            invitation = invitations.find_open_invitation(token)
         except invitations.InvitationInvalid as exc:
-            invitation, error = None, str(exc)
-        context = {"invitation": invitation, "error": error, **nav_context(request)}
-        return render(request, "tenants/invitation.html", context, status=200 if invitation else 404)
+            return self._invalid(str(exc), 404)
+        if not request.user.is_authenticated:
+            return self._signed_out(invitation, None) or redirect_to_login(request.get_full_path())
+        return render(request, "tenants/invitation.html", {"invitation": invitation, **nav_context(request)})
 
     def post(self, request: HttpRequest, token: str) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return self._sign_up(request, token)
         assert isinstance(request.user, User)
         try:
             membership = invitations.accept_invitation(token, user=request.user, audit_from=request)
         except invitations.InvitationInvalid as exc:
-            context = {"invitation": None, "error": str(exc), **nav_context(request)}
-            return render(request, "tenants/invitation.html", context, status=409)
+            return self._invalid(str(exc), 409)
         messages.success(request, f"Welcome to {membership.tenant.name}.")
         return redirect("console-overview", tenant=membership.tenant.slug)
+
+    def _sign_up(self, request: HttpRequest, token: str) -> HttpResponse:
+        try:
+            invitation = invitations.find_open_invitation(token)
+        except invitations.InvitationInvalid as exc:
+            return self._invalid(str(exc), 409)
+        form = SignUpForm(request.POST)
+        if not invitations.account_exists(invitation.email) and form.is_valid():
+            try:
+                membership = invitations.accept_invitation_as_new_user(
+                    token,
+                    username=form.cleaned_data["username"],
+                    password=form.cleaned_data["password"],
+                    audit_from=request,
+                )
+            except ValidationError as exc:
+                show_errors(form, exc)
+            except invitations.InvitationInvalid as exc:
+                return self._invalid(str(exc), 409)
+            else:
+                login(request, membership.user)
+                messages.success(request, f"Welcome to {membership.tenant.name}.")
+                return redirect("console-overview", tenant=membership.tenant.slug)
+        return self._signed_out(invitation, form, status=422) or redirect_to_login(request.get_full_path())
 
 
 # ---------------------------------------------------------------- audit log

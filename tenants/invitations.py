@@ -2,7 +2,9 @@
 ``tenants.services.add_member``, the same function the REST API calls).
 
 Invitations never grant the owner role: owners are made by an owner, from the members page, once the person
-has joined. The invitee must be signed in with the invited email address, so a forwarded link is useless.
+has joined. The invitee must be signed in with the invited email address, so a forwarded link is useless; someone
+with no account for that address yet picks a username and password on the link's page, which creates the account
+(with the invited email) and accepts the invitation in one transaction (``accept_invitation_as_new_user``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -76,6 +79,39 @@ def accept_invitation(token: str, *, user: User, audit_from: Any = None) -> Memb
             return services.add_member(invitation.tenant, user=user, role=invitation.role, audit_from=audit_from)
         except services.Conflict as exc:
             raise InvitationInvalid(str(exc.detail)) from exc
+
+
+def account_exists(email: str) -> bool:
+    """Whether some account already uses ``email`` (its owner must sign in to accept, not make a second account)."""
+    return User.objects.filter(email__iexact=email.strip()).exists()
+
+
+def accept_invitation_as_new_user(token: str, *, username: str, password: str, audit_from: Any = None) -> Membership:
+    """Create an account with the invited email, ``username`` and ``password``, and accept the invitation with it.
+
+    One transaction: if the invitation turns out to be used (a second tab, a replayed form), the account is not
+    created either. Refused when an account already has the invited email: its owner signs in instead. Raises
+    ``ValidationError`` on ``username`` / ``password`` (Django's password validators) or ``InvitationInvalid``.
+    """
+    invitation = find_open_invitation(token)
+    with transaction.atomic():
+        # Race: two sign-ups on one link at once; the invitation's row lock makes the second see the first's account.
+        Invitation.unscoped_objects.select_for_update().filter(pk=invitation.pk).first()
+        if account_exists(invitation.email):
+            raise InvitationInvalid(f"an account already uses {invitation.email}; sign in to accept")
+        user = User(username=username.strip(), email=invitation.email)
+        try:
+            user.full_clean(exclude=["password"])
+        except ValidationError as exc:
+            raise ValidationError({"username": exc.message_dict.get("username", exc.messages)}) from exc
+        try:
+            validate_password(password, user)
+        except ValidationError as exc:
+            raise ValidationError({"password": exc.messages}) from exc
+        user.set_password(password)
+        user.save()
+        # Claims the invitation by conditional UPDATE; a refusal rolls the new account back with it.
+        return accept_invitation(token, user=user, audit_from=audit_from)
 
 
 def revoke_invitation(invitation: Invitation, *, by: Principal | None, audit_from: Any = None) -> bool:

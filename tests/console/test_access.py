@@ -94,3 +94,8 @@ def test_it_puts_the_csrf_token_on_every_htmx_request(console: Callable[[User | 
     assert 'hx-headers=\'{"X-CSRFToken": "' in page
     external_assets = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//', page)
     assert "htmx" in page and external_assets == [], "assets are served locally, never from a CDN"
+
+
+def test_it_sends_staff_home_to_the_staff_pages(console: Callable[[User | None], Client], staff: User) -> None:
+    response = console(staff).get("/")
+    assert response.status_code == 302 and response["Location"] == "/staff/"

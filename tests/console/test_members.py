@@ -78,3 +78,66 @@ def test_it_shows_viewers_no_member_controls(console: Callable[[User | None], Cl
     page = client.get("/t/acme/members/").content.decode()
     assert "bob" in page and "Add member" not in page and "Remove" not in page and "<select" not in page
     assert client.post("/t/acme/members/bob/", {"action": "remove"}).status_code == 403
+
+
+def invite(client: Client, email: str) -> str:
+    response = client.post("/t/acme/members/", {"action": "invite", "email": email, "role": "member"})
+    assert response.status_code == 201
+    return str(response.context["invite_link"]).split("testserver", 1)[1]
+
+
+def test_it_lets_an_invitee_without_an_account_create_one_and_join(
+    console: Callable[[User | None], Client], adam: User, acme: Tenant
+) -> None:
+    path = invite(console(adam), "Fresh@Example.test")
+    visitor = console(None)
+    page = visitor.get(path)
+    assert page.status_code == 200 and "Create account and join" in page.content.decode()
+    joined = visitor.post(
+        path, {"username": "fresh", "password": "a long unusual phrase", "password_again": "a long unusual phrase"}
+    )
+    assert joined.status_code == 302 and joined["Location"] == "/t/acme/"
+    fresh = User.objects.get(username="fresh")
+    assert fresh.email == "fresh@example.test" and fresh.check_password("a long unusual phrase")
+    assert Membership.objects.for_tenant(acme).get(user=fresh).role == "member"
+    assert visitor.get("/t/acme/").status_code == 200  # signed in as the new account
+    # The link is single-use: a second visitor can neither join nor make an account with it.
+    again = console(None).post(
+        path, {"username": "second", "password": "a long unusual phrase", "password_again": "a long unusual phrase"}
+    )
+    assert again.status_code == 409 and not User.objects.filter(username="second").exists()
+
+
+def test_it_applies_the_password_validators_and_creates_nothing_on_refusal(
+    console: Callable[[User | None], Client], adam: User, bob: User, acme: Tenant
+) -> None:
+    path = invite(console(adam), "weak@example.test")
+    visitor = console(None)
+    weak = visitor.post(path, {"username": "weak", "password": "12345678", "password_again": "12345678"})
+    assert weak.status_code == 422
+    errors = weak.context["signup_form"].errors["password"]
+    assert any("too common" in e for e in errors) and any("entirely numeric" in e for e in errors)
+    taken = visitor.post(
+        path, {"username": "bob", "password": "a long unusual phrase", "password_again": "a long unusual phrase"}
+    )
+    assert taken.status_code == 422 and "already exists" in taken.context["signup_form"].errors["username"][0]
+    differ = visitor.post(path, {"username": "weak", "password": "a long unusual phrase", "password_again": "other"})
+    assert differ.status_code == 422 and "differ" in differ.context["signup_form"].errors["password_again"][0]
+    assert not User.objects.filter(email="weak@example.test").exists()
+    assert console(None).get(path).status_code == 200, "refusals leave the invitation open"
+
+
+def test_it_sends_an_invitee_who_has_an_account_to_sign_in(
+    console: Callable[[User | None], Client], adam: User, acme: Tenant
+) -> None:
+    User.objects.create_user("known", email="known@example.test")
+    path = invite(console(adam), "known@example.test")
+    visitor = console(None)
+    shown = visitor.get(path)
+    assert shown.status_code == 302 and shown["Location"].startswith("/login/?next=/invite/")
+    posted = visitor.post(
+        path, {"username": "k2", "password": "a long unusual phrase", "password_again": "a long unusual phrase"}
+    )
+    assert posted.status_code == 302 and posted["Location"].startswith("/login/")
+    assert User.objects.filter(email="known@example.test").count() == 1
+    assert not Membership.objects.for_tenant(acme).filter(user__username="known").exists()
