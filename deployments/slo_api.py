@@ -43,8 +43,20 @@ class SloSampleSerializer(serializers.ModelSerializer[SloSample]):
     class Meta:
         model = SloSample
         fields = [
-            "interval_start", "resolution", "revision", "requests", "errors", "error_rate", "p50_ms", "p95_ms",
-            "p99_ms", "ttft_avg_ms", "ttft_p95_ms", "in_flight", "replicas_ready", "replicas_desired",
+            "interval_start",
+            "resolution",
+            "revision",
+            "requests",
+            "errors",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "ttft_avg_ms",
+            "ttft_p95_ms",
+            "in_flight",
+            "replicas_ready",
+            "replicas_desired",
         ]
 
     def get_revision(self, sample: SloSample) -> str | None:
@@ -104,17 +116,19 @@ class SloSampleViewSet(DeploymentChildViewSet):
             many=True,
             context={**self.get_serializer_context(), "revision_numbers": numbers},
         )
-        return Response({
-            "range": range_name,
-            "resolution": resolution,
-            "objectives": {
-                "p95_latency_ms": self.deployment.slo_p95_latency_ms,
-                "error_rate": self.deployment.slo_error_rate,
-            },
-            "breached": bool(status_row and status_row.breached),
-            "breach_reason": status_row.reason if status_row and status_row.breached else "",
-            "samples": serializer.data,
-        })
+        return Response(
+            {
+                "range": range_name,
+                "resolution": resolution,
+                "objectives": {
+                    "p95_latency_ms": self.deployment.slo_p95_latency_ms,
+                    "error_rate": self.deployment.slo_error_rate,
+                },
+                "breached": bool(status_row and status_row.breached),
+                "breach_reason": status_row.reason if status_row and status_row.breached else "",
+                "samples": serializer.data,
+            }
+        )
 
 
 @extend_schema(parameters=[TENANT_PARAM, DEPLOYMENT_PARAM])
@@ -142,8 +156,9 @@ class RolloutViewSet(IdempotentMixin, DeploymentChildViewSet):
         data = serializer.validated_data
         code: int
         if data["action"] == "start":
-            options = {k: data[k] for k in ("pause_s", "max_error_rate_delta", "max_p95_ratio", "min_requests")
-                       if k in data}
+            options = {
+                k: data[k] for k in ("pause_s", "max_error_rate_delta", "max_p95_ratio", "min_requests") if k in data
+            }
             if "steps" in data:
                 options["steps"] = data["steps"]
             found = rollouts.start_rollout(

@@ -50,8 +50,12 @@ def is_public_address(address: Address) -> bool:
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
         return False
     return address.is_global and not (
-        address.is_multicast or address.is_loopback or address.is_link_local or address.is_private
-        or address.is_reserved or address.is_unspecified
+        address.is_multicast
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_private
+        or address.is_reserved
+        or address.is_unspecified
     )
 
 

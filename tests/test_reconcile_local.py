@@ -1,8 +1,10 @@
 """The reconciler on the local backend: ready deployments are revisited, observed counts mean what the docs say,
-and conditions other writers set survive a pass.
+and conditions other writers set survive a pass; with a real agent short of GPU slots, its capacity message reaches
+the REST API as ``WaitingForCapacity`` and clears once the deployment fits.
 
-The local agent's side is its Redis status document, written here the way the agent writes it
-(``deployments/localagent/protocol.py``), so each case controls exactly what the agent reports.
+The local agent's side is mostly its Redis status document, written here the way the agent writes it
+(``deployments/localagent/protocol.py``), so each case controls exactly what the agent reports; the last case
+runs the real agent process (``tests/test_localagent.py``'s harness).
 """
 
 from __future__ import annotations
@@ -112,9 +114,7 @@ def test_it_revisits_ready_deployments_and_follows_a_replica_to_its_new_port(
     assert revisions(deployment)[0].endpoints == [PORT_B]
 
 
-def test_it_writes_nothing_when_a_revisited_ready_deployment_has_not_changed(
-    acme: Any, backend: LocalBackend
-) -> None:
+def test_it_writes_nothing_when_a_revisited_ready_deployment_has_not_changed(acme: Any, backend: LocalBackend) -> None:
     deployment = make_deployment(acme)
     agent_reports(backend, deployment, {1: (1, [PORT_A])})
     converge(deployment, backend)
@@ -156,9 +156,7 @@ def test_it_is_not_ready_while_a_weighted_revision_has_no_ready_replica(acme: An
     assert condition(deployment, "Progressing")["status"] == "True"
 
 
-def test_it_counts_the_ready_replicas_of_routed_revisions_against_their_plan(
-    acme: Any, backend: LocalBackend
-) -> None:
+def test_it_counts_the_ready_replicas_of_routed_revisions_against_their_plan(acme: Any, backend: LocalBackend) -> None:
     # A canary on a one-replica deployment runs one replica per weighted revision (the documented exception).
     deployment = make_deployment(acme, weights=(0, 80, 20), min_replicas=1, max_replicas=1)
     Revision.unscoped_objects.filter(deployment=deployment, number=1).update(desired_replicas=1, ready_replicas=1)
@@ -201,3 +199,85 @@ def test_it_keeps_the_conditions_other_writers_set_during_a_pass(
     assert condition(deployment, "CappedByQuota")["status"] == "True"
     assert condition(deployment, "SLOBreached")["message"] == "p95 900 ms"
     assert condition(deployment, "Ready")["reason"] in {"AllReplicasReady", "ReplicasNotReady"}
+
+
+# ---------------------------------------------------------------- WaitingForCapacity with a real local agent
+
+from tests.test_localagent import agent_factory  # noqa: E402 - the real-agent fixture, used only below
+
+API_DEPLOYMENT = "/api/v1/tenants/acme/deployments/gpu-chat/"
+
+
+@pytest.fixture
+def one_slot_agent(redis_url: str, redis_prefix: str, tmp_path: Any) -> Iterator[Any]:
+    """A real ``python -m deployments.localagent`` with a single nvidia-h100 slot, on this test's Redis prefix."""
+    with agent_factory(redis_url, redis_prefix, tmp_path) as make:
+        yield make(FRONTDOOR_LOCAL_GPU_SLOTS='{"nvidia-h100": 1}')
+
+
+def reconcile_until(
+    deployment_id: int, backend: LocalBackend, done: Any, what: str, timeout_s: float = 45
+) -> dict[str, Any]:
+    """Reconcile every 0.3 s (as the follow-up passes would) until ``done(conditions)``; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reconcile.reconcile_deployment(deployment_id, backend)
+        found = {c["type"]: c for c in ModelDeployment.unscoped_objects.get(pk=deployment_id).conditions}
+        if done(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; conditions: {found}")
+        time.sleep(0.3)
+
+
+def test_it_reports_the_agents_capacity_shortage_through_the_api_until_the_deployment_fits(
+    acme: Any, backend: LocalBackend, one_slot_agent: Any, api: Any, adam: Any
+) -> None:
+    client = api(adam)
+    created = client.post(
+        "/api/v1/tenants/acme/deployments/",
+        {
+            "name": "gpu-chat",
+            "runtime": "builtin",
+            "model": "frontdoor/sim-chat",
+            "gpu_type": "nvidia-h100",
+            "gpu_count": 2,
+            "min_replicas": 1,
+            "max_replicas": 1,
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    deployment_id = ModelDeployment.unscoped_objects.get(tenant=acme, name="gpu-chat").pk
+
+    reconcile_until(
+        deployment_id,
+        backend,
+        lambda c: c.get("WaitingForCapacity", {}).get("status") == "True",
+        "the agent's capacity message",
+    )
+    shown = {c["type"]: c for c in client.get(API_DEPLOYMENT).json()["conditions"]}
+    waiting = shown["WaitingForCapacity"]
+    assert (waiting["status"], waiting["reason"]) == ("True", "Unschedulable")
+    assert "local backend has 1 free nvidia-h100 slots (needs 2)" in waiting["message"]
+    assert shown["Ready"]["status"] == "False"
+
+    # Ask for what the agent has: a new revision needing one GPU replaces the one that never started.
+    changed = client.patch(API_DEPLOYMENT, {"gpu_count": 1}, format="json")
+    assert changed.status_code == 200, changed.json()
+
+    def fits(found: dict[str, Any]) -> bool:
+        waiting = found.get("WaitingForCapacity", {}).get("status")
+        return bool(waiting == "False" and found.get("Ready", {}).get("status") == "True")
+
+    reconcile_until(deployment_id, backend, fits, "the capacity condition to clear")
+    body = client.get(API_DEPLOYMENT).json()
+    cleared = {c["type"]: c for c in body["conditions"]}
+    assert (cleared["WaitingForCapacity"]["status"], cleared["WaitingForCapacity"]["reason"]) == (
+        "False",
+        "CapacityAvailable",
+    )
+    assert body["ready_replicas"] == 1
+    events = client.get(API_DEPLOYMENT + "events/").json()
+    reasons = [e["reason"] for e in (events["results"] if isinstance(events, dict) else events)]
+    assert "WaitingForCapacity" in reasons

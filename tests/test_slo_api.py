@@ -72,8 +72,14 @@ def test_a_member_runs_a_rollout_through_the_api(
     add_revision(deployment, weight=0)
     client = api(bob)
     assert client.get(f"{BASE}/rollout/").json() == {"rollout": None}
-    start = {"action": "start", "revision": "r2", "steps": [10, 25, 50, 100], "pause_s": 30,
-             "max_error_rate_delta": 0.05, "max_p95_ratio": 1.5}
+    start = {
+        "action": "start",
+        "revision": "r2",
+        "steps": [10, 25, 50, 100],
+        "pause_s": 30,
+        "max_error_rate_delta": 0.05,
+        "max_p95_ratio": 1.5,
+    }
     assert api(vera).post(f"{BASE}/rollout/", start, format="json").status_code == 403
     response = client.post(f"{BASE}/rollout/", start, format="json")
     assert response.status_code == 201, response.json()

@@ -87,7 +87,8 @@ def test_changes_are_audited_without_the_secret(api: Api, adam: User, acme: Tena
     rotated = api(adam).post(ROTATE).json()["webhook_secret"]
     events = list(AuditEvent.objects.for_tenant(acme).filter(action__startswith="settings.").order_by("pk"))
     assert [(e.action, e.actor_id) for e in events] == [
-        ("settings.update", adam.pk), ("settings.rotate_webhook_secret", adam.pk),
+        ("settings.update", adam.pk),
+        ("settings.rotate_webhook_secret", adam.pk),
     ]
     assert events[0].changes["webhook_url"] == ["", PUBLIC_HOOK]
     for event in events:
