@@ -33,6 +33,9 @@ urlpatterns = [
         name="console-deployment-revision",
     ),
     path(
+        f"{_deployment}rollout/", deployments_console.DeploymentRolloutView.as_view(), name="console-deployment-rollout"
+    ),
+    path(
         f"{_deployment}manifests/",
         deployments_console.DeploymentManifestsView.as_view(),
         name="console-deployment-manifests",

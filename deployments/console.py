@@ -20,6 +20,7 @@ from rest_framework.exceptions import APIException
 
 from controlplane.console import TenantConsoleView, paginate, query_without_page, render_page_or_partial
 from deployments import manifests, services
+from deployments import rollout as rollouts
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Runtime
 from deployments.models_slo import Rollout, SloSample
 from deployments.reconcile import desired_spec
@@ -84,6 +85,27 @@ class NewRevisionForm(forms.Form):
     model = forms.CharField(max_length=200)
     image = forms.CharField(max_length=300, required=False)
     canary_weight = forms.IntegerField(min_value=0, max_value=100, initial=10, label="Canary share (%)")
+
+
+class RolloutStartForm(forms.Form):
+    """A metric-gated rollout of the newest revision (``deployments.rollout.start_rollout`` checks the rest)."""
+
+    steps = forms.CharField(
+        max_length=100, initial="10, 25, 50, 100", help_text="traffic percentages for the new revision, ending at 100"
+    )
+    pause_s = forms.IntegerField(
+        min_value=0, max_value=86_400, initial=30, label="Pause per step (s)", help_text="how long each step is watched"
+    )
+
+    def clean_steps(self) -> list[int]:
+        try:
+            return [int(part) for part in self.cleaned_data["steps"].replace(" ", "").split(",") if part]
+        except ValueError as exc:
+            raise ValidationError("whole numbers separated by commas, e.g. 10, 25, 50, 100") from exc
+
+
+# The running rollout's buttons: (action, label); pause and resume show one at a time.
+ROLLOUT_ACTIONS = (("promote", "Promote"), ("pause", "Pause"), ("resume", "Resume"), ("rollback", "Roll back"))
 
 
 # Where a quota refusal belongs on the form: the quota its message names.
@@ -181,24 +203,28 @@ def quota_bars(tenant: Any) -> list[dict[str, Any]]:
 
 
 def filtered_deployments(view: TenantConsoleView, request: HttpRequest) -> QuerySet[ModelDeployment]:
-    queryset = ModelDeployment.objects.for_tenant(view.tenant).only(
-        "id",
-        "tenant_id",
-        "name",
-        "runtime",
-        "model",
-        "status",
-        "desired_state",
-        "gpu_type",
-        "gpu_count",
-        "min_replicas",
-        "max_replicas",
-        "desired_replicas",
-        "ready_replicas",
-        "updated_at",
-    ).annotate(
-        # During a canary each weighted revision runs at least one replica, so ready counts compare to the plan.
-        planned_replicas=Sum("revisions__desired_replicas", filter=Q(revisions__weight__gt=0)),
+    queryset = (
+        ModelDeployment.objects.for_tenant(view.tenant)
+        .only(
+            "id",
+            "tenant_id",
+            "name",
+            "runtime",
+            "model",
+            "status",
+            "desired_state",
+            "gpu_type",
+            "gpu_count",
+            "min_replicas",
+            "max_replicas",
+            "desired_replicas",
+            "ready_replicas",
+            "updated_at",
+        )
+        .annotate(
+            # During a canary each weighted revision runs at least one replica, so ready counts compare to the plan.
+            planned_replicas=Sum("revisions__desired_replicas", filter=Q(revisions__weight__gt=0)),
+        )
     )
     if q := request.GET.get("q", "").strip():
         queryset = queryset.filter(Q(name__icontains=q) | Q(model__icontains=q))
@@ -285,12 +311,8 @@ class DeploymentMixin(TenantConsoleView):
         deployment = self.deployment
         revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("-number"))
         serving = [r for r in revisions if r.weight > 0]
-        rollout = (
-            Rollout.objects.for_tenant(self.tenant)
-            .filter(deployment=deployment, status=Rollout.Status.RUNNING)
-            .select_related("revision", "stable_revision")
-            .first()
-        )
+        rollout_context = self.rollout_context(extra.pop("rollout_form", None))
+        rollout = rollout_context["rollout"]
         moving = (
             deployment.status in MOVING_STATUSES
             or deployment.observed_generation < deployment.generation
@@ -303,7 +325,6 @@ class DeploymentMixin(TenantConsoleView):
             revisions=revisions,
             serving=serving,
             newest=newest,
-            rollout=rollout,
             moving=moving,
             deleting=deployment.desired_state == ModelDeployment.DesiredState.DELETING,
             events=DeploymentEvent.objects.for_tenant(self.tenant).filter(deployment=deployment)[:20],
@@ -313,8 +334,26 @@ class DeploymentMixin(TenantConsoleView):
             or CanaryForm(initial={"canary_weight": newest.weight if newest else 100}),
             revision_form=extra.pop("revision_form", None)
             or NewRevisionForm(prefix="rev", initial={"model": deployment.model, "image": deployment.image}),
+            **rollout_context,
             **extra,
         )
+
+    def rollout_context(self, form: RolloutStartForm | None) -> dict[str, Any]:
+        """The rollout panel's context: the newest rollout (the running one if any: only one runs at a time, and it
+        is the newest), the running one or None, the start form and the buttons."""
+        latest = (
+            Rollout.objects.for_tenant(self.tenant)
+            .filter(deployment=self.deployment)
+            .select_related("revision", "stable_revision")
+            .order_by("-started_at", "-id")
+            .first()
+        )
+        return {
+            "latest_rollout": latest,
+            "rollout": latest if latest is not None and latest.status == Rollout.Status.RUNNING else None,
+            "rollout_form": form or RolloutStartForm(prefix="rollout"),
+            "rollout_actions": ROLLOUT_ACTIONS,
+        }
 
     def render_detail(self, status: int = 200, **extra: Any) -> HttpResponse:
         return render(self.request, "deployments/detail.html", self.detail_context(**extra), status=status)
@@ -397,6 +436,81 @@ class DeploymentRevisionView(DeploymentMixin):
                 messages.success(request, "New revision created.")
                 return redirect("console-deployment", tenant=self.tenant.slug, name=name)
         return self.render_detail(status=422, revision_form=form)
+
+
+class DeploymentRolloutView(DeploymentMixin):
+    """The rollout panel: GET is its partial (polled while a rollout runs); POST ``action=start`` starts a rollout of
+    the newest revision, ``promote``/``pause``/``resume``/``rollback`` act on the running one. Both call
+    ``deployments.rollout`` (the REST API's ``RolloutViewSet`` calls the same functions).
+
+    htmx 2 does not swap 4xx answers, so an htmx request that is refused on its input gets the panel with the error
+    at 200; a plain form post gets the page at 422/409, or a redirect on success."""
+
+    def panel(self, form: RolloutStartForm | None = None, **extra: Any) -> HttpResponse:
+        revisions = list(
+            Revision.objects.for_tenant(self.tenant).filter(deployment=self.deployment).order_by("-number")
+        )
+        context = self.base_context(
+            deployment=self.deployment,
+            revisions=revisions,
+            newest=revisions[0] if revisions else None,
+            deleting=self.deployment.desired_state == ModelDeployment.DesiredState.DELETING,
+            **self.rollout_context(form),
+            **extra,
+        )
+        return render(self.request, "deployments/partials/rollout.html", context)
+
+    def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        self.get_deployment(name)
+        if not getattr(request, "htmx", False):
+            return redirect("console-deployment", tenant=self.tenant.slug, name=name)
+        return self.panel()
+
+    def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
+        deployment = self.get_deployment(name)
+        action = request.POST.get("action", "")
+        form = RolloutStartForm(request.POST, prefix="rollout") if action == "start" else None
+        try:
+            if form is not None:
+                if not form.is_valid():
+                    return self.refused(422, rollout_form=form)
+                newest = (
+                    Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("-number").first()
+                )
+                rollouts.start_rollout(
+                    deployment,
+                    self.principal,
+                    revision_number=newest.number if newest else 0,
+                    steps=form.cleaned_data["steps"],
+                    pause_s=form.cleaned_data["pause_s"],
+                )
+                done = f"Rollout of r{newest.number if newest else 0} started."
+            elif action in dict(ROLLOUT_ACTIONS):
+                rollouts.act(deployment, self.principal, action)
+                done = {
+                    "promote": "Rollout promoted: the new revision takes all traffic.",
+                    "pause": "Rollout paused.",
+                    "resume": "Rollout resumed.",
+                    "rollback": "Rollout rolled back: the stable revision takes all traffic.",
+                }[action]
+            else:
+                return self.refused(422, rollout_error=f"unknown action {action!r}")
+        except (ValidationError, APIException) as exc:
+            if form is not None:
+                show_service_errors(form, exc)
+                return self.refused(422, rollout_form=form)
+            detail = exc.messages if isinstance(exc, ValidationError) else [str(exc.detail)]
+            code = exc.status_code if isinstance(exc, APIException) else 422
+            return self.refused(code, rollout_error="; ".join(str(d) for d in detail))
+        if getattr(request, "htmx", False):
+            return self.panel(rollout_done=done)
+        messages.success(request, done)
+        return redirect("console-deployment", tenant=self.tenant.slug, name=name)
+
+    def refused(self, status: int, rollout_form: RolloutStartForm | None = None, **extra: Any) -> HttpResponse:
+        if getattr(self.request, "htmx", False):
+            return self.panel(rollout_form, **extra)
+        return self.render_detail(status=status, rollout_form=rollout_form, **extra)
 
 
 class DeploymentManifestsView(DeploymentMixin):
