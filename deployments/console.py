@@ -462,9 +462,7 @@ class DeploymentRolloutView(DeploymentMixin):
 
     def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         self.get_deployment(name)
-        if not getattr(request, "htmx", False):
-            return redirect("console-deployment", tenant=self.tenant.slug, name=name)
-        return self.panel()
+        return self.panel() if getattr(request, "htmx", False) else self.render_detail()
 
     def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         deployment = self.get_deployment(name)
@@ -533,9 +531,11 @@ class DeploymentManifestsView(DeploymentMixin):
 class DeploymentDeleteView(DeploymentMixin):
     """GET asks for confirmation (typing the name); POST deletes through the service."""
 
+    read_role = Role.MEMBER  # the confirmation page is the first half of a change
+
     def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
-        if not self.can(Role.MEMBER):
-            raise PermissionDenied("this needs the 'member' role")
+        if not self.can(Role.MEMBER):  # a suspended tenant: the dispatch checks only the role on a GET
+            raise PermissionDenied("this tenant is suspended; changes are refused")
         return render(request, "deployments/delete.html", self.base_context(deployment=self.get_deployment(name)))
 
     def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
