@@ -140,6 +140,33 @@ def test_it_invites_a_member_who_accepts_the_link(
     assert Membership.objects.for_tenant(acme).get(user=newbie).role == "member"
 
 
+def test_it_steers_a_canary_rollout_from_the_panel(
+    page: Page, sign_in: Callable[[Page, User], None], console_url: str, bob: User, acme: Tenant
+) -> None:
+    from deployments import services
+    from deployments.models_slo import Rollout
+
+    deployment = services.create_deployment(acme, None, {"name": "chat", "model": "frontdoor/sim-chat"})
+    services.update_deployment(deployment, None, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0)
+    sign_in(page, bob)
+    page.goto(f"{console_url}/t/acme/deployments/chat/")
+    panel = page.locator("#rollout-panel")
+    panel.get_by_label("Steps:").fill("20, 100")
+    panel.get_by_role("button", name="Start rollout").click()  # htmx POST with the CSRF header; the panel swaps
+    page.get_by_text("Rollout of r2 started.").wait_for()
+    assert "1 of 2: 20% to r2" in panel.get_by_test_id("rollout-status").inner_text()
+    page.locator("#rollout-panel").get_by_role("button", name="Pause").click()
+    page.get_by_text("Rollout paused.").wait_for()
+    page.locator("#rollout-panel").get_by_role("button", name="Roll back").click()  # confirm() accepted
+    page.get_by_text("rolled back by hand").wait_for()
+    rollout = Rollout.objects.for_tenant(acme).get(deployment=deployment)
+    assert rollout.status == Rollout.Status.ROLLED_BACK and rollout.reason == "rolled back by hand"
+    assert dict(Revision.objects.for_tenant(acme).filter(deployment=deployment).values_list("number", "weight")) == {
+        1: 100,
+        2: 0,
+    }
+
+
 def test_it_shows_a_viewer_no_write_controls(
     page: Page,
     sign_in: Callable[[Page, User], None],
