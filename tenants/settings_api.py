@@ -67,7 +67,6 @@ def _answer(row: TenantSettings, new_secret: str | None) -> Response:
     retrieve=extend_schema(summary="The tenant's notification settings (admins)"),
     update=extend_schema(summary="Set the SLO webhook URL (admins); a first URL returns its signing secret once"),
     partial_update=extend_schema(summary="Change the SLO webhook URL (admins)"),
-    rotate_secret=extend_schema(summary="Replace the webhook signing secret (admins); returned once", request=None),
 )
 class TenantSettingsViewSet(IdempotentMixin, TenantScopedViewSet):
     """The tenant's single settings row; the tenant is resolved by the chokepoint, so there is no lookup id."""
@@ -97,6 +96,7 @@ class TenantSettingsViewSet(IdempotentMixin, TenantScopedViewSet):
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self._write(request, partial=True)
 
+    @extend_schema(summary="Replace the webhook signing secret (admins); returned once", request=None)
     def rotate_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         row, new_secret = TenantSettings.rotate_webhook_secret(self.tenant, actor=request)
         if new_secret is None:
