@@ -65,12 +65,15 @@ class DisposablePostgres:
                 self._owner = pwd.getpwnam(SERVER_USER)
             except KeyError as exc:
                 raise PostgresUnavailable(f"running as root and there is no {SERVER_USER!r} OS user") from exc
+            if shutil.which("runuser") is None:
+                raise PostgresUnavailable("running as root and there is no runuser to drop to the postgres user")
         self.base = Path(tempfile.mkdtemp(prefix="fdt-pg-"))
         self.data = self.base / "data"
         self.socket_dir = self.base / "run"
         self.log = self.base / "server.log"
         self.port = _free_port()
         self.running = False
+        self.started_once = False
         self.socket_dir.mkdir()
         if self.as_root:
             for path in (self.base, self.socket_dir):
@@ -84,6 +87,21 @@ class DisposablePostgres:
         return self
 
     def start(self) -> None:
+        """Start (or start again, on the same port: clients keep their ``url``) and wait until it accepts."""
+        if self.started_once:
+            self._start()
+            return
+        for attempt in range(3):  # the free port was taken between picking and binding it: pick another
+            try:
+                self._start()
+                break
+            except RuntimeError:
+                if attempt == 2 or "could not bind" not in self.log_tail():
+                    raise
+                self.port = _free_port()
+        self.started_once = True
+
+    def _start(self) -> None:
         options = " ".join(
             [
                 f"-p {self.port}",

@@ -32,6 +32,7 @@ from controlplane.celery import app
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tests.chaos_pg_server import DisposablePostgres, PostgresUnavailable
 from tests.fakekube.server import FakeKubeServer
+from tests.fakekube.validation import server_side_problem
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -51,7 +52,7 @@ def postgres() -> Iterator[DisposablePostgres]:
     try:
         server = DisposablePostgres()
     except PostgresUnavailable as exc:
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI"):
             pytest.fail(f"{exc}: CI must run the Postgres restart test (apt-get install postgresql)")
         pytest.skip(str(exc))
     try:
@@ -65,7 +66,9 @@ def postgres() -> Iterator[DisposablePostgres]:
 
 @pytest.fixture
 def fake() -> Iterator[FakeKubeServer]:
+    """The fake Kubernetes API server, validating every object written against the real schemas."""
     server = FakeKubeServer().start()
+    server.store.validator = server_side_problem
     yield server
     server.stop()
 
@@ -130,7 +133,8 @@ class Run:
                 self.worker.wait(timeout=10)
         client = redis.Redis.from_url(app.conf.broker_url)
         try:
-            client.delete(self.queue)
+            # The queue, and the bindings kombu keeps for it (the worker declares them).
+            client.delete(self.queue, f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}")
             for key in client.scan_iter(match=f"{self.redis_prefix}:*", count=1000):
                 client.delete(key)
         finally:
