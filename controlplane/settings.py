@@ -70,6 +70,8 @@ def _database_from_url(url: str) -> dict[str, object]:
         "HOST": parsed.hostname or "127.0.0.1",
         "PORT": str(parsed.port or 5432),
         "CONN_MAX_AGE": 0,
+        # With the pool, Django checks a connection as it hands it out: a Postgres restart costs no failed request.
+        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {"pool": {"min_size": 1, "max_size": 8, "timeout": 10}},
         "TEST": {"NAME": FRONTDOOR_TEST_DATABASE},
     }
