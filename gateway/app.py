@@ -1,7 +1,8 @@
 """The gateway as a plain ASGI app: ``create_app()`` wires config, Redis, the upstream pool and the handlers.
 
 No web framework: a dict lookup on (method, path) routes the request. The lifespan opens redis.asyncio and
-one pooled aiohttp session, loads the snapshot and starts the background tasks (pub/sub listener, 1 s version
+the upstream connection pools (gateway/upstream.py for chat and completions, one aiohttp session for embeddings
+batches), loads the snapshot and starts the background tasks (pub/sub listener, 1 s version
 poll, 1 s load-figure flush). Inference requests run in ``gateway.inference``.
 """
 
@@ -59,7 +60,8 @@ class Gateway:
         # The hot path's Redis (limiter, usage): auto-pipelined; the redis-py client does the rest.
         self.hot_redis: aioredis.Redis | RedisPipe = None  # type: ignore[assignment]
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
-        self.upstream = UpstreamPool()  # chat and completions; embeddings batches go through ``session``
+        # Chat and completions; embeddings batches go through ``session``.
+        self.upstream = UpstreamPool(max_idle_per_host=config.upstream_pool_size)
         self.store: SnapshotStore = None  # type: ignore[assignment]
         self.limiter: Limiter = None  # type: ignore[assignment]
         self.usage: UsageSink = None  # type: ignore[assignment]
