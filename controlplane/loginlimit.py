@@ -6,8 +6,9 @@ Each failed attempt increments three counters, each expiring a minute after its 
   ``LOGIN_RATE_LIMIT_PER_MINUTE`` (N);
 - ``<prefix>:login:ip:<ip>``: one client spraying many usernames; refused at ``IP_FACTOR`` × N;
 - ``<prefix>:login:user:<sha256(username)>``: many clients (a botnet) guessing one user; refused at ``USER_FACTOR`` × N.
-  This one is a trade-off: it lets anyone who can send that many failures lock the user out for a minute, so it is
-  set well above the per-IP limit (one client alone can never reach it) and only a distributed attack trips it.
+  This one is a trade-off: it lets anyone who can send that many failures lock the user out for a minute. One
+  client adds at most N failures per username (the pair limit), so only ``USER_FACTOR`` or more clients together
+  can trip it.
 
 Once a counter reaches its limit, further attempts are refused with 429 before the password is even checked, so
 guessing costs a minute per batch. A successful sign-in clears the pair and user counters, never the IP counter (an
