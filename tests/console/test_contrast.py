@@ -17,8 +17,7 @@ def rules() -> list[tuple[list[str], dict[str, str]]]:
     parsed = []
     for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", text):
         declarations = dict(
-            (name.strip(), value.strip())
-            for name, _, value in (d.partition(":") for d in body.split(";") if ":" in d)
+            (name.strip(), value.strip()) for name, _, value in (d.partition(":") for d in body.split(";") if ":" in d)
         )
         parsed.append(([s.strip() for s in selectors.split(",")], declarations))
     return parsed
