@@ -28,7 +28,9 @@ class Actor:
 
 
 # Field names whose values never go into the audit trail (they would leak secrets into a readable table).
-_REDACTED_FIELDS = frozenset({"secret", "secret_hash", "key", "password", "token", "full_key", "webhook_secret", "token_hash"})
+_REDACTED_FIELDS = frozenset(
+    {"secret", "secret_hash", "key", "password", "token", "full_key", "webhook_secret", "token_hash"}
+)
 
 
 def _jsonable(value: Any) -> Any:
