@@ -386,9 +386,9 @@ async def _signal_wake(gw: Gateway, deployment_id: int) -> None:
         gw.wake_sent.pop(deployment_id, None)  # try again on the next round
 
 
-def _upstream_body(parsed: ParsedRequest, deployment: DeploymentEntry) -> bytes:
+def _upstream_body(parsed: ParsedRequest, model: str) -> bytes:
     payload = parsed.payload
-    payload["model"] = deployment.model
+    payload["model"] = model
     if parsed.stream:
         options = payload.get("stream_options") or {}
         payload["stream_options"] = {**options, "include_usage": True}
@@ -408,7 +408,14 @@ async def _serve_generation(
     timeout_s: float,
 ) -> None:
     cfg = gw.config
-    body = _upstream_body(parsed, deployment)
+    bodies: dict[str, bytes] = {}
+
+    def body_for(revision: RevisionEntry) -> bytes:
+        # Each revision names the model its replicas serve; the body is encoded once per model.
+        model = revision.model or deployment.model
+        if model not in bodies:
+            bodies[model] = _upstream_body(parsed, model)
+        return bodies[model]
 
     def on_pick(revision: RevisionEntry, endpoint: str) -> None:
         if outcome.revision is None:
@@ -421,7 +428,7 @@ async def _serve_generation(
         gw.balancer,
         deployment,
         UPSTREAM_PATHS[parsed.kind],
-        body,
+        body_for,
         rid,
         cfg.retries,
         min(cfg.first_byte_timeout_s, timeout_s),
@@ -430,12 +437,13 @@ async def _serve_generation(
         lambda endpoint: gw.metrics.upstream_errors.inc((deployment.tenant, deployment.name, "connect")),
     )
     response = attempt.response
+    patterns = attempt.revision.model_patterns or deployment.model_patterns
     clean = False
     try:
         if response.status >= 400:
-            await _relay_upstream_error(response, deployment, send, rid, rate_headers, outcome)
+            await _relay_upstream_error(response, deployment, patterns, send, rid, rate_headers, outcome)
         elif parsed.stream and response.content_type == "text/event-stream":
-            await _relay_stream(gw, parsed, deployment, response, send, rid, rate_headers, outcome)
+            await _relay_stream(gw, parsed, patterns, response, send, rid, rate_headers, outcome)
         else:
             data = await response.read()
             usage = _usage_of(data)
@@ -443,7 +451,7 @@ async def _serve_generation(
             outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
             outcome.status = 200
             outcome.finished = True
-            await respond(send, 200, rewrite_model(data, deployment.model_patterns), rid, rate_headers)
+            await respond(send, 200, rewrite_model(data, patterns), rid, rate_headers)
         clean = True
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamFailure(
@@ -470,6 +478,7 @@ def _usage_of(data: bytes) -> dict[str, Any]:
 async def _relay_upstream_error(
     response: UpstreamResponse,
     deployment: DeploymentEntry,
+    patterns: tuple[tuple[bytes, bytes], ...],
     send: Send,
     rid: str,
     rate_headers: dict[str, str],
@@ -489,20 +498,20 @@ async def _relay_upstream_error(
     # A client error the model server found (e.g. context too long) is the client's to read, as-is.
     outcome.status = response.status
     outcome.finished = True
-    await respond(send, response.status, rewrite_model(data, deployment.model_patterns), rid, rate_headers)
+    await respond(send, response.status, rewrite_model(data, patterns), rid, rate_headers)
 
 
 async def _relay_stream(
     gw: Gateway,
     parsed: ParsedRequest,
-    deployment: DeploymentEntry,
+    patterns: tuple[tuple[bytes, bytes], ...],
     response: UpstreamResponse,
     send: Send,
     rid: str,
     rate_headers: dict[str, str],
     outcome: Outcome,
 ) -> None:
-    relay = StreamRelay(deployment.model_patterns, hide_usage=not parsed.include_usage)
+    relay = StreamRelay(patterns, hide_usage=not parsed.include_usage)
     headers = [*SSE_HEADERS, (b"x-request-id", rid.encode()), *encode_headers(rate_headers)]
     outcome.status = 200
     try:
@@ -529,10 +538,10 @@ async def _relay_stream(
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def embeddings_batch_key(endpoint: str, deployment: DeploymentEntry, payload: dict[str, Any]) -> str:
-    return "\x00".join(
-        (endpoint, deployment.model, str(payload.get("encoding_format") or ""), str(payload.get("dimensions") or ""))
-    )
+def embeddings_batch_key(endpoint: str, payload: dict[str, Any]) -> str:
+    """Requests merge only when they go to the same replica, for the same model, with the same options."""
+    options = (str(payload.get("encoding_format") or ""), str(payload.get("dimensions") or ""))
+    return "\x00".join((endpoint, str(payload["model"]), *options))
 
 
 async def send_embeddings_batch(gw: Gateway, batch_key: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -580,7 +589,6 @@ async def _serve_embeddings(
     timeout_s: float,
 ) -> None:
     payload = parsed.payload
-    payload["model"] = deployment.model
     excluded: set[str] = set()
     for attempt in range(gw.config.retries + 1):
         try:
@@ -595,9 +603,10 @@ async def _serve_embeddings(
         if outcome.revision is None:
             gw.load.started(usage_id, deployment.id, revision.id, timeout_s + LEASE_MARGIN_S)
         outcome.revision = revision
+        payload["model"] = revision.model or deployment.model
         gw.balancer.acquire(endpoint)
         try:
-            result = await gw.batcher.submit(embeddings_batch_key(endpoint, deployment, payload), payload)
+            result = await gw.batcher.submit(embeddings_batch_key(endpoint, payload), payload)
             break
         except UpstreamFailure as failure:
             if failure.kind != "connect" or attempt == gw.config.retries:

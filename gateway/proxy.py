@@ -6,6 +6,7 @@ Upstream failures map to OpenAI-shaped 502 (bad response / reset), 503 (no repli
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ async def open_upstream(
     balancer: Balancer,
     deployment: DeploymentEntry,
     path: str,
-    body: bytes,
+    body_for: Callable[[RevisionEntry], bytes],
     request_id: str,
     retries: int,
     first_byte_timeout_s: float,
@@ -47,8 +48,9 @@ async def open_upstream(
 ) -> Attempt:
     """POST to a replica and return once response headers arrived.
 
-    A refused connection ejects the replica and retries on another one: nothing reached the model, so the
-    retry cannot duplicate work. Any other failure is final. ``on_pick(revision, endpoint)`` runs per pick,
+    ``body_for(revision)`` gives the body for the revision picked (its upstream model id may differ). A refused
+    connection ejects the replica and retries on another one: nothing reached the model, so the retry cannot
+    duplicate work. Any other failure is final. ``on_pick(revision, endpoint)`` runs per pick,
     ``on_refused(endpoint)`` per refused connection.
     """
     excluded: set[str] = set()
@@ -70,7 +72,7 @@ async def open_upstream(
         balancer.acquire(endpoint)
         try:
             async with asyncio.timeout(first_byte_timeout_s):
-                response = await pool.post(endpoint, path, body, request_id, connect_timeout_s)
+                response = await pool.post(endpoint, path, body_for(revision), request_id, connect_timeout_s)
             return Attempt(revision, endpoint, response)
         except UpstreamConnectError as exc:
             balancer.release(endpoint)

@@ -49,6 +49,9 @@ class RevisionEntry:
     name: str
     weight: int
     endpoints: tuple[str, ...]
+    # The model id this revision's replicas serve (a canary may serve another model than the stable revision).
+    model: str = ""
+    model_patterns: tuple[tuple[bytes, bytes], ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +128,15 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
     for d in (doc.get("deployments") or {}).values():
         if d.get("state") == "deleting":
             continue
+        deployment_model = str(d.get("model") or d["name"])
         revisions = tuple(
             RevisionEntry(
                 id=int(r["id"]),
                 name=str(r.get("name", "")),
                 weight=int(r.get("weight") or 0),
                 endpoints=tuple(str(e).rstrip("/") for e in (r.get("endpoints") or ())),
+                model=str(r.get("model") or deployment_model),
+                model_patterns=_model_patterns(str(r.get("model") or deployment_model), str(d["name"])),
             )
             for r in (d.get("revisions") or ())
             if int(r.get("weight") or 0) > 0
@@ -139,13 +145,13 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
             id=int(d["id"]),
             tenant=str(d["tenant"]),
             name=str(d["name"]),
-            model=str(d.get("model") or d["name"]),
+            model=deployment_model,
             state=str(d.get("state", "running")),
             max_concurrent=d.get("max_concurrent_requests"),
             timeout_s=float(d.get("timeout_s") or 0),
             created=int(d.get("created") or 0),
             revisions=revisions,
-            model_patterns=_model_patterns(str(d.get("model") or d["name"]), str(d["name"])),
+            model_patterns=_model_patterns(deployment_model, str(d["name"])),
         )
         deployments[(entry.tenant, entry.name)] = entry
         by_tenant.setdefault(entry.tenant, []).append(entry)

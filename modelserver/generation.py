@@ -78,6 +78,7 @@ class GenerationService:
 
     async def serve(self, request: GenerationRequest, endpoint: str, receive: Receive, send: Send) -> None:
         arrived = time.monotonic()
+        self.metrics.requested_models[request.model] += 1
         if self.faults.should_fail():
             self.metrics.injected_errors += 1
             self.metrics.count_request(endpoint, 500)

@@ -25,6 +25,7 @@ class Metrics:
         self.model_name = model_name
         self.scheduler = scheduler
         self.requests: Counter[tuple[str, int]] = Counter()  # (endpoint, status) -> count
+        self.requested_models: Counter[str] = Counter()  # the `model` each generation request named
         self.cancelled = 0
         self.truncated = 0
         self.injected_errors = 0
@@ -72,6 +73,12 @@ class Metrics:
         ]
         for (endpoint, status), count in sorted(self.requests.items()):
             lines.append(f'modelserver_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}')
+        lines += [
+            "# HELP modelserver_requests_by_model_total Generation requests received, by the model they named.",
+            "# TYPE modelserver_requests_by_model_total counter",
+        ]
+        for name, count in sorted(self.requested_models.items()):
+            lines.append(f'modelserver_requests_by_model_total{{model="{_escape(name)}"}} {count}')
         lines += [
             "# HELP modelserver_requests_cancelled_total Requests abandoned because the client disconnected.",
             "# TYPE modelserver_requests_cancelled_total counter",

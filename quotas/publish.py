@@ -26,6 +26,7 @@ import orjson
 import redis
 from django.db import connection, transaction
 from django.db.models import F, FloatField, Func, Q, TextField
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -180,10 +181,10 @@ def _deployments_section() -> dict[str, Any]:
         Revision.unscoped_objects.filter(weight__gt=0)
         .exclude(deployment__desired_state=ModelDeployment.DesiredState.DELETING)
         .order_by("deployment_id", "number")
-        .annotate(endpoints_json=_json_text("endpoints"))
-        .values_list("id", "deployment_id", "number", "weight", "endpoints_json")
+        .annotate(endpoints_json=_json_text("endpoints"), model=KeyTextTransform("model", "spec"))
+        .values_list("id", "deployment_id", "number", "weight", "endpoints_json", "model")
     )
-    for pk, deployment_id, number, weight, endpoints in revisions:
+    for pk, deployment_id, number, weight, endpoints, model in revisions:
         parent = by_id.get(deployment_id)
         if parent is None:  # a deployment created after the deployments query: the next publish has it
             continue
@@ -193,6 +194,7 @@ def _deployments_section() -> dict[str, Any]:
                 "id": pk,
                 "name": f"r{number}",
                 "weight": weight,
+                "model": model or parent["model"],  # what this revision's replicas serve (a canary may differ)
                 "endpoints": urls if urls is not None else _urls(endpoints),
             }
         )

@@ -86,7 +86,9 @@ def test_it_builds_the_contract_snapshot(acme: Tenant, beta: Tenant) -> None:
     suspended_key, _ = ApiKey.issue(tenant=beta, name="b", scopes=["read"])
     chat = deployment(acme, "chat-small", max_replicas=4, max_concurrent_requests=64, timeout_s=90)
     r1 = revision(chat, 1, 80, ["http://127.0.0.1:40123"])
-    r2 = revision(chat, 2, 20)
+    r2 = Revision.unscoped_objects.create(
+        deployment=chat, number=2, spec={**chat.revision_spec(), "model": "frontdoor/sim-chat-v2"}, weight=20
+    )
     revision(chat, 3, 0, ["http://127.0.0.1:40999"])
     ext = deployment(acme, "ext", runtime="external", endpoints=["http://10.0.0.5:8000"], min_replicas=1)
     ext_r1 = revision(ext, 1, 100)
@@ -138,11 +140,11 @@ def test_it_builds_the_contract_snapshot(acme: Tenant, beta: Tenant) -> None:
     assert (chat_doc["max_concurrent_requests"], chat_doc["timeout_s"]) == (64, 90)
     assert chat_doc["created"] == int(chat.created_at.timestamp())
     assert chat_doc["revisions"] == [
-        {"id": r1.pk, "name": "r1", "weight": 80, "endpoints": ["http://127.0.0.1:40123"]},
-        {"id": r2.pk, "name": "r2", "weight": 20, "endpoints": []},
+        {"id": r1.pk, "name": "r1", "weight": 80, "model": "frontdoor/sim-chat", "endpoints": ["http://127.0.0.1:40123"]},
+        {"id": r2.pk, "name": "r2", "weight": 20, "model": "frontdoor/sim-chat-v2", "endpoints": []},
     ]
     assert snap["deployments"]["acme/ext"]["revisions"] == [
-        {"id": ext_r1.pk, "name": "r1", "weight": 100, "endpoints": ["http://10.0.0.5:8000"]}
+        {"id": ext_r1.pk, "name": "r1", "weight": 100, "model": ext.model, "endpoints": ["http://10.0.0.5:8000"]}
     ]
     assert snap["deployments"]["beta/idle"]["state"] == "stopped"
     assert snap["deployments"]["beta/idle"]["id"] == stopped.pk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx2 as httpx
 import openai
 import pytest
 import redis
@@ -140,3 +141,34 @@ def test_it_gives_each_concurrent_embeddings_request_its_own_vectors(gateway: Pr
         assert [d.index for d in reply.data] == [0, 1]
         assert reply.usage.prompt_tokens > 0
     assert replies[3].data[1].embedding == alone["text 3 b"]
+
+
+def test_it_sends_each_revision_the_model_its_replicas_serve(
+    world: World, gateway: Process, upstream: Process
+) -> None:
+    tenant = world.tenant()
+    revisions = [
+        {"id": 9101, "name": "r1", "weight": 50, "model": "acme/stable-model", "endpoints": [upstream.url]},
+        {"id": 9102, "name": "r2", "weight": 50, "model": "acme/canary-model", "endpoints": [upstream.url]},
+    ]
+    world.deployment(tenant, "two-models", revisions=revisions)
+    key = world.key(tenant)
+    world.publish(gateway)
+    client = client_for(gateway, key)
+
+    replies = [
+        client.chat.completions.create(model="two-models", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        for _ in range(40)
+    ]
+    streamed = list(
+        client.chat.completions.create(
+            model="two-models", messages=[{"role": "user", "content": "hi"}], max_tokens=2, stream=True
+        )
+    )
+
+    metrics = httpx.get(upstream.url + "/metrics", timeout=5).text
+    assert 'modelserver_requests_by_model_total{model="acme/stable-model"}' in metrics
+    assert 'modelserver_requests_by_model_total{model="acme/canary-model"}' in metrics
+    # Whichever revision answered, the client sees the deployment's name, never an upstream model id.
+    assert {reply.model for reply in replies} == {"two-models"}
+    assert {chunk.model for chunk in streamed} == {"two-models"}
