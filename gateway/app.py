@@ -24,8 +24,9 @@ from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, READ_SCOPE, Authenticator
 from gateway.batching import EmbeddingsBatcher
 from gateway.config import GatewayConfig
+from gateway.embeddings import send_embeddings_batch
 from gateway.errors import GatewayError
-from gateway.inference import send_embeddings_batch, serve_inference
+from gateway.inference import serve_inference
 from gateway.limits import Limiter
 from gateway.load import LoadFigures
 from gateway.metrics import GatewayMetrics

@@ -12,28 +12,25 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import aiohttp
-import orjson
 from redis.exceptions import RedisError
 
-from gateway.asgi import Receive, Scope, Send, encode_headers, respond
+from gateway.asgi import Receive, Scope, Send, respond
 from gateway.auth import INFERENCE_SCOPE
+from gateway.embeddings import serve_embeddings
 from gateway.errors import (
     GatewayError,
-    bad_gateway,
     body_too_large,
     gateway_timeout,
     model_not_found,
     service_unavailable,
 )
+from gateway.generation import serve_generation
 from gateway.limits import Admission, LimitRequest
-from gateway.proxy import StreamRelay, UpstreamFailure, open_upstream, rewrite_model
-from gateway.routing import NoReplica
-from gateway.snapshot import DeploymentEntry, RevisionEntry
-from gateway.upstream import UpstreamResponse
+from gateway.outcome import LEASE_MARGIN_S, ClientGone, Outcome
+from gateway.proxy import UpstreamFailure
+from gateway.snapshot import DeploymentEntry
 from gateway.usage import UsageRecord
 from gateway.validation import EMBEDDINGS, ParsedRequest, parse_request
 
@@ -42,30 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("frontdoor.gateway.inference")
 
-LEASE_MARGIN_S = 30.0
 WAKE_EVERY_S = 5.0  # per deployment and process: the autoscaler needs one signal, not one per request
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", EMBEDDINGS: "/v1/embeddings"}
-
-
-class ClientGone(Exception):
-    """The client disconnected while we were reading its body."""
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What the admitted request did, filled in as it goes; becomes the usage event."""
-
-    status: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_ms: float | None = None
-    revision: RevisionEntry | None = None
-    response_started: bool = False
-    finished: bool = False  # the last body message is being sent: a disconnect now is not an abort
-    client_gone: bool = False
-    upstream_error: str | None = None
-    upstream_at: float = 0.0  # perf_counter when the upstream request was sent (TTFT's start)
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
@@ -300,9 +274,9 @@ async def _serve_admitted(
         deployment = await _wait_until_warm(gw, deployment)
         async with asyncio.timeout(timeout_s):
             if parsed.kind == EMBEDDINGS:
-                await _serve_embeddings(gw, parsed, deployment, send, rid, usage_id, rate_headers, outcome, timeout_s)
+                await serve_embeddings(gw, parsed, deployment, send, rid, usage_id, rate_headers, outcome, timeout_s)
             else:
-                await _serve_generation(
+                await serve_generation(
                     gw, parsed, deployment, path, send, rid, usage_id, rate_headers, outcome, timeout_s
                 )
     except TimeoutError:
@@ -384,243 +358,3 @@ async def _signal_wake(gw: Gateway, deployment_id: int) -> None:
         await pipe.execute()
     except (RedisError, OSError):
         gw.wake_sent.pop(deployment_id, None)  # try again on the next round
-
-
-def _upstream_body(parsed: ParsedRequest, model: str) -> bytes:
-    payload = parsed.payload
-    payload["model"] = model
-    if parsed.stream:
-        options = payload.get("stream_options") or {}
-        payload["stream_options"] = {**options, "include_usage": True}
-    return orjson.dumps(payload)
-
-
-async def _serve_generation(
-    gw: Gateway,
-    parsed: ParsedRequest,
-    deployment: DeploymentEntry,
-    path: str,
-    send: Send,
-    rid: str,
-    usage_id: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
-    timeout_s: float,
-) -> None:
-    cfg = gw.config
-    bodies: dict[str, bytes] = {}
-
-    def body_for(revision: RevisionEntry) -> bytes:
-        # Each revision names the model its replicas serve; the body is encoded once per model.
-        model = revision.model or deployment.model
-        if model not in bodies:
-            bodies[model] = _upstream_body(parsed, model)
-        return bodies[model]
-
-    def on_pick(revision: RevisionEntry, endpoint: str) -> None:
-        if outcome.revision is None:
-            gw.load.started(usage_id, deployment.id, revision.id, timeout_s + LEASE_MARGIN_S)
-        outcome.revision = revision
-
-    outcome.upstream_at = time.perf_counter()
-    attempt = await open_upstream(
-        gw.upstream,
-        gw.balancer,
-        deployment,
-        UPSTREAM_PATHS[parsed.kind],
-        body_for,
-        rid,
-        cfg.retries,
-        min(cfg.first_byte_timeout_s, timeout_s),
-        cfg.connect_timeout_s,
-        on_pick,
-        lambda endpoint: gw.metrics.upstream_errors.inc((deployment.tenant, deployment.name, "connect")),
-    )
-    response = attempt.response
-    patterns = attempt.revision.model_patterns or deployment.model_patterns
-    clean = False
-    try:
-        if response.status >= 400:
-            await _relay_upstream_error(response, deployment, patterns, send, rid, rate_headers, outcome)
-        elif parsed.stream and response.content_type == "text/event-stream":
-            await _relay_stream(gw, parsed, patterns, response, send, rid, rate_headers, outcome)
-        else:
-            data = await response.read()
-            usage = _usage_of(data)
-            outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
-            outcome.status = 200
-            outcome.finished = True
-            await respond(send, 200, rewrite_model(data, patterns), rid, rate_headers)
-        clean = True
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamFailure(
-            bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset"
-        ) from None
-    finally:
-        # A clean end hands the connection back to the pool; anything else (disconnect, timeout) closes it,
-        # which is what tells the model server to stop generating.
-        if clean:
-            response.release()
-        else:
-            response.close()
-        gw.balancer.release(attempt.endpoint)
-
-
-def _usage_of(data: bytes) -> dict[str, Any]:
-    try:
-        usage = orjson.loads(data).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return {}
-    return usage if isinstance(usage, dict) else {}
-
-
-async def _relay_upstream_error(
-    response: UpstreamResponse,
-    deployment: DeploymentEntry,
-    patterns: tuple[tuple[bytes, bytes], ...],
-    send: Send,
-    rid: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
-) -> None:
-    data = await response.read()
-    if response.status >= 500 or response.status in (401, 403):  # our credentials are not the client's business
-        outcome.upstream_error = "status"
-        raise bad_gateway(f"The model server for '{deployment.name}' answered {response.status}.")
-    try:
-        valid = isinstance(orjson.loads(data).get("error"), dict)
-    except (orjson.JSONDecodeError, AttributeError):
-        valid = False
-    if not valid:
-        outcome.upstream_error = "status"
-        raise bad_gateway(f"The model server for '{deployment.name}' answered {response.status}.")
-    # A client error the model server found (e.g. context too long) is the client's to read, as-is.
-    outcome.status = response.status
-    outcome.finished = True
-    await respond(send, response.status, rewrite_model(data, patterns), rid, rate_headers)
-
-
-async def _relay_stream(
-    gw: Gateway,
-    parsed: ParsedRequest,
-    patterns: tuple[tuple[bytes, bytes], ...],
-    response: UpstreamResponse,
-    send: Send,
-    rid: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
-) -> None:
-    relay = StreamRelay(patterns, hide_usage=not parsed.include_usage)
-    headers = [*SSE_HEADERS, (b"x-request-id", rid.encode()), *encode_headers(rate_headers)]
-    outcome.status = 200
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        outcome.response_started = True
-        async for data in response.iter_any():
-            if outcome.ttft_ms is None:
-                outcome.ttft_ms = (time.perf_counter() - outcome.upstream_at) * 1000
-            out = relay.feed(data)
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-        if not relay.done:
-            outcome.upstream_error = "truncated"
-    finally:
-        # Whatever ended the stream, meter what was relayed (the usage chunk when it came).
-        usage = relay.usage
-        if usage is not None:
-            outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
-        else:
-            outcome.prompt_tokens = parsed.prompt_estimate
-            outcome.completion_tokens = relay.completion_tokens
-    outcome.finished = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def embeddings_batch_key(endpoint: str, payload: dict[str, Any]) -> str:
-    """Requests merge only when they go to the same replica, for the same model, with the same options."""
-    options = (str(payload.get("encoding_format") or ""), str(payload.get("dimensions") or ""))
-    return "\x00".join((endpoint, str(payload["model"]), *options))
-
-
-async def send_embeddings_batch(gw: Gateway, batch_key: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The batcher's ``send``: POST one (possibly merged) embeddings body to the replica named in the key."""
-    endpoint = batch_key.split("\x00", 1)[0]
-    cfg = gw.config
-    timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s)
-    try:
-        async with gw.session.post(
-            endpoint + "/v1/embeddings",
-            data=orjson.dumps(body),
-            headers={"content-type": "application/json"},
-            timeout=timeout,
-        ) as response:
-            data = await response.read()
-            if response.status >= 400:
-                raise UpstreamFailure(bad_gateway(f"The model server answered {response.status}."), "status")
-    except aiohttp.ClientConnectorError:
-        gw.balancer.eject(endpoint)
-        raise UpstreamFailure(
-            service_unavailable("The replica refused the connection.", "no_replica_available", 1.0), "connect"
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamFailure(
-            bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset"
-        ) from None
-    try:
-        result = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure(bad_gateway("The model server sent invalid JSON."), "status") from None
-    if not isinstance(result, dict):
-        raise UpstreamFailure(bad_gateway("The model server sent an unexpected answer."), "status")
-    return result
-
-
-async def _serve_embeddings(
-    gw: Gateway,
-    parsed: ParsedRequest,
-    deployment: DeploymentEntry,
-    send: Send,
-    rid: str,
-    usage_id: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
-    timeout_s: float,
-) -> None:
-    payload = parsed.payload
-    excluded: set[str] = set()
-    for attempt in range(gw.config.retries + 1):
-        try:
-            revision, endpoint = gw.balancer.pick(deployment, frozenset(excluded))
-        except NoReplica as exc:
-            raise UpstreamFailure(
-                service_unavailable(
-                    f"No replica of '{deployment.name}' is reachable.", "no_replica_available", exc.retry_after_s
-                ),
-                "no_replica",
-            ) from None
-        if outcome.revision is None:
-            gw.load.started(usage_id, deployment.id, revision.id, timeout_s + LEASE_MARGIN_S)
-        outcome.revision = revision
-        payload["model"] = revision.model or deployment.model
-        gw.balancer.acquire(endpoint)
-        try:
-            result = await gw.batcher.submit(embeddings_batch_key(endpoint, payload), payload)
-            break
-        except UpstreamFailure as failure:
-            if failure.kind != "connect" or attempt == gw.config.retries:
-                raise
-            excluded.add(endpoint)
-        except ValueError as exc:  # the batcher could not split a merged answer
-            raise UpstreamFailure(bad_gateway(f"The model server sent a bad batch answer: {exc}"), "status") from None
-        finally:
-            gw.balancer.release(endpoint)
-    usage = result.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
-    outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    result["model"] = deployment.name
-    outcome.status = 200
-    outcome.finished = True
-    await respond(send, 200, orjson.dumps(result), rid, rate_headers)
