@@ -1,65 +1,324 @@
-"""Autoscaling benchmark on the local backend: time from a load step to the first added replica, peak replicas,
-time back to zero once idle, and the cold-start time of a request held while a deployment wakes from zero.
+"""Autoscaling benchmark on the local backend: time from a load step to the first added replica, peak overshoot over
+the replicas the load needs, time back to zero once idle, and the cold-start time of a request held at zero.
 
-``python bench/autoscale.py [--runs 3] [--json]``
+``python bench/autoscale.py [--runs 2] [--clients 4] [--json]``
 
-Each run is the end-to-end scenario of ``tests/test_autoscale_e2e.py`` (a real local agent, model-server replicas
-with a 600 ms stall per request, a real gateway, Redis and Postgres; the autoscale tick, reconcile and config
-publish in a loop as the beat schedule would run them), with short windows so a run takes about 40 s: stable
-window 6 s, panic window 2 s, scale-to-zero grace 4 s. The scenario prints its figures on one line; this script
-runs it ``--runs`` times and prints each run and the median. Needs PostgreSQL and Redis as for the tests; uses
-``REDIS_URL`` / ``FRONTDOOR_REDIS_PREFIX`` / ``FRONTDOOR_TEST_DATABASE`` from the environment.
+Each run is a real local agent, built-in model-server replicas that stall ``--stall-ms`` per request and run at most
+``--max-num-seqs`` requests at once (the rest wait in the replica's queue, which the agent publishes as its queue
+gauge), a real gateway, Redis and Postgres (its own database, created and dropped here). The control plane's periodic
+work runs in this process in a loop as the beat schedule would: the autoscale tick every 2 s, reconcile and config
+publish every 0.25 s. Windows are shortened (stable 6 s, panic 2 s, scale-to-zero grace 4 s) so a run takes about a
+minute.
+
+The deployment has ``max_replicas`` well above what the load needs, so the autoscaler is never capped and an
+overshoot shows. ``--clients`` bounded clients each keep one request in flight, so the load is that many concurrent
+requests, and the replicas it needs at the target are ``needed = ceil(clients / (0.7 * target_concurrency))``
+(0.7 is the KPA target utilisation). **Overshoot** = peak desired replicas during the load step - needed (and the
+same for ready replicas); **settled** is the desired count at the end of the load, once the stable window has had its
+say. Uses ``REDIS_URL`` and ``FRONTDOOR_REDIS_PREFIX`` (a run adds its own suffix) from the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK = "AUTOSCALE-FIGURES "
+sys.path.insert(0, str(ROOT))
+BENCH_DB = os.environ.get("FRONTDOOR_BENCH_DATABASE", "bench_fd_autoscale")
+TARGET_UTILISATION = 0.7  # deployments/autoscaler.py: the KPA aims each replica at 70 % of target_concurrency
+WINDOWS = {
+    "FRONTDOOR_SCALE_TO_ZERO_GRACE_S": "4",
+    "FRONTDOOR_AUTOSCALE_STABLE_WINDOW_S": "6",
+    "FRONTDOOR_AUTOSCALE_PANIC_WINDOW_S": "2",
+}
 FIELDS = (
-    ("to_first_added_replica_s", "load step -> first added replica (s)"),
-    ("peak_desired", "peak desired replicas (max 3; overshoot = peak - needed)"),
-    ("to_zero_after_load_s", "load gone -> zero replicas (s)"),
+    ("to_first_added_replica_s", "load step -> first added replica (desired raised, s)"),
+    ("to_first_added_ready_s", "load step -> first added replica ready (s)"),
+    ("needed", "replicas the load needs at the target"),
+    ("peak_desired", "peak desired replicas during the load"),
+    ("overshoot_desired", "overshoot: peak desired - needed"),
+    ("peak_ready", "peak ready replicas during the load"),
+    ("overshoot_ready", "overshoot: peak ready - needed"),
+    ("settled_desired", "desired replicas at the end of the load"),
+    ("to_zero_after_load_s", "load gone -> zero replicas, no endpoint (s)"),
     ("cold_start_s", "request at zero -> served (cold start, s)"),
     ("first_replica_s", "new deployment -> first ready replica (s)"),
 )
 
 
-def run_once() -> dict[str, Any]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.setdefault("FRONTDOOR_TEST_DATABASE", "test_fd_bench_autoscale")
-    env.setdefault("FRONTDOOR_REDIS_PREFIX", "fd-bench-autoscale")
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:randomly", "tests/test_autoscale_e2e.py"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith(MARK):
-            return dict(json.loads(line[len(MARK) :]))
-    tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-    raise SystemExit(f"the scenario failed (exit {done.returncode}):\n{tail}")
+@dataclass
+class Scenario:
+    clients: int
+    load_s: float
+    target_concurrency: int
+    max_num_seqs: int
+    stall_ms: int
+    max_replicas: int
+
+    @property
+    def needed(self) -> int:
+        return math.ceil(self.clients / (TARGET_UTILISATION * self.target_concurrency))
+
+
+def _admin_sql(sql: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", sql], check=True, capture_output=True)
+
+
+def _chat(gateway_url: str, key: str, timeout_s: float = 90.0) -> int:
+    body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).encode()
+    request = urllib.request.Request(  # noqa: S310 (our own gateway, http)
+        gateway_url + "/v1/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (our own gateway)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@dataclass
+class ControlPlane:
+    """What the beat schedule runs, in a loop: the autoscale tick every 2 s, reconcile and publish every step."""
+
+    deployment_id: int
+    backend: Any
+    last_tick: float = 0.0
+    log: list[tuple[float, int, int]] = field(default_factory=list)  # (monotonic time, desired, ready)
+
+    def step(self) -> tuple[int, int, bool]:
+        from deployments import autoscale, reconcile
+        from deployments.autoscaler import TICK_S
+        from deployments.models import ModelDeployment, Revision
+        from quotas.publish import publish_config
+
+        now = time.time()
+        if now - self.last_tick >= TICK_S:
+            autoscale.tick(now)
+            self.last_tick = now
+        reconcile.reconcile_deployment(self.deployment_id, self.backend)
+        publish_config()
+        d = ModelDeployment.unscoped_objects.get(pk=self.deployment_id)
+        routed = any(r.endpoints for r in Revision.unscoped_objects.filter(deployment_id=self.deployment_id))
+        self.log.append((time.monotonic(), d.desired_replicas, d.ready_replicas))
+        return d.desired_replicas, d.ready_replicas, routed
+
+    def run_until(self, done: Callable[[int, int, bool], bool], timeout_s: float, what: str) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            if done(*self.step()):
+                return time.monotonic() - start
+            time.sleep(0.25)
+        raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}; (t, desired, ready) {self.log[-8:]}")
+
+
+def _load(gateway_url: str, key: str, clients: int, seconds: float) -> tuple[list[threading.Thread], list[int]]:
+    """``clients`` threads, each sending one request after another for ``seconds`` (a bounded client)."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < deadline:
+            statuses.append(_chat(gateway_url, key))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    return threads, statuses
+
+
+def run_once(scenario: Scenario, tmp: Path) -> dict[str, Any]:
+    from django.conf import settings
+
+    from deployments import reconcile, services
+    from deployments.backends.local import LocalBackend
+    from deployments.models import ModelDeployment
+    from quotas.models import Quota
+    from tenants.models import ApiKey, Tenant
+    from tests.gateway.conftest import start_gateway, stop
+    from tests.test_localagent import agent_factory
+
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = settings.FRONTDOOR_REDIS_PREFIX
+    slug = f"bench-{uuid.uuid4().hex[:6]}"
+    tenant = Tenant.objects.create(slug=slug, name=slug)
+    Quota.unscoped_objects.create(tenant=tenant, max_replicas=scenario.max_replicas + 2)
+    deployment = services.create_deployment(
+        tenant,
+        None,
+        {
+            "name": "chat",
+            "runtime": "builtin",
+            "model": "frontdoor/sim-chat",
+            "min_replicas": 0,
+            "max_replicas": scenario.max_replicas,
+            "target_concurrency": scenario.target_concurrency,
+            "args": ["--stall-ms", str(scenario.stall_ms), "--max-num-seqs", str(scenario.max_num_seqs)],
+        },
+    )
+    _, key = ApiKey.issue(tenant=tenant, name="load", scopes=["inference"])
+    backend = LocalBackend(redis_url=redis_url, prefix=prefix)
+    figures: dict[str, Any] = {"needed": scenario.needed}
+    with agent_factory(redis_url, prefix, tmp) as make_agent:
+        make_agent()
+        pepper = settings.FRONTDOOR_KEY_PEPPER
+        gateway = start_gateway(tmp, prefix, redis_url, FRONTDOOR_KEY_PEPPER=pepper, FRONTDOOR_GATEWAY_COLD_HOLD_S="90")
+        plane = ControlPlane(deployment.pk, backend)
+        try:
+            first = plane.run_until(lambda d, r, e: r >= 1 and e, 60, "the first replica")
+            figures["first_replica_s"] = round(first, 2)
+            if _chat(gateway.url, key) != 200:
+                raise SystemExit("the first request through the gateway failed")
+
+            # The load step: `clients` concurrent requests against one replica.
+            before_desired, before_ready = plane.log[-1][1], plane.log[-1][2]
+            threads, statuses = _load(gateway.url, key, scenario.clients, scenario.load_s)
+            load_start = time.monotonic()
+            first_added = plane.run_until(lambda d, r, e: d > before_desired, 30, "a scale-up under load")
+            figures["to_first_added_replica_s"] = round(first_added, 2)
+            figures["to_first_added_ready_s"] = round(
+                plane.run_until(lambda d, r, e: r > before_ready, 30, "an added replica ready") + first_added, 2
+            )
+            plane.run_until(lambda d, r, e: not any(t.is_alive() for t in threads), scenario.load_s + 60, "load end")
+            during = [(d, r) for t, d, r in plane.log if t >= load_start]
+            figures["peak_desired"] = max(d for d, _ in during)
+            figures["peak_ready"] = max(r for _, r in during)
+            figures["overshoot_desired"] = figures["peak_desired"] - scenario.needed
+            figures["overshoot_ready"] = figures["peak_ready"] - scenario.needed
+            figures["settled_desired"] = during[-1][0]
+            figures["requests"] = len(statuses)
+            if not statuses or set(statuses) != {200}:
+                raise SystemExit(f"load requests failed: {sorted(set(statuses))}")
+
+            # Idle: down by at most half per tick, then zero after the grace period.
+            figures["to_zero_after_load_s"] = round(
+                plane.run_until(lambda d, r, e: d == 0 and not e, 60, "scale to zero"), 2
+            )
+
+            # A request for the cold deployment is held by the gateway, wakes it, and is served.
+            outcome: list[int] = []
+            cold = threading.Thread(target=lambda: outcome.append(_chat(gateway.url, key)), daemon=True)
+            started = time.monotonic()
+            cold.start()
+            plane.run_until(lambda d, r, e: not cold.is_alive(), 90, "the held request to finish")
+            figures["cold_start_s"] = round(time.monotonic() - started, 2)
+            if outcome != [200]:
+                raise SystemExit(f"the cold request was not served: {outcome}")
+            figures["timeline"] = _changes(plane.log, load_start)
+        finally:
+            ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=0, min_replicas=0)
+            reconcile.reconcile_deployment(deployment.pk, backend)
+            stop(gateway.proc)
+    return figures
+
+
+def _changes(log: list[tuple[float, int, int]], origin: float) -> list[tuple[float, int, int]]:
+    """The (seconds from the load step, desired, ready) points where either count changed."""
+    points: list[tuple[float, int, int]] = []
+    for t, desired, ready in log:
+        if t >= origin - 1 and (not points or points[-1][1:] != (desired, ready)):
+            points.append((round(t - origin, 1), desired, ready))
+    return points
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print the runs as JSON")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent bounded clients (the load step)")
+    parser.add_argument("--load-s", type=float, default=16.0, help="how long the load lasts")
+    parser.add_argument("--target-concurrency", type=int, default=2)
+    parser.add_argument("--max-num-seqs", type=int, default=2, help="requests a replica runs at once; the rest queue")
+    parser.add_argument("--stall-ms", type=int, default=600, help="how long each request holds its replica")
+    parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print the runs as JSON (with their timelines)")
     args = parser.parse_args()
-    runs = [run_once() for _ in range(max(1, args.runs))]
+    scenario = Scenario(
+        args.clients, args.load_s, args.target_concurrency, args.max_num_seqs, args.stall_ms, args.max_replicas
+    )
+    if scenario.needed >= scenario.max_replicas:
+        raise SystemExit(f"max_replicas {scenario.max_replicas} must be above the {scenario.needed} replicas needed")
+
+    _admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+    _admin_sql(f'CREATE DATABASE "{BENCH_DB}"')
+    base_prefix = os.environ.get("FRONTDOOR_REDIS_PREFIX", "fd-bench")
+    os.environ.update(
+        WINDOWS,
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
+        DJANGO_SETTINGS_MODULE="controlplane.settings",
+        FRONTDOOR_BACKEND="local",
+        FRONTDOOR_REDIS_PREFIX=f"{base_prefix}-autoscale-{uuid.uuid4().hex[:6]}",
+    )
+    import django
+
+    django.setup()
+    import logging
+
+    logging.getLogger("frontdoor").setLevel(logging.WARNING)  # one publish line per step would bury the figures
+    from django.core.management import call_command
+    from django.db import connections
+
+    runs: list[dict[str, Any]] = []
+    try:
+        call_command("migrate", verbosity=0)
+        for _ in range(max(1, args.runs)):
+            with tempfile.TemporaryDirectory(prefix="fd-bench-autoscale-") as tmp:
+                started = time.monotonic()
+                runs.append(run_once(scenario, Path(tmp)))
+                runs[-1]["run_s"] = round(time.monotonic() - started, 1)
+    finally:
+        _cleanup_redis()
+        connections.close_all()
+        _admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+
     if args.json:
-        print(json.dumps(runs, indent=2))
+        print(json.dumps({"scenario": scenario.__dict__, "runs": runs}, indent=2))
         return
-    # The load: 4 clients, each keeping one 600 ms request in flight, at a target of 0.7 per replica, wants
-    # ceil(4 / 0.7) = 6 replicas, capped at max 3; so "needed" is 3 and overshoot is peak - 3 (never above 0 here).
+    per_replica = TARGET_UTILISATION * scenario.target_concurrency
+    print(
+        f"{scenario.clients} clients x {scenario.load_s:.0f} s, {scenario.stall_ms} ms per request, "
+        f"max_num_seqs {scenario.max_num_seqs}, target_concurrency {scenario.target_concurrency} "
+        f"(per-replica target {per_replica:.1f}), max_replicas {scenario.max_replicas}; "
+        f"needed = ceil({scenario.clients} / {per_replica:.1f})"
+        f" = {scenario.needed}"
+    )
     for name, label in FIELDS:
         values = [run[name] for run in runs]
-        print(f"{label:58s} median {statistics.median(values):7.2f}   runs {values}")
+        print(f"{label:55s} median {statistics.median(values):7.2f}   runs {values}")
+    print(f"{'run time (s)':55s} {[run['run_s'] for run in runs]}")
+    for i, run in enumerate(runs, 1):
+        print(f"run {i} (t from load step, desired, ready): " + " ".join(f"{t}:{d}/{r}" for t, d, r in run["timeline"]))
+
+
+def _cleanup_redis() -> None:
+    """Drop this run's keys and the reconcile tasks the services enqueued (no worker consumes them here)."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    for key in client.scan_iter(match=f"{settings.FRONTDOOR_REDIS_PREFIX}:*", count=1000):
+        client.delete(key)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("celery")
+    client.close()
+    broker.close()
 
 
 if __name__ == "__main__":
