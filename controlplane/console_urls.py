@@ -59,3 +59,7 @@ urlpatterns = [
     path("t/<slug:tenant>/audit/", tenants_console.AuditLogView.as_view(), name="console-audit"),
     path("", include("quotas.console_urls")),
 ]
+urlpatterns += [
+    path("t/<slug:tenant>/settings/", tenants_console.TenantSettingsView.as_view(), name="console-settings"),
+    path(f"{_deployment}slo/", deployments_console.DeploymentSloView.as_view(), name="console-deployment-slo"),
+]

@@ -1,6 +1,7 @@
-"""Console pages for API keys, members, invitations and the audit log. Changes go through ``tenants.services``
-(the functions the REST API calls) and ``tenants.invitations``; roles match the REST API's: keys are read by
-members and managed by admins, members are listed to everyone and managed by admins, the audit log is for admins.
+"""Console pages for API keys, members, invitations, the audit log and the tenant's settings. Changes go through
+``tenants.services`` (the functions the REST API calls), ``tenants.invitations`` and ``TenantSettings``'s own
+methods; roles match the REST API's: keys are read by members and managed by admins, members are listed to everyone
+and managed by admins, the audit log and the settings are for admins.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from django.views import View
 from rest_framework.exceptions import APIException
 
 from controlplane.console import TenantConsoleView, nav_context, paginate, query_without_page, render_page_or_partial
+from deployments.models_slo import TenantSettings
+from deployments.webhooks import WebhookRefused, check_webhook_url
 from tenants import invitations, services
 from tenants.models import ApiKey, AuditEvent, Membership, Role, Scope
 from tenants.models_invitations import Invitation
@@ -372,3 +375,67 @@ class AuditLogView(TenantConsoleView):
             ),
         )
         return render_page_or_partial(request, "tenants/audit.html", "tenants/partials/audit_table.html", context)
+
+
+# ---------------------------------------------------------------- settings (SLO webhook)
+
+
+class WebhookForm(forms.Form):
+    webhook_url = forms.URLField(
+        label="SLO webhook URL",
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        help_text="public http(s) URL that gets SLO breaches and recoveries as signed JSON; empty = no webhook",
+    )
+
+    def clean_webhook_url(self) -> str:
+        """The SLO sender's own check (``check_webhook_url``), as the REST API applies it: refusals are field errors."""
+        url: str = self.cleaned_data.get("webhook_url") or ""
+        if url:
+            try:
+                check_webhook_url(url)
+            except WebhookRefused as exc:
+                raise ValidationError(str(exc)) from exc
+        return url
+
+
+class TenantSettingsView(TenantConsoleView):
+    """``action=save`` sets or clears the webhook URL, ``action=rotate`` replaces the signing secret. Both call
+    ``TenantSettings.set_webhook``/``rotate_webhook_secret`` (the REST settings API's functions), which audit."""
+
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def _render(self, form: WebhookForm | None = None, status: int = 200, **extra: Any) -> HttpResponse:
+        row = TenantSettings.of(self.tenant)
+        form = form or WebhookForm(initial={"webhook_url": row.webhook_url})
+        context = self.base_context(settings_row=row, form=form, secret_set=bool(row.webhook_secret), **extra)
+        response = render(self.request, "tenants/settings.html", context, status=status)
+        if "new_secret" in extra:
+            response["Cache-Control"] = "no-store"  # the secret is in this one response; keep it out of caches
+        return response
+
+    def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        return self._render()
+
+    def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
+        action = request.POST.get("action", "")
+        if action == "rotate":
+            _, new_secret = TenantSettings.rotate_webhook_secret(self.tenant, actor=request)
+            if new_secret is None:
+                return self._render(
+                    status=409, action_error="Set a webhook URL first; its signing secret is made then."
+                )
+            return self._render(new_secret=new_secret, reveal="rotated")
+        if action != "save":
+            return self._render(status=422, action_error=f"unknown action {action!r}")
+        form = WebhookForm(request.POST)
+        if not form.is_valid():
+            return self._render(form, status=422)
+        url = form.cleaned_data["webhook_url"]
+        _, new_secret = TenantSettings.set_webhook(self.tenant, url, actor=request)
+        if new_secret is not None:
+            return self._render(new_secret=new_secret, reveal="created")
+        messages.success(request, "Webhook saved." if url else "Webhook removed; its signing secret was dropped.")
+        return redirect("console-settings", tenant=self.tenant.slug)

@@ -86,7 +86,14 @@ def test_it_knows_every_console_route() -> None:
         if r.name not in UNSCOPED and not issubclass(r.view, TenantConsoleView | StaffView)
     ]
     assert unknown == [], "classify these routes (tenant page, staff page or UNSCOPED)"
-    assert {r.name for r in ROUTES} >= {"console-overview", "console-usage", "console-deployment-rollout", "staff-home"}
+    assert {r.name for r in ROUTES} >= {
+        "console-overview",
+        "console-usage",
+        "console-deployment-rollout",
+        "console-deployment-slo",
+        "console-settings",
+        "staff-home",
+    }
 
 
 @pytest.fixture
