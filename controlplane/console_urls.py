@@ -6,6 +6,7 @@ from django.urls import include, path
 from controlplane.console import home
 from controlplane.loginlimit import RateLimitedLoginView
 from deployments import console as deployments_console
+from deployments import console_slo
 from tenants import console as tenants_console
 
 _deployment = "t/<slug:tenant>/deployments/<slug:name>/"
@@ -61,5 +62,5 @@ urlpatterns = [
 ]
 urlpatterns += [
     path("t/<slug:tenant>/settings/", tenants_console.TenantSettingsView.as_view(), name="console-settings"),
-    path(f"{_deployment}slo/", deployments_console.DeploymentSloView.as_view(), name="console-deployment-slo"),
+    path(f"{_deployment}slo/", console_slo.DeploymentSloView.as_view(), name="console-deployment-slo"),
 ]

@@ -5,7 +5,6 @@ calls); errors they raise are shown on the form field they concern, with the inp
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -15,28 +14,22 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from rest_framework.exceptions import APIException
 
 from controlplane.console import TenantConsoleView, paginate, query_without_page, render_page_or_partial
 from deployments import manifests, services
 from deployments import rollout as rollouts
+from deployments.console_figures import live_figures, quota_bars
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Runtime
-from deployments.models_slo import Rollout, SloSample
+from deployments.models_slo import Rollout
 from deployments.reconcile import desired_spec
-from deployments.slo import SUM_FIELDS, figures_of
-from quotas.admission import QuotaExceeded, current_usage
-from quotas.charts import Series, line_chart
-from quotas.models import Quota, UsageRollup
+from quotas.admission import QuotaExceeded
 from tenants.models import Role
 
 # Statuses during which the detail page's status partial refreshes itself.
 MOVING_STATUSES = frozenset(
     {ModelDeployment.Status.PENDING, ModelDeployment.Status.PROGRESSING, ModelDeployment.Status.DELETING}
 )
-SLO_FRESH_FOR = timedelta(minutes=2)
-SAMPLE_SECONDS = 10
-CHART_SPAN = timedelta(hours=1)  # the detail page's SLO charts: the last hour of 10 s samples (360 slots)
 
 
 # ---------------------------------------------------------------- forms
@@ -130,76 +123,6 @@ def show_service_errors(form: forms.Form, exc: Exception) -> None:
         form.add_error(quota_field(exc), str(exc.detail))
     elif isinstance(exc, APIException):
         form.add_error(None, str(exc.detail))
-
-
-# ---------------------------------------------------------------- overview figures
-
-
-def live_figures(tenant_id: int, deployment_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Requests/s, p95 and error rate from each deployment's latest SLO sample, and tokens today (2 queries)."""
-    figures: dict[int, dict[str, Any]] = {pk: {} for pk in deployment_ids}
-    if not deployment_ids:
-        return figures
-    latest = (
-        SloSample.objects.for_tenant(tenant_id)
-        .filter(
-            deployment_id__in=deployment_ids,
-            revision__isnull=True,
-            resolution=SloSample.Resolution.TEN_SECONDS,
-            interval_start__gte=timezone.now() - SLO_FRESH_FOR,
-        )
-        .order_by("deployment_id", "-interval_start")
-        .distinct("deployment_id")
-        .only("deployment_id", "requests", "errors", "p95_ms")
-    )
-    for sample in latest:
-        figures[sample.deployment_id].update(
-            rps=sample.requests / SAMPLE_SECONDS, p95_ms=sample.p95_ms, error_rate=sample.error_rate
-        )
-    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    tokens = (
-        UsageRollup.objects.for_tenant(tenant_id)
-        .filter(deployment_id__in=deployment_ids, minute__gte=midnight)
-        .values("deployment_id")
-        .annotate(tokens=Sum("prompt_tokens") + Sum("completion_tokens"))
-    )
-    for row in tokens:
-        if (deployment_id := row["deployment_id"]) is not None:
-            figures[deployment_id]["tokens_today"] = row["tokens"]
-    return figures
-
-
-def quota_bars(tenant: Any) -> list[dict[str, Any]]:
-    """Used against allowed for GPUs by type, replicas, deployments and tokens this month."""
-    quota = Quota.objects.for_tenant(tenant).first() or Quota(tenant=tenant)
-    held = current_usage(tenant, gpu_type="", excluding=None)
-    bars: list[dict[str, Any]] = [
-        {"label": "Deployments", "used": held.deployments, "limit": quota.max_deployments},
-        {"label": "Replicas (max)", "used": held.replicas, "limit": quota.max_replicas},
-    ]
-    for gpu_type, allowed in sorted(quota.gpus.items()):
-        gpus = current_usage(tenant, gpu_type=gpu_type, excluding=None).gpus
-        bars.append({"label": f"{gpu_type} GPUs", "used": gpus, "limit": allowed})
-    month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    totals = (
-        UsageRollup.objects.for_tenant(tenant)
-        .filter(minute__gte=month)
-        .aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
-    )
-    bars.append(
-        {
-            "label": "Tokens this month",
-            "used": (totals["p"] or 0) + (totals["c"] or 0),
-            "limit": quota.monthly_token_budget,
-        }
-    )
-    for bar in bars:
-        used, limit = int(bar["used"]), bar["limit"]
-        bar["percent"] = min(100, round(100 * used / limit)) if limit else (0 if limit is None else 100)
-        bar["over"] = limit is not None and used > limit
-        bar["used_text"] = f"{used:,}"
-        bar["limit_text"] = "unlimited" if limit is None else f"{limit:,}"
-    return bars
 
 
 # ---------------------------------------------------------------- pages
@@ -549,100 +472,3 @@ class DeploymentDeleteView(DeploymentMixin):
         services.delete_deployment(deployment, self.principal, request_id=self.request_id)
         messages.success(request, f"Deployment {deployment.name} is being deleted.")
         return redirect("console-deployments", tenant=self.tenant.slug)
-
-
-# ---------------------------------------------------------------- SLO charts
-
-
-def slo_charts(deployment: ModelDeployment, now: datetime | None = None) -> dict[str, Any]:
-    """The last hour of the deployment's 10 s samples (all revisions together) as three SVG charts (one query).
-
-    The x axis is the hour in 10 s slots, so idle stretches show as such; a slot without a sample counts 0 requests,
-    and latency is drawn at 0 where nothing was served (the SVG charts have no gaps). The totals over the hour merge
-    the samples' histograms (``deployments.slo.figures_of``), as the rollout gate and the REST API do.
-    """
-    now = now or timezone.now()
-    start_epoch = (int(now.timestamp()) // SAMPLE_SECONDS) * SAMPLE_SECONDS - int(CHART_SPAN.total_seconds())
-    samples = list(
-        SloSample.objects.for_tenant(deployment.tenant_id)
-        .filter(
-            deployment=deployment,
-            revision__isnull=True,
-            resolution=SloSample.Resolution.TEN_SECONDS,
-            interval_start__gte=datetime.fromtimestamp(start_epoch, tz=UTC),
-        )
-        .order_by("interval_start")
-        .only("interval_start", "p95_ms", "ttft_p95_ms", "buckets", *SUM_FIELDS)
-    )
-    if not samples:
-        return {"slo_samples": 0}
-    slots = int(CHART_SPAN.total_seconds()) // SAMPLE_SECONDS
-    by_slot = {(int(s.interval_start.timestamp()) - start_epoch) // SAMPLE_SECONDS: s for s in samples}
-    row = [by_slot.get(i) for i in range(slots)]
-    labels = [
-        timezone.localtime(datetime.fromtimestamp(start_epoch + i * SAMPLE_SECONDS, tz=UTC)).strftime("%H:%M:%S")
-        for i in range(slots)
-    ]
-    requests = [float(s.requests) if s else 0.0 for s in row]
-    errors = [float(s.errors) if s else 0.0 for s in row]
-    p95 = [float(s.p95_ms or 0) if s else 0.0 for s in row]
-    ttft = [float(s.ttft_p95_ms or 0) if s else 0.0 for s in row]
-    latency_series = [Series("p95 latency", p95)]
-    objective = deployment.slo_p95_latency_ms
-    if objective:
-        latency_series.append(Series(f"SLO objective ({objective} ms)", [float(objective)] * slots))
-    summed = figures_of(samples)
-    hour = summed.sample_fields()
-    total_requests, total_errors = summed.requests, summed.sums["errors"]
-    name = deployment.name
-    return {
-        "slo_samples": len(samples),
-        "slo_totals": {
-            "requests": total_requests,
-            "errors": total_errors,
-            "error_percent": 100 * total_errors / total_requests if total_requests else 0.0,
-            "p95_ms": hour["p95_ms"],
-            "ttft_p95_ms": hour["ttft_p95_ms"],
-        },
-        "slo_objective_ms": objective,
-        "chart_requests": line_chart(
-            "slo-requests",
-            "Requests and errors per 10 s",
-            f"Requests and errors answered by {name} in each 10 second interval of the last hour.",
-            labels,
-            [Series("requests", requests), Series("errors", errors)],
-            "per 10 s",
-        ),
-        "chart_latency": line_chart(
-            "slo-latency",
-            "p95 latency",
-            f"95th percentile latency of {name} per 10 seconds over the last hour, in milliseconds"
-            + (f", against its SLO objective of {objective} ms." if objective else "."),
-            labels,
-            latency_series,
-            "ms",
-        ),
-        "chart_ttft": line_chart(
-            "slo-ttft",
-            "Time to first token, p95",
-            f"95th percentile time to first token of streamed requests to {name} per 10 seconds, in milliseconds.",
-            labels,
-            [Series("TTFT p95", ttft)],
-            "ms",
-        )
-        if any(ttft)
-        else None,
-    }
-
-
-class DeploymentSloView(DeploymentMixin):
-    """The SLO charts' partial, which the detail page loads with htmx and refreshes every 10 s (a new sample's
-    interval); without htmx, the detail page with the charts in place."""
-
-    def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
-        deployment = self.get_deployment(name)
-        charts = slo_charts(deployment)
-        if getattr(request, "htmx", False):
-            context = self.base_context(deployment=deployment, slo_loaded=True, **charts)
-            return render(request, "deployments/partials/slo_charts.html", context)
-        return self.render_detail(slo_loaded=True, **charts)
