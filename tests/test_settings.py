@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def production_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "FRONTDOOR_KEY_PEPPER"}}
+    unwanted = {"DEBUG", "SECRET_KEY", "FRONTDOOR_KEY_PEPPER", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in unwanted}
     env.update(
         FRONTDOOR_ENV="production",
         SECRET_KEY=secrets.token_urlsafe(64),

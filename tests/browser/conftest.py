@@ -26,9 +26,13 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
     from playwright.sync_api import Browser, Page
 
-# Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from such a thread unless told
-# the loop is not serving anything (it is not: it only drives the browser).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from such a thread unless
+    # told the loop is not serving anything (it is not: it only drives the browser). Set in the browser run only
+    # (a hook, not at import: other test modules import helpers from here).
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
