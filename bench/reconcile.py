@@ -70,6 +70,18 @@ def main() -> None:
 
         connections.close_all()
         _admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        _drop_config_keys()
+
+
+def _drop_config_keys() -> None:
+    """The reconciles published gateway snapshots under this run's prefix; nothing reads them once it ends."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    for key in client.scan_iter(match=f"{settings.FRONTDOOR_REDIS_PREFIX}:config:*", count=1000):
+        client.delete(key)
+    client.close()
 
 
 def run(url: str, n_deployments: int, n_tenants: int, threads: int) -> None:
