@@ -4,7 +4,8 @@ The control plane's periodic work (autoscale tick, reconcile, config publish) ru
 exactly as the Celery tasks would call it. Load from a bounded client raises replicas, removing it lowers them,
 with min 0 the deployment goes to zero after the grace period, and the next request is held by the gateway and
 served after a cold start, not failed. The figures (time to the first added replica, peak, cold start) are
-printed as one ``AUTOSCALE-FIGURES {json}`` line that ``bench/autoscale.py`` reads.
+printed as one ``AUTOSCALE-FIGURES {json}`` line for whoever reads the test log; ``bench/autoscale.py`` measures
+its own scenario.
 """
 
 from __future__ import annotations
