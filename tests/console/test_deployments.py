@@ -79,6 +79,18 @@ def test_it_polls_the_status_only_while_the_deployment_moves(
     assert "every 2s" not in settled and "1</strong> of 1 replicas ready" in settled
 
 
+def test_it_refreshes_the_revision_rows_with_the_status(
+    console: Callable[[User | None], Client], vera: User, chat: ModelDeployment
+) -> None:
+    client = console(vera)
+    page = client.get("/t/acme/deployments/chat/").content.decode()
+    assert page.count('id="revision-rows"') == 1 and "hx-swap-oob" not in page
+    Revision.objects.unscoped().filter(deployment=chat).update(ready_replicas=1, desired_replicas=1)
+    partial = client.get("/t/acme/deployments/chat/", HTTP_HX_REQUEST="true").content.decode()
+    assert '<tbody id="revision-rows" hx-swap-oob="true">' in partial
+    assert "1 / 1" in partial.split('id="revision-rows"', 1)[1]
+
+
 def test_it_scales_within_the_quota(console: Callable[[User | None], Client], bob: User, chat: ModelDeployment) -> None:
     client = console(bob)
     assert client.post("/t/acme/deployments/chat/scale/", {"min_replicas": 0, "max_replicas": 3}).status_code == 302
