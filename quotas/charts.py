@@ -123,6 +123,27 @@ def _x_labels(parts: list[str], categories: Sequence[str], slot: float, plot_h: 
         )
 
 
+def _category_frame(
+    chart_id: str,
+    title: str,
+    description: str,
+    categories: Sequence[str],
+    series: Sequence[Series],
+    y_label: str,
+    width: int,
+    height: int,
+) -> SafeString | tuple[list[str], float, list[float], float]:
+    """The frame shared by charts over categories: the empty state, or (parts, plot height, y ticks, slot width)."""
+    parts = _open(chart_id, title, description, width, height)
+    if not categories or not series or not any(v for s in series for v in s.values):
+        return _empty(parts, width, height, "No usage in this range")
+    parts += _legend(series, width)
+    plot_w, plot_h = width - MARGIN_LEFT - MARGIN_RIGHT, height - MARGIN_TOP - MARGIN_BOTTOM
+    ticks = nice_ticks(max(v for s in series for v in s.values))
+    _y_axis(parts, ticks, plot_w, plot_h, y_label)
+    return parts, plot_h, ticks, plot_w / len(categories)
+
+
 def column_chart(
     chart_id: str,
     title: str,
@@ -135,14 +156,10 @@ def column_chart(
     height: int = HEIGHT,
 ) -> SafeString:
     """Grouped vertical bars, one group per category (e.g. per day), one bar per series."""
-    parts = _open(chart_id, title, description, width, height)
-    if not categories or not series or not any(v for s in series for v in s.values):
-        return _empty(parts, width, height, "No usage in this range")
-    parts += _legend(series, width)
-    plot_w, plot_h = width - MARGIN_LEFT - MARGIN_RIGHT, height - MARGIN_TOP - MARGIN_BOTTOM
-    ticks = nice_ticks(max(v for s in series for v in s.values))
-    _y_axis(parts, ticks, plot_w, plot_h, y_label)
-    slot = plot_w / len(categories)
+    frame = _category_frame(chart_id, title, description, categories, series, y_label, width, height)
+    if isinstance(frame, SafeString):
+        return frame
+    parts, plot_h, ticks, slot = frame
     bar_w = max(slot * 0.8 / len(series), 0.5)
     for s_index, one in enumerate(series):
         colour = PALETTE[s_index % len(PALETTE)]
@@ -172,14 +189,10 @@ def line_chart(
     height: int = HEIGHT,
 ) -> SafeString:
     """One line per series over the categories (e.g. days), with a marker per point when there are few."""
-    parts = _open(chart_id, title, description, width, height)
-    if not categories or not series or not any(v for s in series for v in s.values):
-        return _empty(parts, width, height, "No usage in this range")
-    parts += _legend(series, width)
-    plot_w, plot_h = width - MARGIN_LEFT - MARGIN_RIGHT, height - MARGIN_TOP - MARGIN_BOTTOM
-    ticks = nice_ticks(max(v for s in series for v in s.values))
-    _y_axis(parts, ticks, plot_w, plot_h, y_label)
-    slot = plot_w / len(categories)
+    frame = _category_frame(chart_id, title, description, categories, series, y_label, width, height)
+    if isinstance(frame, SafeString):
+        return frame
+    parts, plot_h, ticks, slot = frame
     for s_index, one in enumerate(series):
         colour = PALETTE[s_index % len(PALETTE)]
         points = [
