@@ -193,6 +193,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Beat sends a tick every 2 s: "sending"/"received" lines per tick would drown what the tasks log. Task results,
+    # retries and failures (celery.app.trace) stay visible.
+    "loggers": {name: {"level": "WARNING"} for name in ("celery.worker.strategy", "celery.beat")},
 }
 
 # Production hardening; `manage.py check --deploy --fail-level WARNING` passes with these.
