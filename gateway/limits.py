@@ -78,7 +78,9 @@ class _Keys:
 
 
 def _load_script(name: str) -> tuple[str, str]:
-    body = (Path(__file__).parent / "lua" / name).read_text(encoding="utf-8")
+    """A script with the shared helpers (``lua/month.lua``) in front of it, and its Redis id."""
+    folder = Path(__file__).parent / "lua"
+    body = (folder / "month.lua").read_text(encoding="utf-8") + "\n" + (folder / name).read_text(encoding="utf-8")
     return body, hashlib.sha1(body.encode()).hexdigest()  # noqa: S324 - the script's Redis id, not a secret
 
 
