@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
+from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision
 from deployments.models_slo import Rollout, SloSample, SloStatus, TenantSettings
 
 
@@ -46,17 +46,7 @@ class ModelDeploymentAdmin(admin.ModelAdmin):
     list_filter = ["status", "runtime", "desired_state", "gpu_type"]
     search_fields = ["name", "model", "tenant__slug"]
     list_select_related = ["tenant"]
-    readonly_fields = [
-        "generation",
-        "observed_generation",
-        "status",
-        "desired_replicas",
-        "ready_replicas",
-        "conditions",
-        "created_by",
-        "created_at",
-        "updated_at",
-    ]
+    readonly_fields = [*SYSTEM_FIELDS]
     inlines = [RevisionInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelDeployment]:

@@ -19,6 +19,18 @@ from tenants.models import Tenant
 
 # Fields of a deployment whose change makes a new revision (everything that changes what a replica runs).
 REVISION_SPEC_FIELDS = ("runtime", "model", "image", "args", "env", "gpu_type", "gpu_count")
+# Fields only the platform writes (reconciler, autoscaler, services); the API and the admin show them read-only.
+SYSTEM_FIELDS = (
+    "generation",
+    "observed_generation",
+    "status",
+    "desired_replicas",
+    "ready_replicas",
+    "conditions",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
 
 
 class Runtime(models.TextChoices):

@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.validators import dns1123_label
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
+from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision
 from deployments.services import WRITABLE_FIELDS
 
 _REVISION_NAME = re.compile(r"^r?([1-9][0-9]{0,8})$")
@@ -72,19 +72,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = [
-            "id",
-            "tenant",
-            "generation",
-            "observed_generation",
-            "status",
-            "desired_replicas",
-            "ready_replicas",
-            "conditions",
-            "created_by",
-            "created_at",
-            "updated_at",
-        ]
+        read_only_fields = ["id", "tenant", *SYSTEM_FIELDS]
 
     def validate_name(self, value: str) -> str:
         if self.instance is not None:
