@@ -11,7 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quotas.publish import publish_config
-from quotas.rollup import RollupConfig, prune_usage, run_rollup
+from quotas.rollup import RollupConfig, run_rollup
+from quotas.usage_retention import prune_usage
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OperationalError)
 

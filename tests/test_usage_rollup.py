@@ -16,7 +16,8 @@ from django.utils import timezone
 from controlplane.redis import get_redis
 from deployments.models import ModelDeployment
 from quotas.models import UsageEventSeen, UsageRollup
-from quotas.rollup import GROUP, RollupConfig, parse_event, prune_usage, roll_up_events, run_rollup
+from quotas.rollup import GROUP, RollupConfig, parse_event, roll_up_events, run_rollup
+from quotas.usage_retention import prune_usage
 from tenants.models import ApiKey, Tenant
 
 pytestmark = pytest.mark.django_db
