@@ -13,8 +13,8 @@ import kubernetes_validate
 import yaml
 
 KUBERNETES_VERSION = "1.37.0"  # a version kubernetes-validate ships strict schemas for
-# shared/ sits beside the repository (on developer machines and in CI alike).
-_SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "k8s-schemas"
+# Vendored in the repository (schemas/gateway-api/README.md: version and licence), so a clone anywhere validates.
+_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "gateway-api"
 _CRD = Path(os.environ.get("FRONTDOOR_K8S_SCHEMAS", str(_SCHEMAS))) / "gateway-api-v1.6.1-httproutes.crd.yaml"
 
 
