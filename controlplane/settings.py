@@ -191,11 +191,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Invitation tokens travel in URLs (and in ?next=); the filter cuts them out of every record.
+    "filters": {"redact_secrets": {"()": "controlplane.logredact.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # Beat sends a tick every 2 s: "sending"/"received" lines per tick would drown what the tasks log. Task results,
     # retries and failures (celery.app.trace) stay visible.
-    "loggers": {name: {"level": "WARNING"} for name in ("celery.worker.strategy", "celery.beat")},
+    "loggers": {
+        **{name: {"level": "WARNING"} for name in ("celery.worker.strategy", "celery.beat")},
+        # Django's default handlers for its own loggers would print request paths without the filter.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # Production hardening; `manage.py check --deploy --fail-level WARNING` passes with these.

@@ -285,6 +285,12 @@ class InvitationAcceptView(View):
     someone whose email has an account is sent to sign in; anyone else gets a username + password form that makes
     the account and accepts in one go (``invitations.accept_invitation_as_new_user``)."""
 
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().dispatch(request, *args, **kwargs)
+        # The URL carries the token: no page reached from here (nor the sign-in redirect) may send it as Referer.
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
     def _invalid(self, error: str, status: int) -> HttpResponse:
         context = {"invitation": None, "error": error, **nav_context(self.request)}
         return render(self.request, "tenants/invitation.html", context, status=status)
