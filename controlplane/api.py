@@ -23,6 +23,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.viewsets import GenericViewSet
 
+from controlplane.metadata import ScopedMetadata
 from tenants.models import ApiKey, Membership, Role, Scope, Tenant, role_at_least
 
 
@@ -63,6 +64,7 @@ class TenantScopedViewSet(GenericViewSet):
 
     model: ClassVar[type[Model]]
     lookup_value_regex = r"[^/]+"
+    metadata_class = ScopedMetadata
     # Required role per action; actions not listed need ``read_role`` for safe methods, ``write_role`` otherwise.
     read_role: ClassVar[str] = Role.VIEWER
     write_role: ClassVar[str] = Role.MEMBER

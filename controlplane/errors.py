@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
@@ -49,6 +50,11 @@ def error_body(status_code: int, code: str, message: str, fields: dict[str, Any]
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, RequestDataTooBig):  # a body without a declared length, cut off while being read
+        return Response(
+            error_body(413, "request_too_large", "the request body is too large"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, IntegrityError):
         return Response(
             error_body(status.HTTP_409_CONFLICT, "conflict", "the change conflicts with existing data; retry"),

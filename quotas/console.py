@@ -31,6 +31,7 @@ from controlplane.console import (
     query_without_page,
     render_page_or_partial,
 )
+from controlplane.validators import BIGINT_MAX, INT_MAX
 from quotas import charts, reports
 from quotas.csv_export import staff_usage_csv, tenant_usage_csv
 from quotas.models import Quota
@@ -38,8 +39,6 @@ from tenants import services
 from tenants.models import Tenant
 
 TOP_N = 15
-INT_MAX = 2_147_483_647  # PositiveIntegerField's column is a Postgres integer
-BIGINT_MAX = 9_223_372_036_854_775_807
 
 
 # ---------------------------------------------------------------- shared pieces

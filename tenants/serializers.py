@@ -14,7 +14,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from controlplane.validators import dns1123_label
+from controlplane.validators import INT_MAX, dns1123_label
 from tenants.models import ApiKey, AuditEvent, Membership, Role, Scope, Tenant
 
 User = get_user_model()
@@ -125,17 +125,17 @@ class ApiKeyCreateSerializer(serializers.Serializer[ApiKey]):
         child=serializers.ChoiceField(choices=Scope.choices), min_length=1, max_length=3, allow_empty=False
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True, validators=[_future])
-    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    max_concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    max_concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer[ApiKey]):
     name = serializers.CharField(max_length=100, required=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, validators=[_future])
-    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    max_concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    max_concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
