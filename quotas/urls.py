@@ -9,5 +9,5 @@ quota = QuotaViewSet.as_view({"get": "retrieve", "put": "update", "patch": "part
 
 urlpatterns = [
     path("tenants/<str:tenant>/quota/", quota, name="tenant-quota"),
-    path("tenants/<str:tenant>/usage/", UsageViewSet.as_view({"get": "list"}), name="tenant-usage"),
+    path("tenants/<str:tenant>/usage/", UsageViewSet.as_view({"get": "retrieve"}), name="tenant-usage"),
 ]

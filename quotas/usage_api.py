@@ -88,7 +88,8 @@ class UsageViewSet(TenantScopedViewSet):
         ],
         responses=UsageReportSerializer,
     )
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # One report object per request ("retrieve", so the schema describes an object, not an array of them).
         group_by = request.query_params.get("group_by", "day")
         if group_by not in API_GROUPS:
             raise ValidationError({"group_by": [f"must be one of {', '.join(API_GROUPS)}"]})

@@ -90,7 +90,7 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
 
     prefix = serializers.CharField(read_only=True)
     revoked = serializers.BooleanField(source="is_revoked", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None, allow_null=True)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), read_only=True)
 
     class Meta:
@@ -148,8 +148,8 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
 
 class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
-    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
-    actor_key = serializers.CharField(source="actor_key.key_id", read_only=True, default=None)
+    actor = serializers.CharField(source="actor.username", read_only=True, default=None, allow_null=True)
+    actor_key = serializers.CharField(source="actor_key.key_id", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = AuditEvent
