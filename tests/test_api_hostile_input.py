@@ -79,3 +79,26 @@ def test_a_body_over_the_upload_limit_is_json_even_before_authentication(db: Non
     response = Client().generic("POST", "/api/v1/tenants/", b"x" * (20 * 1024 * 1024), content_type="application/json")
     assert response.status_code in (401, 403, 413)
     _error(response)
+
+
+@pytest.mark.parametrize("depth", [65, 3000, 100_000])
+@pytest.mark.parametrize("field", ["args", "env", "name"])
+def test_a_body_nested_too_deeply_is_a_400_and_creates_nothing(
+    api: Api, adam: User, acme: Tenant, depth: int, field: str
+) -> None:
+    from deployments.models import ModelDeployment
+
+    nested = "[" * depth + "]" * depth
+    body = f'{{"name": "deep", "runtime": "builtin", "model": "m", "{field}": {nested}}}'
+    response = api(adam).generic("POST", "/api/v1/tenants/acme/deployments/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nests deeper than 64" in _error(response)["message"]
+    assert not ModelDeployment.objects.for_tenant(acme).exists()
+
+
+def test_a_body_at_the_depth_bound_is_judged_on_its_content(api: Api, adam: User) -> None:
+    nested = "[" * 63 + "]" * 63
+    body = f'{{"name": "deep", "runtime": "builtin", "model": "m", "args": {nested}}}'
+    response = api(adam).generic("POST", "/api/v1/tenants/acme/deployments/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "args" in _error(response)["fields"]
