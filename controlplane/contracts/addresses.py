@@ -135,6 +135,20 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, host, port, path
 
 
+_LOOPBACKS = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address(1))
+
+
+def _listed(address: Address, port: int, pairs: frozenset[tuple[Address, int]]) -> bool:
+    """Whether ``address:port`` is in ``pairs``; a loopback address also matches 127.0.0.1 and ::1 on that port.
+
+    A listener bound to every address (or to ``::`` dual-stack) answers on 127.0.0.2 and ::1 as well as on the
+    127.0.0.1 its URL names, so another loopback spelling must not reach it.
+    """
+    if (address, port) in pairs:
+        return True
+    return address.is_loopback and any((loopback, port) in pairs for loopback in _LOOPBACKS)
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     """Which (address, port) pairs a tenant-given URL may reach.
@@ -156,13 +170,13 @@ class AddressPolicy:
         public = is_public_address(address)
         if not public and not any(address.version == net.version and address in net for net in self.allowed_networks):
             return f"{address} is not a public address"
-        if (address, port) in self.platform_services:
+        if _listed(address, port, self.platform_services):
             return f"{address}:{port} is one of the platform's own services"
         if not public:
             for wildcard in (ipaddress.IPv4Address(0), ipaddress.IPv6Address(0)):
                 if (wildcard, port) in self.platform_services:
                     return f"port {port} belongs to one of the platform's own services"
-        if (address, port) in (self.replicas if replicas is None else replicas):
+        if _listed(address, port, self.replicas if replicas is None else replicas):
             return f"{address}:{port} is a replica of another deployment"
         return ""
 
