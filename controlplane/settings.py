@@ -11,9 +11,30 @@ from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
+from controlplane.contracts.addresses import AddressRefused, parse_networks, split_url
 from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_gpu_counts, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _host_port(name: str, text: str) -> str:
+    """``text`` when it is ``host:port`` (``[::1]:8000`` for IPv6); ImproperlyConfigured naming ``name`` otherwise."""
+    try:
+        _, _, _, path = split_url(f"http://{text}")
+    except AddressRefused as exc:
+        raise ImproperlyConfigured(f"{name}: {text!r} is not host:port ({exc})") from exc
+    if path != "/" or not text.rsplit(":", 1)[-1].isdigit():
+        raise ImproperlyConfigured(f"{name}: {text!r} is not host:port (e.g. 10.0.0.7:9090 or [::1]:8000)")
+    return text
+
+
+def _networks(name: str, values: list[str]) -> list[str]:
+    """``values`` as normalised CIDRs; ImproperlyConfigured naming ``name`` and the bad one otherwise."""
+    try:
+        return [str(network) for network in parse_networks(values)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+
 
 try:
     FRONTDOOR_ENV = env_str("FRONTDOOR_ENV", "development")
@@ -51,6 +72,20 @@ try:
     LOGIN_RATE_LIMIT_PER_MINUTE = env_int("FRONTDOOR_LOGIN_RATE_LIMIT", 10)
     # GPUs the cluster has, by type: the staff capacity view compares quotas and allocations against it.
     FRONTDOOR_CLUSTER_GPU_CAPACITY = env_gpu_counts("FRONTDOOR_CLUSTER_GPU_CAPACITY")
+
+    # The address policy for tenant-given URLs (external endpoints, webhooks; deployments/network.py): networks
+    # allowed beyond the public internet, and the platform's own listeners, refused even inside those networks.
+    FRONTDOOR_EXTERNAL_ALLOWED_NETWORKS = _networks(
+        "FRONTDOOR_EXTERNAL_ALLOWED_NETWORKS", env_list("FRONTDOOR_EXTERNAL_ALLOWED_NETWORKS", [])
+    )
+    FRONTDOOR_LOCAL_AGENT_HOST = env_str("FRONTDOOR_LOCAL_AGENT_HOST", "127.0.0.1")
+    FRONTDOOR_LOCAL_AGENT_PORT = env_int("FRONTDOOR_LOCAL_AGENT_PORT", 8002)
+    FRONTDOOR_WEB_ADDRESS = _host_port(
+        "FRONTDOOR_WEB_ADDRESS", env_str("FRONTDOOR_WEB_ADDRESS", f"127.0.0.1:{env_int('WEB_PORT', 8000)}")
+    )
+    FRONTDOOR_PLATFORM_ADDRESSES = [
+        _host_port("FRONTDOOR_PLATFORM_ADDRESSES", item) for item in env_list("FRONTDOOR_PLATFORM_ADDRESSES", [])
+    ]
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 

@@ -13,10 +13,8 @@ Errors: invalid input raises Django's ``ValidationError`` with a dict of field m
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -26,6 +24,9 @@ from rest_framework.exceptions import APIException
 
 from controlplane.api import Principal
 from controlplane.audit import diff_fields, record_audit
+from controlplane.contracts.addresses import AddressRefused, split_url
+from controlplane.contracts.replica_env import args_errors, env_errors
+from deployments import network
 from deployments.enqueue import enqueue_reconcile
 from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
 from quotas.admission import admit_deployment, lock_quota
@@ -56,7 +57,8 @@ WRITABLE_FIELDS = (
 _SLO_FIELDS = frozenset({"slo_p95_latency_ms", "slo_error_rate"})
 # Fields whose change may ask for more capacity.
 _CAPACITY_FIELDS = frozenset({"gpu_type", "gpu_count", "max_replicas", "desired_state"})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Fields whose change means the endpoints must pass the address policy again (a name is resolved then).
+_ENDPOINT_FIELDS = frozenset({"endpoints", "runtime"})
 
 
 class DeploymentDeleting(APIException):
@@ -67,8 +69,13 @@ class DeploymentDeleting(APIException):
     default_detail = "this deployment is being deleted; it can no longer be changed"
 
 
-def validate_deployment(deployment: ModelDeployment) -> None:
-    """Every rule a deployment must satisfy before it is saved; raises ``ValidationError`` with field messages."""
+def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | None = None) -> None:
+    """Every rule a deployment must satisfy before it is saved; raises ``ValidationError`` with field messages.
+
+    ``changed`` names the fields an update changes (None: a new deployment). The endpoints' addresses are checked
+    when they or the runtime change, not on every scale: a name that stopped resolving must not block a scale, and
+    the gateway checks every address again before it connects.
+    """
     errors: dict[str, list[str]] = {}
     try:
         deployment.full_clean(exclude=["tenant", "created_by"], validate_unique=False, validate_constraints=False)
@@ -89,33 +96,44 @@ def validate_deployment(deployment: ModelDeployment) -> None:
             add("gpu_count", "runtime 'external' runs no replicas here, so it takes no GPUs")
     elif deployment.endpoints:
         add("endpoints", f"endpoints are only for runtime 'external'; runtime {deployment.runtime!r} runs replicas")
-    for message in _endpoint_errors(deployment.endpoints):
+    check_addresses = changed is None or bool(_ENDPOINT_FIELDS & set(changed))
+    for message in _endpoint_errors(deployment, check_addresses=check_addresses):
         add("endpoints", message)
-    if not isinstance(deployment.args, list) or not all(isinstance(a, str) for a in deployment.args):
-        add("args", "must be a list of strings")
-    if not isinstance(deployment.env, dict) or not all(
-        isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str) for k, v in deployment.env.items()
-    ):
-        add("env", "must map environment variable names (letters, digits, '_') to strings")
+    # On the local backend a replica is a process on the platform's host: the env and args that would run code
+    # there are refused. On Kubernetes the tenant's image is its own, so only the reserved flags apply.
+    local = settings.FRONTDOOR_BACKEND == "local"
+    for message in args_errors(deployment.args, local=local):
+        add("args", message)
+    for message in env_errors(deployment.env, local=local):
+        add("env", message)
     if deployment.gpu_type and deployment.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
         add("gpu_type", f"unknown GPU type {deployment.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}")
     if errors := {name: messages for name, messages in errors.items() if messages}:
         raise ValidationError(errors)
 
 
-def _endpoint_errors(endpoints: object) -> Iterable[str]:
+def _endpoint_errors(deployment: ModelDeployment, *, check_addresses: bool) -> Iterable[str]:
+    """Why the endpoints are refused: not http(s) URLs, or (``check_addresses``) not addresses we may reach."""
+    endpoints = deployment.endpoints
     if not isinstance(endpoints, list):
         yield "must be a list of http(s) URLs"
         return
+    parsed: list[str] = []
     for url in endpoints:
-        parsed = urlparse(url) if isinstance(url, str) else None
-        if (
-            parsed is None
-            or parsed.scheme not in {"http", "https"}
-            or not parsed.hostname
-            or any(c.isspace() for c in url)
-        ):
-            yield f"{url!r} is not an http:// or https:// URL"
+        try:
+            split_url(url)
+        except AddressRefused as exc:
+            yield f"{url!r}: {exc}"
+            continue
+        parsed.append(url)
+    if not check_addresses or not parsed or deployment.runtime != Runtime.EXTERNAL:
+        return  # endpoints on another runtime are refused above, without resolving them
+    policy = network.endpoint_policy(deployment.pk)
+    for url in parsed:
+        try:
+            network.check_endpoint(url, policy)
+        except AddressRefused as exc:
+            yield f"{url!r}: {exc}"
 
 
 def _check_name_free(tenant: Tenant, name: str) -> None:
@@ -234,7 +252,7 @@ def update_deployment(
         return current
     for name in changes:
         setattr(current, name, data[name])
-    validate_deployment(current)
+    validate_deployment(current, changes)
     if _CAPACITY_FIELDS & set(changes):
         _admit(current, replacing=stored)
     current.desired_replicas = _clamp_desired(current, current.desired_replicas)
@@ -298,7 +316,7 @@ def scale_deployment(
         return current
     for name in changes:
         setattr(current, name, data[name])
-    validate_deployment(current)
+    validate_deployment(current, changes)
     _admit(current, replacing=stored)
     current.desired_replicas = _clamp_desired(current, current.desired_replicas)
     current.generation += 1

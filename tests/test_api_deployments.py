@@ -12,7 +12,7 @@ from django.db import transaction
 from rest_framework.test import APIClient
 
 from controlplane.api import Principal
-from deployments import services
+from deployments import network, services
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tenants.models import ApiKey, AuditEvent, Role, Scope, Tenant
 from tests.deployments_fixtures import *  # noqa: F403
@@ -109,8 +109,10 @@ def test_it_starts_desired_replicas_at_min_or_one(
 
 
 def test_it_creates_an_external_deployment_with_endpoints(
-    api: Callable[..., APIClient], bob: User, acme: Tenant
+    api: Callable[..., APIClient], bob: User, acme: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The name resolves (here, without a lookup) to a public address, which the address policy admits.
+    monkeypatch.setattr(network, "resolve_host", lambda host, port: ["93.184.215.14"])
     payload = {"name": "ext", "runtime": "external", "model": "gpt-x", "endpoints": ["https://api.example.com/v1"]}
 
     response = api(bob).post(BASE, payload, format="json")
