@@ -1,4 +1,7 @@
-"""The SLO webhook sender refuses anything but public http(s) targets, and never follows redirects."""
+"""The SLO webhook sender refuses anything but public http(s) targets, and never follows redirects.
+
+The default policy (``deployments.network``) reads the replicas of every deployment from Postgres, hence the database.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from controlplane.contracts.addresses import AddressPolicy, parse_networks
 from deployments.webhooks import (
     WebhookRefused,
     is_public_address,
@@ -17,6 +21,10 @@ from deployments.webhooks import (
     send_webhook,
     sign,
 )
+
+pytestmark = pytest.mark.django_db
+# The receiver below listens on loopback: these tests allow it explicitly, as an operator would a network.
+LOOPBACK_ALLOWED = AddressPolicy(allowed_networks=parse_networks(["127.0.0.0/8"]))
 
 
 @pytest.mark.parametrize(
@@ -118,7 +126,7 @@ def _local(host: str, port: int) -> list[str]:
 
 def test_it_posts_signed_json_to_the_resolved_address(receiver: tuple[str, type[_Recorder]]) -> None:
     url, handler = receiver
-    result = send_webhook(url, {"type": "slo.breached"}, secret="s3cret", resolver=_local, allow=lambda a: True)
+    result = send_webhook(url, {"type": "slo.breached"}, secret="s3cret", resolver=_local, policy=LOOPBACK_ALLOWED)
     assert result.delivered and result.status == 204
     path, headers, body = handler.received[0]
     assert path == "/slo"
@@ -130,7 +138,7 @@ def test_it_posts_signed_json_to_the_resolved_address(receiver: tuple[str, type[
 def test_it_does_not_follow_redirects(receiver: tuple[str, type[_Recorder]]) -> None:
     url, handler = receiver
     handler.redirect = True
-    result = send_webhook(url, {"type": "slo.breached"}, resolver=_local, allow=lambda a: True)
+    result = send_webhook(url, {"type": "slo.breached"}, resolver=_local, policy=LOOPBACK_ALLOWED)
     assert not result.delivered
     assert result.status == 302
     assert len(handler.received) == 1
@@ -138,6 +146,6 @@ def test_it_does_not_follow_redirects(receiver: tuple[str, type[_Recorder]]) -> 
 
 def test_it_reports_an_unreachable_target_without_raising() -> None:
     result = send_webhook(
-        "http://hooks.test:1/x", {"a": 1}, timeout_s=0.5, resolver=_local, allow=lambda a: True
+        "http://hooks.test:1/x", {"a": 1}, timeout_s=0.5, resolver=_local, policy=LOOPBACK_ALLOWED
     )
     assert not result.delivered and result.status is None
