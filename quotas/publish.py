@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from controlplane.redis import get_redis, redis_key
 from deployments.models import ModelDeployment, Revision, Runtime
+from deployments.network import network_document
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
 
@@ -202,7 +203,7 @@ def _deployments_section() -> dict[str, Any]:
 
 
 def build_snapshot(version: int = 0) -> dict[str, Any]:
-    """The snapshot document of docs/contracts.md, read from Postgres in four queries.
+    """The snapshot document of docs/contracts.md, read from Postgres in four queries (``network`` needs none).
 
     Outside a transaction the reads run in one REPEATABLE READ, READ ONLY transaction, so keys, tenants and
     deployments come from the same moment. Inside a caller's transaction they share the caller's view.
@@ -223,6 +224,8 @@ def _build(version: int) -> dict[str, Any]:
         "keys": _keys_section(now),
         "tenants": _tenants_section(),
         "deployments": _deployments_section(),
+        # The address policy the gateway applies before it connects (resolved once per process, no query).
+        "network": network_document(),
     }
 
 
