@@ -66,7 +66,7 @@ def plan_replicas(deployment: ModelDeployment, revisions: Sequence[Revision]) ->
     total = min(max(deployment.desired_replicas, deployment.min_replicas), deployment.max_replicas)
     weighted = [r for r in revisions if r.weight > 0]
     plan = _share(total, weighted) if weighted and total > 0 else {r.pk: 0 for r in weighted}
-    targets_ready = all(r.ready_replicas >= plan[r.pk] for r in weighted)
+    targets_ready = all(r.ready_replicas >= _wanted_ready(r, plan, r.ready_replicas) for r in weighted)
     for r in revisions:
         if r.weight == 0 and not targets_ready and (r.desired_replicas > 0 or r.ready_replicas > 0):
             plan[r.pk] = max(r.desired_replicas, r.ready_replicas)
@@ -179,7 +179,7 @@ def reconcile_deployment(deployment_id: int, backend: Backend) -> ReconcileResul
             status = backend.apply_deployment(build_deployment_spec(deployment, revisions, plan, tenant))
             calls, api_writes = status.api_calls, status.writes
             # What was just observed may change the plan (the canary became ready: prune the drained stable).
-            _absorb_observed(revisions, status)
+            _absorb_observed(deployment, revisions, status)
             replan = plan_replicas(deployment, revisions)
             if replan != plan:
                 plan = replan
@@ -194,9 +194,12 @@ def reconcile_deployment(deployment_id: int, backend: Backend) -> ReconcileResul
         return ReconcileResult(outcome, db_writes=writes, api_calls=calls, api_writes=api_writes)
 
 
-def _absorb_observed(revisions: Sequence[Revision], status: DeploymentStatus) -> None:
+def _absorb_observed(deployment: ModelDeployment, revisions: Sequence[Revision], status: DeploymentStatus) -> None:
     """Copy observed counts onto the in-memory rows so the plan sees them (nothing is saved here)."""
     for r in revisions:
+        if _is_external(r):
+            r.ready_replicas, r.desired_replicas = len(deployment.endpoints), 0
+            continue
         observed = status.revisions.get(r.pk)
         r.ready_replicas = observed.ready_replicas if observed else 0
         r.desired_replicas = observed.desired_replicas if observed else 0
@@ -205,15 +208,31 @@ def _absorb_observed(revisions: Sequence[Revision], status: DeploymentStatus) ->
 def _revision_observation(
     deployment: ModelDeployment, revision: Revision, plan: dict[int, int], status: DeploymentStatus
 ) -> tuple[list[str], int, int, str | None]:
-    """(endpoints, desired, ready, waiting-for-capacity message) of one revision as the backend sees it."""
-    observed = status.revisions.get(revision.pk)
-    if observed is None and revision.spec.get("runtime") == "external" and revision.pk in plan:
-        # External revisions point at URLs outside any backend: they are "ready" as configured.
+    """(endpoints, desired, ready, waiting-for-capacity message) of one revision as the backend sees it.
+
+    An external revision is served by the deployment's endpoint URLs, whatever a backend reports for it (one that
+    tried to run it would report it unschedulable): it is "ready" as configured while it is planned.
+    """
+    if _is_external(revision):
+        if revision.pk not in plan:
+            return [], 0, 0, None
         endpoints = [str(url) for url in deployment.endpoints]
         return endpoints, 0, len(endpoints), None
+    observed = status.revisions.get(revision.pk)
     if observed is None:
         return [], 0, 0, None
     return list(observed.endpoints), observed.desired_replicas, observed.ready_replicas, observed.waiting_for_capacity
+
+
+def _is_external(revision: Revision) -> bool:
+    return revision.spec.get("runtime") == "external"
+
+
+def _wanted_ready(revision: Revision, plan: dict[int, int], ready: int) -> int:
+    """Ready replicas a routed revision needs: its planned count; an external one, its endpoints while running."""
+    if _is_external(revision):
+        return max(ready, 1) if plan[revision.pk] > 0 else 0
+    return plan[revision.pk]
 
 
 # The condition types this module writes. Others on the same row (``CappedByQuota`` from the autoscaler,
@@ -248,9 +267,10 @@ def write_observed(
         if r.pk in plan and r.weight > 0:
             # A revision with weight but no ready replica keeps the deployment progressing (never "ready"), even
             # though the gateway already routes around it to the revisions that have endpoints.
-            routed_ready += min(ready, plan[r.pk])
-            if ready < plan[r.pk]:
-                not_ready.append(f"{r.name}: {ready}/{plan[r.pk]} ready")
+            wanted = _wanted_ready(r, plan, ready)
+            routed_ready += min(ready, wanted)
+            if ready < wanted:
+                not_ready.append(f"{r.name}: {ready}/{wanted} ready")
         if stored[r.pk] != (endpoints, desired, ready):
             revision_updates[r.pk] = {"endpoints": endpoints, "desired_replicas": desired, "ready_replicas": ready}
     running = deployment.desired_state == ModelDeployment.DesiredState.RUNNING

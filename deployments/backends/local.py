@@ -16,6 +16,7 @@ import redis
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,
+    RevisionSpec,
     RevisionStatus,
     TenantSpec,
     TransientBackendError,
@@ -23,6 +24,11 @@ from deployments.backends.base import (
 from deployments.localagent import protocol
 
 WAITING_FOR_AGENT = "waiting for the local agent to pick up the change"
+
+
+def runs_locally(revision: RevisionSpec) -> bool:
+    """Revisions of runtime ``external`` are served by their endpoint URLs: the agent has nothing to run for them."""
+    return str(revision.spec.get("runtime", "builtin")) != "external"
 
 
 def desired_document(deployment: DeploymentSpec) -> dict[str, Any]:
@@ -35,6 +41,7 @@ def desired_document(deployment: DeploymentSpec) -> dict[str, Any]:
         "revisions": [
             {"id": rev.id, "number": rev.number, "replicas": rev.replicas, "weight": rev.weight, "spec": rev.spec}
             for rev in sorted(deployment.revisions, key=lambda r: r.id)
+            if runs_locally(rev)
         ],
     }
 
@@ -136,6 +143,8 @@ class LocalBackend:
         status = DeploymentStatus(exists=True, api_calls=1)
         reported: dict[str, Any] = (doc or {}).get("revisions", {}) if agent_alive else {}
         for rev in deployment.revisions:
+            if not runs_locally(rev):
+                continue  # the reconciler takes an external revision's endpoints from the deployment
             seen = reported.get(str(rev.id))
             if not agent_alive:
                 status.revisions[rev.id] = RevisionStatus(
