@@ -214,6 +214,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Schema generation calls Model.objects.none(); our fail-closed `objects` managers refuse unscoped use.
     "DEFAULT_QUERY_MANAGER": "_default_manager",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.schema.add_error_responses",
+    ],
 }
 
 CELERY_TASK_ACKS_LATE = True

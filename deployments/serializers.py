@@ -46,9 +46,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
         child=serializers.CharField(max_length=500), max_length=32, required=False, help_text="runtime 'external' only"
     )
     gpu_type = serializers.CharField(max_length=32, allow_blank=True, required=False)
-    desired_state = serializers.ChoiceField(
-        choices=[ModelDeployment.DesiredState.RUNNING, ModelDeployment.DesiredState.STOPPED], required=False
-    )
+    # Answers may say "deleting" (a DELETE's 202); a client may only ask for running or stopped.
+    desired_state = serializers.ChoiceField(choices=ModelDeployment.DesiredState.choices, required=False)
     rollout = RolloutSerializer(write_only=True, required=False, help_text="PATCH only: canary for a new revision")
     traffic = serializers.SerializerMethodField()
     latest_revision = serializers.SerializerMethodField()
@@ -82,6 +81,11 @@ class DeploymentSerializer(serializers.ModelSerializer):
         tenant = self.context["tenant"]
         if ModelDeployment.objects.for_tenant(tenant).filter(name=value).exists():
             raise serializers.ValidationError(f"a deployment named {value!r} already exists in this tenant")
+        return value
+
+    def validate_desired_state(self, value: str) -> str:
+        if value == ModelDeployment.DesiredState.DELETING:
+            raise serializers.ValidationError("use DELETE to delete a deployment; desired_state is running or stopped")
         return value
 
     def validate_gpu_type(self, value: str) -> str:

@@ -17,12 +17,13 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.idempotency import IdempotentMixin
+from controlplane.schema import ObjectSchema
 from deployments import rollout as rollouts
 from deployments.models import Revision
 from deployments.models_slo import Rollout, SloSample, SloStatus
@@ -83,10 +84,34 @@ def _parse_revision(value: str) -> int:
     return int(value.lstrip("r"))
 
 
+class SloObjectivesSerializer(serializers.Serializer[dict[str, Any]]):
+    p95_latency_ms = serializers.IntegerField(allow_null=True)
+    error_rate = serializers.FloatField(allow_null=True)
+
+
+class SloReportSerializer(serializers.Serializer[dict[str, Any]]):
+    """The answer of ``GET .../slo/``: the range, the objectives, whether they are breached, and the samples."""
+
+    range = serializers.ChoiceField(choices=list(RANGES))
+    resolution = serializers.ChoiceField(choices=SloSample.Resolution.choices)
+    objectives = SloObjectivesSerializer()
+    breached = serializers.BooleanField()
+    breach_reason = serializers.CharField(allow_blank=True)
+    samples = SloSampleSerializer(many=True)
+
+
+class RolloutStateSerializer(serializers.Serializer[dict[str, Any]]):
+    """The answer of ``.../rollout/``: the latest rollout (``null`` when the deployment never had one)."""
+
+    rollout = serializers.DictField(allow_null=True)
+
+
 @extend_schema(parameters=[TENANT_PARAM, DEPLOYMENT_PARAM])
+@extend_schema_view(list=extend_schema(responses=SloReportSerializer))
 class SloSampleViewSet(DeploymentChildViewSet):
     """A deployment's SLO samples over a range, for charts."""
 
+    schema = ObjectSchema()
     model = SloSample
     serializer_class = SloSampleSerializer
     pagination_class = None
@@ -132,12 +157,17 @@ class SloSampleViewSet(DeploymentChildViewSet):
 
 
 @extend_schema(parameters=[TENANT_PARAM, DEPLOYMENT_PARAM])
+@extend_schema_view(
+    list=extend_schema(responses=RolloutStateSerializer),
+    create=extend_schema(responses={200: RolloutStateSerializer, 201: RolloutStateSerializer}),
+)
 class RolloutViewSet(IdempotentMixin, DeploymentChildViewSet):
     """The deployment's canary rollout: its status, and start / promote / pause / resume / rollback.
 
     POSTs honour ``Idempotency-Key``: a retried ``start`` replays the first answer instead of a 409.
     """
 
+    schema = ObjectSchema()
     model = Rollout
     serializer_class = RolloutActionSerializer
     pagination_class = None
