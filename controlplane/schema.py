@@ -41,6 +41,7 @@ ERRORS = {
     "409": "the change conflicts with the current state; retry or resolve",
     "413": "the request body is too large",
     "415": "the body's media type is not supported",
+    "422": "a quota would be exceeded, or an Idempotency-Key was reused with another body",
     "429": "too many requests",
 }
 _REF = {"$ref": "#/components/schemas/Error"}
