@@ -17,6 +17,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -285,7 +286,7 @@ class InvitationAcceptView(View):
     someone whose email has an account is sent to sign in; anyone else gets a username + password form that makes
     the account and accepts in one go (``invitations.accept_invitation_as_new_user``)."""
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = super().dispatch(request, *args, **kwargs)
         # The URL carries the token: no page reached from here (nor the sign-in redirect) may send it as Referer.
         response.headers["Referrer-Policy"] = "no-referrer"
