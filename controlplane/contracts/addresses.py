@@ -77,8 +77,11 @@ def parse_address(raw: str) -> Address | None:
 
 def is_public_address(address: Address) -> bool:
     """True only for globally routable unicast addresses."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.sixtofour is not None and not is_public_address(address.sixtofour):
+            return False  # a 6to4 relay delivers 2002:<v4>::/48 to that IPv4 address, so it must pass too
     if address in _METADATA:
         return False
     if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
