@@ -2,8 +2,9 @@
 
 No web framework: a dict lookup on (method, path) routes the request. The lifespan opens redis.asyncio and
 the upstream connection pools (gateway/upstream.py for chat and completions, one aiohttp session for embeddings
-batches), loads the snapshot and starts the background tasks (pub/sub listener, 1 s version
-poll, 1 s load-figure flush). Inference requests run in ``gateway.inference``.
+batches, gateway/upstream_library.py for https endpoints), loads the snapshot and starts the background tasks
+(pub/sub listener, 1 s version poll, 1 s load-figure flush). Inference requests run in ``gateway.inference``;
+tenant-given endpoints go through ``gateway.external`` (the address policy at connect).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, READ_SCOPE, Authenticator
 from gateway.batching import EmbeddingsBatcher
 from gateway.config import GatewayConfig
-from gateway.embeddings import send_embeddings_batch
+from gateway.embeddings import UpstreamRejected, send_embeddings_batch
 from gateway.errors import GatewayError
+from gateway.external import ExternalUpstream, local_services
 from gateway.inference import serve_inference
 from gateway.limits import Limiter
 from gateway.load import LoadFigures
@@ -34,6 +36,7 @@ from gateway.redispipe import RedisPipe, supports
 from gateway.routing import Balancer
 from gateway.snapshot import SnapshotStore
 from gateway.upstream import UpstreamPool
+from gateway.upstream_library import LibraryTransport
 from gateway.usage import UsageSink
 from gateway.validation import CHAT, COMPLETIONS, EMBEDDINGS
 
@@ -63,6 +66,11 @@ class Gateway:
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
         # Chat and completions; embeddings batches go through ``session``.
         self.upstream = UpstreamPool(max_idle_per_host=config.upstream_pool_size)
+        # Tenant-given endpoints: the address policy, then http through ``upstream`` or https through the library.
+        # Tests replace ``external.resolver`` so that no name is looked up for real.
+        self.external = ExternalUpstream(
+            self.upstream, LibraryTransport(config.upstream_pool_size, config.upstream_ca_bundle)
+        )
         self.store: SnapshotStore = None  # type: ignore[assignment]
         self.limiter: Limiter = None  # type: ignore[assignment]
         self.usage: UsageSink = None  # type: ignore[assignment]
@@ -84,8 +92,10 @@ class Gateway:
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
-        self.store = SnapshotStore(self.redis, cfg.redis_prefix)
+        self.store = SnapshotStore(self.redis, cfg.redis_prefix, await local_services(cfg, self.external.resolver))
+        self.external.use(self.store.current)
         self.store.on_change.append(self.auth.clear)
+        self.store.on_change.append(self.external.use)
         self.hot_redis = RedisPipe(cfg.redis_url, cfg.redis_timeout_s) if supports(cfg.redis_url) else self.redis
         self.limiter = Limiter(self.hot_redis, cfg.redis_prefix)
         self.usage = UsageSink(self.hot_redis, cfg.redis_prefix, self.limiter)
@@ -93,6 +103,7 @@ class Gateway:
             lambda key, body: send_embeddings_batch(self, key, body),
             window_s=cfg.embeddings_window_s,
             max_batch=cfg.embeddings_max_batch,
+            retry_alone=(UpstreamRejected,),
         )
         try:
             await self.limiter.load_scripts()
@@ -121,6 +132,7 @@ class Gateway:
             await self.load.flush(self.redis)
         self.access_log.flush()
         await self.session.close()
+        await self.external.library.aclose()
         self.upstream.close()
         if isinstance(self.hot_redis, RedisPipe):
             await self.hot_redis.aclose()

@@ -77,10 +77,19 @@ def _weight(inputs: list[Any]) -> int:
 class EmbeddingsBatcher:
     """Merges concurrent embeddings requests per ``batch_key``; ``send(batch_key, body)`` calls the upstream."""
 
-    def __init__(self, send: Send, window_s: float = 0.002, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        send: Send,
+        window_s: float = 0.002,
+        max_batch: int = 64,
+        retry_alone: tuple[type[Exception], ...] = (),
+    ) -> None:
+        """``retry_alone``: errors of a merged call that may belong to one request's input (an upstream 4xx):
+        each request is then sent on its own, so it gets its own answer."""
         self.send = send
         self.window_s = window_s
         self.max_batch = max(1, max_batch)
+        self.retry_alone = retry_alone
         self._open: dict[str, _Batch] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # keeps running flushes referenced until they finish
 
@@ -128,25 +137,35 @@ class EmbeddingsBatcher:
         items = [item for item in batch.items if not item.future.done()]  # skip callers that went away
         if not items:
             return
+        outcomes: list[dict[str, Any] | BaseException]
         try:
             if len(items) == 1:
-                results = [await self.send(batch.batch_key, items[0].body)]
+                outcomes = [await self.send(batch.batch_key, items[0].body)]
             else:
-                merged = dict(items[0].body)
-                merged["input"] = [v for item in items for v in item.inputs]
-                results = split_response(await self.send(batch.batch_key, merged), items)
+                outcomes = await self._send_merged(batch.batch_key, items)
         except asyncio.CancelledError:  # the gateway is shutting down: nobody will get an answer
             for item in items:
                 item.future.cancel()
             raise
         except Exception as exc:  # every waiter of the batch gets the same error
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
-        for item, result in zip(items, results, strict=True):
-            if not item.future.done():
-                item.future.set_result(result)
+            outcomes = [exc] * len(items)
+        for item, outcome in zip(items, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    async def _send_merged(self, batch_key: str, items: list[_Item]) -> list[dict[str, Any] | BaseException]:
+        merged = dict(items[0].body)
+        merged["input"] = [v for item in items for v in item.inputs]
+        try:
+            return list(split_response(await self.send(batch_key, merged), items))
+        except self.retry_alone:
+            return list(
+                await asyncio.gather(*(self.send(batch_key, item.body) for item in items), return_exceptions=True)
+            )
 
 
 def split_response(response: dict[str, Any], items: list[_Item]) -> list[dict[str, Any]]:
@@ -163,7 +182,9 @@ def split_response(response: dict[str, Any], items: list[_Item]) -> list[dict[st
         raise BatchResponseError(f"upstream embeddings without a usable index: {exc}") from exc
     if any(int(d["index"]) != i for i, d in enumerate(ordered)):
         raise BatchResponseError("upstream embedding indexes are not 0..n-1")
-    usage = response.get("usage") or {}
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}  # nothing to split: each part is metered as having no usage
     weights = [item.weight for item in items]
     usage_shares = {
         name: split_proportionally(int(value), weights)

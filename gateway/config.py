@@ -37,6 +37,11 @@ class GatewayConfig:
     upstream_pool_size: int = 1024  # aiohttp connector limit (all upstreams together)
     access_log: bool = True
     auth_cache_size: int = 10000
+    # Where this process listens (``python -m gateway`` passes its --host/--port here): a tenant's external
+    # endpoint must never point back at the gateway itself.
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8001
+    upstream_ca_bundle: str = ""  # PEM file of extra CAs trusted for https endpoints (private CAs)
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -71,4 +76,7 @@ class GatewayConfig:
             upstream_pool_size=env_int("FRONTDOOR_GATEWAY_UPSTREAM_POOL_SIZE", d.upstream_pool_size),
             access_log=env_bool("FRONTDOOR_GATEWAY_ACCESS_LOG", d.access_log),
             auth_cache_size=env_int("FRONTDOOR_GATEWAY_AUTH_CACHE_SIZE", d.auth_cache_size),
+            listen_host=env_str("FRONTDOOR_GATEWAY_HOST", d.listen_host),
+            listen_port=env_int("FRONTDOOR_GATEWAY_PORT", d.listen_port),
+            upstream_ca_bundle=env_str("FRONTDOOR_GATEWAY_UPSTREAM_CA_BUNDLE", d.upstream_ca_bundle),
         )

@@ -76,3 +76,14 @@ def bad_gateway(message: str, code: str = "upstream_error") -> GatewayError:
 
 def gateway_timeout(message: str) -> GatewayError:
     return GatewayError(504, message, "timeout_error", "upstream_timeout")
+
+
+def upstream_unavailable(deployment: str) -> GatewayError:
+    """The one answer for every way a tenant-given endpoint fails before a usable response.
+
+    Refused by the address policy, refused or reset connections, timeouts, answers that are not OpenAI's: one
+    status, code and message for all, so the gateway tells nobody which addresses and ports are open.
+    """
+    return GatewayError(
+        502, f"The endpoint of '{deployment}' could not be reached.", "upstream_error", "upstream_unavailable"
+    )

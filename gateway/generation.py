@@ -13,7 +13,7 @@ from gateway.errors import bad_gateway
 from gateway.outcome import LEASE_MARGIN_S, SSE_HEADERS, UPSTREAM_PATHS, Outcome
 from gateway.proxy import StreamRelay, UpstreamFailure, open_upstream, rewrite_model
 from gateway.snapshot import DeploymentEntry, RevisionEntry
-from gateway.upstream import UpstreamResponse
+from gateway.upstream import UpstreamAnswer
 from gateway.validation import ParsedRequest
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ async def serve_generation(
     outcome.upstream_at = time.perf_counter()
     attempt = await open_upstream(
         gw.upstream,
+        gw.external,
         gw.balancer,
         deployment,
         UPSTREAM_PATHS[parsed.kind],
@@ -68,21 +69,20 @@ async def serve_generation(
         min(cfg.first_byte_timeout_s, timeout_s),
         cfg.connect_timeout_s,
         on_pick,
-        lambda endpoint: gw.metrics.upstream_errors.inc((deployment.tenant, deployment.name, "connect")),
+        lambda endpoint, kind: gw.metrics.upstream_errors.inc((deployment.tenant, deployment.name, kind)),
     )
     response = attempt.response
     patterns = attempt.revision.model_patterns or deployment.model_patterns
     clean = False
     try:
-        if response.status >= 400:
+        if response.status >= 300 or response.status < 200:
+            # A redirect is not followed (its target was never checked) and is no answer: 502 like the rest.
             await _relay_upstream_error(response, deployment, patterns, send, rid, rate_headers, outcome)
         elif parsed.stream and response.content_type == "text/event-stream":
-            await _relay_stream(gw, parsed, patterns, response, send, rid, rate_headers, outcome)
+            await _relay_stream(gw, parsed, deployment, patterns, response, send, rid, rate_headers, outcome)
         else:
             data = await response.read()
-            usage = _usage_of(data)
-            outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
+            outcome.charge(_usage_of(data), parsed.prompt_estimate, parsed.max_tokens, rid, deployment.name)
             outcome.status = 200
             outcome.finished = True
             await respond(send, 200, rewrite_model(data, patterns), rid, rate_headers)
@@ -101,16 +101,26 @@ async def serve_generation(
         gw.balancer.release(attempt.endpoint)
 
 
-def _usage_of(data: bytes) -> dict[str, Any]:
+def _usage_of(data: bytes) -> Any:
+    """The answer's ``usage`` as sent (``Outcome.charge`` judges it); None when the answer is not a JSON object."""
     try:
-        usage = orjson.loads(data).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return {}
-    return usage if isinstance(usage, dict) else {}
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return answer.get("usage") if isinstance(answer, dict) else None
+
+
+def is_openai_error(data: bytes) -> bool:
+    """The body is OpenAI's error shape, ``{"error": {...}}``."""
+    try:
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(answer, dict) and isinstance(answer.get("error"), dict)
 
 
 async def _relay_upstream_error(
-    response: UpstreamResponse,
+    response: UpstreamAnswer,
     deployment: DeploymentEntry,
     patterns: tuple[tuple[bytes, bytes], ...],
     send: Send,
@@ -119,16 +129,12 @@ async def _relay_upstream_error(
     outcome: Outcome,
 ) -> None:
     data = await response.read()
-    if response.status >= 500 or response.status in (401, 403):  # our credentials are not the client's business
+    # Only a client error in OpenAI's shape is the client's to read; our credentials (401/403) are not its business.
+    if response.status < 400 or response.status >= 500 or response.status in (401, 403) or not is_openai_error(data):
         outcome.upstream_error = "status"
-        raise bad_gateway(f"The model server for '{deployment.name}' answered {response.status}.")
-    try:
-        valid = isinstance(orjson.loads(data).get("error"), dict)
-    except (orjson.JSONDecodeError, AttributeError):
-        valid = False
-    if not valid:
-        outcome.upstream_error = "status"
-        raise bad_gateway(f"The model server for '{deployment.name}' answered {response.status}.")
+        raise UpstreamFailure(
+            bad_gateway(f"The model server for '{deployment.name}' answered {response.status}."), "status"
+        )
     # A client error the model server found (e.g. context too long) is the client's to read, as-is.
     outcome.status = response.status
     outcome.finished = True
@@ -138,8 +144,9 @@ async def _relay_upstream_error(
 async def _relay_stream(
     gw: Gateway,
     parsed: ParsedRequest,
+    deployment: DeploymentEntry,
     patterns: tuple[tuple[bytes, bytes], ...],
-    response: UpstreamResponse,
+    response: UpstreamAnswer,
     send: Send,
     rid: str,
     rate_headers: dict[str, str],
@@ -163,8 +170,7 @@ async def _relay_stream(
         # Whatever ended the stream, meter what was relayed (the usage chunk when it came).
         usage = relay.usage
         if usage is not None:
-            outcome.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            outcome.completion_tokens = int(usage.get("completion_tokens") or 0)
+            outcome.charge(usage, parsed.prompt_estimate, parsed.max_tokens, rid, deployment.name)
         else:
             outcome.prompt_tokens = parsed.prompt_estimate
             outcome.completion_tokens = relay.completion_tokens

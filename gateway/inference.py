@@ -25,6 +25,7 @@ from gateway.errors import (
     gateway_timeout,
     model_not_found,
     service_unavailable,
+    upstream_unavailable,
 )
 from gateway.generation import serve_generation
 from gateway.limits import Admission, LimitRequest
@@ -279,22 +280,39 @@ async def _serve_admitted(
     except TimeoutError:
         outcome.upstream_error = "timeout"
         if not outcome.response_started:
-            await _send_error(
-                send,
-                rid,
-                gateway_timeout(f"'{deployment.name}' did not answer within {timeout_s:g} s."),
-                rate_headers,
-                outcome,
-            )
+            error = gateway_timeout(f"'{deployment.name}' did not answer within {timeout_s:g} s.")
+            if deployment.external:
+                error = _unreachable(deployment, rid, "timeout", error)
+            await _send_error(send, rid, error, rate_headers, outcome)
         else:
             await _end_stream(send, outcome)
     except GatewayError as error:
         if isinstance(error, UpstreamFailure):
             outcome.upstream_error = error.kind
+            if deployment.external and not outcome.response_started:
+                error = _unreachable(deployment, rid, error.kind, error)
         if not outcome.response_started:
             await _send_error(send, rid, error, rate_headers, outcome)
         else:
             await _end_stream(send, outcome)
+
+
+def _unreachable(deployment: DeploymentEntry, rid: str, kind: str, error: GatewayError) -> GatewayError:
+    """A tenant-given endpoint failed before a usable answer: the details go to the log, the client gets one answer.
+
+    Refused by the policy, refused connection, reset, timeout, an answer that is not OpenAI's: were they told
+    apart, an external deployment would be a port scanner of whatever its URL can name.
+    """
+    log.warning(
+        "request %s: the endpoint of %s/%s failed (%s): %d %s",
+        rid,
+        deployment.tenant,
+        deployment.name,
+        kind,
+        error.status,
+        error.message,
+    )
+    return upstream_unavailable(deployment.name)
 
 
 async def _send_error(

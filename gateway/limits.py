@@ -87,6 +87,9 @@ def _load_script(name: str) -> tuple[str, str]:
 ADMIT_LUA, ADMIT_SHA = _load_script("admit.lua")
 SETTLE_LUA, SETTLE_SHA = _load_script("settle.lua")
 ADMIT_ARGC, SETTLE_ARGC = 13, 6  # ARGV counts of the two scripts
+# The scripts add token counts with INCRBY, which refuses anything Lua cannot print as an integer (1e+30): a
+# count outside this bound would fail the settle half-way and leave its concurrency leases until they expire.
+MAX_SETTLED_TOKENS = 2**52
 
 
 def format_reset(ms: float) -> str:
@@ -221,7 +224,7 @@ class Limiter:
         return (
             req.request_id,
             max(req.estimated_tokens, 0),
-            max(int(actual_tokens), 0),
+            min(max(int(actual_tokens), 0), MAX_SETTLED_TOKENS),
             int(req.lease_ttl_s * 1000),
             self.window_ms,
             budget_prefix,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from gateway.snapshot import RevisionEntry
@@ -10,6 +11,12 @@ from gateway.validation import EMBEDDINGS
 LEASE_MARGIN_S = 30.0
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", EMBEDDINGS: "/v1/embeddings"}
+# No single request uses a billion tokens; a count above it is an upstream lying, and the limiter's Lua scripts
+# must only ever see integers they can add exactly.
+MAX_USAGE_TOKENS = 10**9
+BAD_USAGE = "bad_usage"
+
+log = logging.getLogger("frontdoor.gateway.metering")
 
 
 class ClientGone(Exception):
@@ -30,3 +37,45 @@ class Outcome:
     client_gone: bool = False
     upstream_error: str | None = None
     upstream_at: float = 0.0  # perf_counter when the upstream request was sent (TTFT's start)
+
+    def charge(self, usage: object, reserved_prompt: int, reserved_completion: int, rid: str, deployment: str) -> None:
+        """Meter the upstream's ``usage`` object, or the reservation when it cannot be believed.
+
+        An upstream (a tenant's external endpoint above all) may send anything: counts that are not integers,
+        negative, absurdly large or booleans must neither fail the request nor the limiter's settle, nor meter
+        less than the request was admitted for. Those charge the reservation and are flagged (``bad_usage``).
+        """
+        counts = usage_counts(usage)
+        if counts is not None:
+            self.prompt_tokens, self.completion_tokens = counts
+            return
+        self.prompt_tokens, self.completion_tokens = reserved_prompt, reserved_completion
+        if self.upstream_error is None:
+            self.upstream_error = BAD_USAGE
+        log.warning(
+            "request %s: the upstream of %r sent unusable usage %.200r; charged the reservation (%d tokens)",
+            rid,
+            deployment,
+            usage,
+            reserved_prompt + reserved_completion,
+        )
+
+
+def usage_counts(usage: object) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object; None when it is missing or not believable.
+
+    A count may be absent or null (0); present, it must be a non-negative ``int`` (not a bool, not a float) of at
+    most ``MAX_USAGE_TOKENS``.
+    """
+    if not isinstance(usage, dict):
+        return None
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            counts.append(0)
+        elif type(value) is int and 0 <= value <= MAX_USAGE_TOKENS:
+            counts.append(value)
+        else:
+            return None
+    return counts[0], counts[1]

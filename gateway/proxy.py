@@ -1,6 +1,8 @@
 """Talking to replicas: one attempt with retry on refused connections, and relaying a stream chunk by chunk.
 
-Upstream failures map to OpenAI-shaped 502 (bad response / reset), 503 (no replica) and 504 (timeout).
+Upstream failures map to OpenAI-shaped 502 (bad response / reset), 503 (no replica) and 504 (timeout). Replicas the
+platform publishes go straight to the hand-written client; tenant-given endpoints go through ``ExternalUpstream``
+(the address policy, then a connection to the checked address), so the hot path pays for no check.
 """
 
 from __future__ import annotations
@@ -13,20 +15,21 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError, bad_gateway, gateway_timeout, service_unavailable
+from gateway.external import EndpointRefused, ExternalUpstream
 from gateway.routing import Balancer, NoReplica
 from gateway.snapshot import DeploymentEntry, RevisionEntry
-from gateway.upstream import UpstreamConnectError, UpstreamPool, UpstreamResponse
+from gateway.upstream import UpstreamAnswer, UpstreamConnectError, UpstreamPool
 
 
 @dataclass(slots=True)
 class Attempt:
     revision: RevisionEntry
     endpoint: str
-    response: UpstreamResponse
+    response: UpstreamAnswer
 
 
 class UpstreamFailure(GatewayError):
-    """A GatewayError that also names the metrics kind (connect, timeout, status, reset, no_replica)."""
+    """A GatewayError that also names the metrics kind (connect, refused, timeout, status, reset, no_replica)."""
 
     def __init__(self, error: GatewayError, kind: str) -> None:
         super().__init__(error.status, error.message, error.error_type, error.code, error.param, error.headers)
@@ -35,6 +38,7 @@ class UpstreamFailure(GatewayError):
 
 async def open_upstream(
     pool: UpstreamPool,
+    external: ExternalUpstream,
     balancer: Balancer,
     deployment: DeploymentEntry,
     path: str,
@@ -50,8 +54,9 @@ async def open_upstream(
 
     ``body_for(revision)`` gives the body for the revision picked (its upstream model id may differ). A refused
     connection ejects the replica and retries on another one: nothing reached the model, so the retry cannot
-    duplicate work. Any other failure is final. ``on_pick(revision, endpoint)`` runs per pick,
-    ``on_refused(endpoint)`` per refused connection.
+    duplicate work (an endpoint the address policy refused is treated alike: nothing was even connected). Any
+    other failure is final. ``on_pick(revision, endpoint)`` runs per pick, ``on_refused(endpoint, kind)`` per
+    refused connection ("connect") or endpoint ("refused").
     """
     excluded: set[str] = set()
     last_error = "no replica"
@@ -72,14 +77,21 @@ async def open_upstream(
         balancer.acquire(endpoint)
         try:
             async with asyncio.timeout(first_byte_timeout_s):
-                response = await pool.post(endpoint, path, body_for(revision), request_id, connect_timeout_s)
+                if revision.tenant_given:
+                    response: UpstreamAnswer = await external.post(
+                        endpoint, path, body_for(revision), request_id, connect_timeout_s
+                    )
+                else:
+                    response = await pool.post(endpoint, path, body_for(revision), request_id, connect_timeout_s)
             return Attempt(revision, endpoint, response)
         except UpstreamConnectError as exc:
             balancer.release(endpoint)
-            balancer.eject(endpoint)
+            refused = isinstance(exc, EndpointRefused)
+            if not refused:  # a refusal is cached per snapshot: ejecting would outlive a snapshot that allows it
+                balancer.eject(endpoint)
             excluded.add(endpoint)
             if on_refused is not None:
-                on_refused(endpoint)
+                on_refused(endpoint, "refused" if refused else "connect")
             last_error = f"connection refused: {exc.os_error}"
         except TimeoutError:
             balancer.release(endpoint)

@@ -4,6 +4,10 @@ The control plane writes ``<prefix>:config:snapshot`` and ``<prefix>:config:vers
 ``<prefix>:config:notify`` (docs/contracts.md). We load at start, reload on every notice, and poll the
 version every second so a lost pub/sub message costs at most a second. Nothing here runs per request
 except attribute reads on the frozen index.
+
+Each snapshot also yields the address policy for tenant-given endpoints (runtime ``external``): its ``network``
+section (allowed networks, the platform's own listeners), this process's own listeners, and the replicas the
+platform runs (every other runtime's endpoints), which no external endpoint may point at.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from controlplane.contracts.addresses import (
+    Address,
+    AddressPolicy,
+    Network,
+    endpoint_pairs,
+    parse_address,
+    parse_networks,
+)
 from gateway.limits import Limits
 
 log = logging.getLogger("frontdoor.gateway.snapshot")
@@ -52,6 +64,8 @@ class RevisionEntry:
     # The model id this revision's replicas serve (a canary may serve another model than the stable revision).
     model: str = ""
     model_patterns: tuple[tuple[bytes, bytes], ...] = field(default=())
+    # The endpoints are URLs a tenant typed (runtime "external"): checked by the address policy at connect.
+    tenant_given: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,7 @@ class DeploymentEntry:
     revisions: tuple[RevisionEntry, ...]  # only routed ones (weight > 0)
     # Byte patterns to swap the upstream model id for the client's name in streamed chunks, without parsing.
     model_patterns: tuple[tuple[bytes, bytes], ...] = field(default=())
+    external: bool = False  # runtime "external": its endpoints are tenant-given
 
     @property
     def cold(self) -> bool:
@@ -80,10 +95,19 @@ class Snapshot:
     tenants: dict[str, TenantEntry]
     deployments: dict[tuple[str, str], DeploymentEntry]  # (tenant slug, deployment name)
     by_tenant: dict[str, tuple[DeploymentEntry, ...]]
+    # Where tenant-given endpoints may connect; the default (no "network" section) allows public addresses only.
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
     @classmethod
-    def empty(cls) -> Snapshot:
-        return cls(version=0, keys={}, tenants={}, deployments={}, by_tenant={})
+    def empty(cls, local_services: frozenset[tuple[Address, int]] = frozenset()) -> Snapshot:
+        return cls(
+            version=0,
+            keys={},
+            tenants={},
+            deployments={},
+            by_tenant={},
+            address_policy=AddressPolicy(platform_services=local_services),
+        )
 
 
 def _limits(raw: dict[str, Any] | None) -> Limits:
@@ -102,8 +126,59 @@ def _model_patterns(upstream: str, name: str) -> tuple[tuple[bytes, bytes], ...]
     return ((b'"model":' + up, b'"model":' + mine), (b'"model": ' + up, b'"model": ' + mine))
 
 
-def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
-    """Build the lookup index from a snapshot document (docs/contracts.md "Config snapshot")."""
+def _allowed_networks(raw: Any) -> tuple[Network, ...]:
+    networks: list[Network] = []
+    for item in raw if isinstance(raw, list) else ():
+        try:
+            networks.extend(parse_networks([str(item)]))
+        except ValueError as exc:  # fail closed: a network that does not parse allows nothing
+            log.warning("snapshot: allowed network ignored: %s", exc)
+    return tuple(networks)
+
+
+def _platform_services(raw: Any) -> set[tuple[Address, int]]:
+    services: set[tuple[Address, int]] = set()
+    for item in raw if isinstance(raw, list) else ():
+        address = port = None
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], int) and not isinstance(item[1], bool):
+            address, port = parse_address(str(item[0])), item[1]
+        if address is None or port is None:
+            # The control plane publishes resolved addresses; resolving here would block the event loop.
+            log.warning("snapshot: platform service %.100r ignored (not an [address, port] pair)", item)
+            continue
+        services.add((address, port))
+    return services
+
+
+def address_policy(doc: dict[str, Any], local_services: frozenset[tuple[Address, int]]) -> AddressPolicy:
+    """The policy for tenant-given endpoints: the ``network`` section, our own listeners, the platform's replicas.
+
+    A snapshot without ``network`` allows no private network and names no platform service but ours: non-public
+    addresses stay refused all the same.
+    """
+    network = doc.get("network")
+    if not isinstance(network, dict):
+        network = {}
+    # Every endpoint a backend published (any runtime but external) is a replica the platform runs.
+    platform_endpoints = [
+        str(endpoint)
+        for d in (doc.get("deployments") or {}).values()
+        if d.get("runtime") != "external"
+        for r in (d.get("revisions") or ())
+        for endpoint in (r.get("endpoints") or ())
+    ]
+    return AddressPolicy(
+        allowed_networks=_allowed_networks(network.get("allowed_networks")),
+        platform_services=frozenset(_platform_services(network.get("platform_services")) | local_services),
+        replicas=endpoint_pairs(platform_endpoints),
+    )
+
+
+def parse_snapshot(doc: dict[str, Any], local_services: frozenset[tuple[Address, int]] = frozenset()) -> Snapshot:
+    """Build the lookup index from a snapshot document (docs/contracts.md "Config snapshot").
+
+    ``local_services``: this process's own listeners (and its Redis), refused to tenant-given endpoints.
+    """
     keys = {
         key_id: KeyEntry(
             id=int(k["id"]),
@@ -129,6 +204,7 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
         if d.get("state") == "deleting":
             continue
         deployment_model = str(d.get("model") or d["name"])
+        external = d.get("runtime") == "external"
         revisions = tuple(
             RevisionEntry(
                 id=int(r["id"]),
@@ -137,6 +213,7 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
                 endpoints=tuple(str(e).rstrip("/") for e in (r.get("endpoints") or ())),
                 model=str(r.get("model") or deployment_model),
                 model_patterns=_model_patterns(str(r.get("model") or deployment_model), str(d["name"])),
+                tenant_given=external,
             )
             for r in (d.get("revisions") or ())
             if int(r.get("weight") or 0) > 0
@@ -152,6 +229,7 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
             created=int(d.get("created") or 0),
             revisions=revisions,
             model_patterns=_model_patterns(deployment_model, str(d["name"])),
+            external=external,
         )
         deployments[(entry.tenant, entry.name)] = entry
         by_tenant.setdefault(entry.tenant, []).append(entry)
@@ -161,18 +239,22 @@ def parse_snapshot(doc: dict[str, Any]) -> Snapshot:
         tenants=tenants,
         deployments=deployments,
         by_tenant={slug: tuple(sorted(ds, key=lambda e: e.name)) for slug, ds in by_tenant.items()},
+        address_policy=address_policy(doc, local_services),
     )
 
 
 class SnapshotStore:
     """Holds the current snapshot, reloads it from Redis, and wakes waiters on every change."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, local_services: frozenset[tuple[Address, int]] = frozenset()
+    ) -> None:
         self.redis = redis
+        self.local_services = local_services
         self.snapshot_key = f"{prefix}:config:snapshot"
         self.version_key = f"{prefix}:config:version"
         self.channel = f"{prefix}:config:notify"
-        self.current = Snapshot.empty()
+        self.current = Snapshot.empty(local_services)
         self._changed = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.on_change: list[Any] = []  # callables run after every swap (e.g. clear the auth cache)
@@ -183,7 +265,7 @@ class SnapshotStore:
             raw = await self.redis.get(self.snapshot_key)
             if raw is None:
                 return False
-            snap = parse_snapshot(orjson.loads(raw))
+            snap = parse_snapshot(orjson.loads(raw), self.local_services)
             if snap.version <= self.current.version:
                 return False
             self.current = snap

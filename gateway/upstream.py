@@ -6,18 +6,26 @@ until close), and streamed bodies handed over chunk by chunk as they arrive (SSE
 pauses when the reader falls 1 MiB behind). ``close()`` drops the connection, which is what tells a model server
 to stop generating. Errors: ``UpstreamConnectError`` when no connection could be opened (nothing was sent: safe
 to retry elsewhere), ``UpstreamReset`` (an ``OSError``) when an open connection broke.
+
+Two ways in: ``post(endpoint, ...)`` for the replicas the platform publishes (their URL parsed once and cached),
+and ``send(target, ...)`` for a URL the address policy checked, which connects to the checked address only (no
+name lookup at all) and sends the URL's host as Host. TLS is not this client's job: ``gateway/upstream_library.py``
+carries https behind the same ``send`` and the same response interface (``UpstreamAnswer``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import time
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from controlplane.contracts.addresses import Target
 
 IDLE_S = 4.0  # uvicorn closes idle keep-alive connections after 5 s: do not reuse one that may be closing
 MAX_IDLE_PER_HOST = 256
@@ -34,6 +42,28 @@ class UpstreamConnectError(Exception):
 
 class UpstreamReset(ConnectionError):
     """The connection broke before the response was complete."""
+
+
+class UpstreamAnswer(Protocol):
+    """What a transport returns once the response headers arrived (both transports implement it)."""
+
+    status: int
+    content_type: str  # lower-cased media type, without parameters
+
+    async def read(self) -> bytes: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def host_header(target: Target) -> str:
+    """The Host header (and authority) of a checked URL: its host, with the port unless it is the default."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default = 443 if target.scheme == "https" else 80
+    return host if target.port == default else f"{host}:{target.port}"
 
 
 class _Connection(asyncio.Protocol):
@@ -235,6 +265,30 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """POST ``body`` (JSON) to ``endpoint + path`` and return once the response headers arrived."""
         host, port, netloc = self._target(endpoint)
+        return await self._post(host, port, netloc, path, body, request_id, connect_timeout_s, 0)
+
+    async def send(
+        self, target: Target, path: str, body: bytes, request_id: str, connect_timeout_s: float
+    ) -> UpstreamResponse:
+        """POST to a checked http URL: connect to ``target.address`` (never resolved again), Host is its host."""
+        if target.scheme != "http":
+            raise UpstreamConnectError(ValueError(f"this client speaks http only, not {target.scheme}"))
+        netloc = host_header(target).encode()
+        return await self._post(
+            target.address, target.port, netloc, path, body, request_id, connect_timeout_s, socket.AI_NUMERICHOST
+        )
+
+    async def _post(
+        self,
+        host: str,
+        port: int,
+        netloc: bytes,
+        path: str,
+        body: bytes,
+        request_id: str,
+        connect_timeout_s: float,
+        flags: int,
+    ) -> UpstreamResponse:
         head = (
             b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
             b"content-length: %d\r\n\r\n" % (path.encode(), netloc, request_id.encode(), len(body))
@@ -243,7 +297,7 @@ class UpstreamPool:
         while True:
             conn, reused = self._get(host, port), True
             if conn is None:
-                conn, reused = await self._open(host, port, connect_timeout_s), False
+                conn, reused = await self._open(host, port, connect_timeout_s, flags), False
                 conn.key = (host, port)
             assert conn.transport is not None
             conn.transport.write(data)
@@ -274,11 +328,11 @@ class UpstreamPool:
                 conn.transport.abort()
         return None
 
-    async def _open(self, host: str, port: int, timeout_s: float) -> _Connection:
+    async def _open(self, host: str, port: int, timeout_s: float, flags: int = 0) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
-                _, conn = await loop.create_connection(_Connection, host, port)
+                _, conn = await loop.create_connection(_Connection, host, port, flags=flags)
         except (OSError, TimeoutError) as exc:
             raise UpstreamConnectError(exc) from None
         return conn

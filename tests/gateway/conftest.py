@@ -2,7 +2,8 @@
 
 The control plane normally publishes the config snapshot; here ``World`` builds the same document
 (docs/contracts.md "Config snapshot") and publishes it exactly as the contract says: INCR the version,
-SET the snapshot, PUBLISH the version.
+SET the snapshot, PUBLISH the version. ``World.network``, when set, is published as the snapshot's ``network``
+section (the address policy of external endpoints); a test that sets it puts it back to None when done.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class World:
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    network: dict[str, Any] | None = None  # the snapshot's "network" section; None publishes none
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
 
     def tenant(self, status: str = "active", **limits: int | None) -> str:
@@ -187,6 +189,7 @@ class World:
         timeout_s: float = 30,
         max_concurrent: int | None = None,
         state: str = "running",
+        runtime: str = "builtin",
     ) -> dict[str, Any]:
         dep_id = next(self._ids)
         if revisions is None:
@@ -196,7 +199,7 @@ class World:
             "tenant": tenant,
             "name": name,
             "model": model,
-            "runtime": "builtin",
+            "runtime": runtime,
             "state": state,
             "min_replicas": 0,
             "max_replicas": 4,
@@ -218,6 +221,8 @@ class World:
             "tenants": self.tenants,
             "deployments": self.deployments,
         }
+        if self.network is not None:
+            doc["network"] = self.network
         self.client.set(f"{self.prefix}:config:snapshot", orjson.dumps(doc))
         self.client.publish(f"{self.prefix}:config:notify", str(version))
         for gw in gateways:
