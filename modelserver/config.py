@@ -84,7 +84,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         value = _env(environ, name)
         return fallback if value is None else value
 
-    p = argparse.ArgumentParser(prog="python -m modelserver", description="Frontdoor's built-in model server")
+    # No abbreviations: "--po 9" must not mean --port, so the flags the local agent sets cannot be overridden by a
+    # prefix its checks might not recognise.
+    p = argparse.ArgumentParser(
+        prog="python -m modelserver", description="Frontdoor's built-in model server", allow_abbrev=False
+    )
     p.add_argument("--host", default=default("HOST", base.host))
     p.add_argument("--port", type=int, default=default("PORT", base.port))
     p.add_argument(
