@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import redis
 
 from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
 from deployments.backends.local import LocalBackend
-from deployments.localagent import procs, protocol
+from deployments.localagent import procs, protocol, sandbox, staging
 from deployments.localagent.state import load_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,11 +82,20 @@ def deployment_spec(
 class Agent:
     """One ``python -m deployments.localagent`` process with its own Redis prefix and state dir."""
 
-    def __init__(self, redis_url: str, prefix: str, state_dir: Path, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str,
+        state_dir: Path,
+        extra_env: dict[str, str],
+        base_env: Mapping[str, str] = os.environ,
+    ) -> None:
         self.redis_url, self.prefix, self.state_dir = redis_url, prefix, state_dir
         self.control_port = free_port()
+        # How the agent process starts; the sandbox tests run it as another user from a staged interpreter.
+        self.python, self.cwd, self.user = sys.executable, REPO, dict[str, Any]()
         self.env = (
-            os.environ
+            dict(base_env)
             | {
                 "REDIS_URL": redis_url,
                 "FRONTDOOR_REDIS_PREFIX": prefix,
@@ -105,7 +114,12 @@ class Agent:
     def start(self) -> Agent:
         log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.localagent"], cwd=REPO, env=self.env, stdout=log, stderr=log
+            [self.python, "-m", "deployments.localagent"],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            **self.user,
         )
         log.close()
         wait_until(self.heartbeat_fresh, what="agent heartbeat")
@@ -181,14 +195,31 @@ def chat(endpoint: str) -> dict[str, Any]:
     return http_json("POST", f"{endpoint}/v1/chat/completions", body)
 
 
+_STAGED: dict[Path, staging.BuiltinStage] = {}
+
+
+def builtin_runtime(state_dir: Path) -> staging.BuiltinRuntime:
+    """The built-in runtime an agent with ``state_dir`` uses, staged here first when it must be (once per sandbox
+    root and session): the first staging of a large virtualenv can outlast a test's wait for a ready replica."""
+    run_as = sandbox.resolve_run_as("")
+    root = sandbox.sandbox_root(state_dir, None, run_as)
+    stage = _STAGED.setdefault(root, staging.BuiltinStage(lambda: root, run_as))
+    runtime, why = stage.wait(timeout=600)
+    assert runtime is not None, why
+    return runtime
+
+
 @contextlib.contextmanager
-def agent_factory(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+def agent_factory(
+    redis_url: str, prefix: str, tmp_path: Path, state_dir: Path | None = None
+) -> Iterator[Callable[..., Agent]]:
     """Start agents sharing one prefix and state dir; afterwards no replica of theirs may survive."""
     agents: list[Agent] = []
 
     def make(**extra_env: str) -> Agent:
-        agent = Agent(redis_url, prefix, tmp_path / "state", extra_env)
+        agent = Agent(redis_url, prefix, state_dir or tmp_path / "state", extra_env)
         agent.state_dir.mkdir(exist_ok=True)
+        builtin_runtime(agent.state_dir)
         agents.append(agent)
         return agent.start()
 
@@ -316,9 +347,19 @@ def test_it_reports_a_runtime_without_a_local_command_instead_of_crashing(make_a
     assert agent.replicas() == []
 
 
-def test_it_runs_a_template_runtime_from_its_configured_command(make_agent: Callable[..., Agent]) -> None:
-    command = f"{sys.executable} -m modelserver --host 127.0.0.1 --port {{port}} --model-name {{model}}"
-    agent = make_agent(FRONTDOOR_LOCAL_COMMAND_VLLM=command)
+def model_server_command(state_dir: Path) -> str:
+    """An operator's template command running the model server as the run-as user: the interpreter staged for
+    built-in replicas, with the variables it needs spelled out (template commands get no staging of their own)."""
+    runtime = builtin_runtime(state_dir)
+    variables = " ".join(f"{name}={value}" for name, value in runtime.env.items())
+    flags = "--host {host} --port {port} --model-name {model}"
+    return f"/usr/bin/env {variables} {runtime.python} -m modelserver {flags}"
+
+
+def test_it_runs_a_template_runtime_from_its_configured_command(
+    make_agent: Callable[..., Agent], tmp_path: Path
+) -> None:
+    agent = make_agent(FRONTDOOR_LOCAL_COMMAND_VLLM=model_server_command(tmp_path / "state"))
     agent.backend.apply_deployment(deployment_spec(7, 1, runtime="vllm", model="org/model-7"))
 
     (endpoint,) = wait_until(lambda: agent.ready_endpoints(7, 71, 1), what="the vllm-runtime replica")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from controlplane.env import ImproperlyConfiguredEnv, env_str
 from deployments.localagent.agent import run, stop_all
 from deployments.localagent.config import AgentConfig
+from deployments.localagent.sandbox import resolve_run_as
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = AgentConfig.from_env()
+        resolve_run_as(config.run_as)  # refuse a run-as user it cannot use before touching any replica
     except ImproperlyConfiguredEnv as exc:
         print(f"local agent: {exc}", file=sys.stderr)
         return 2

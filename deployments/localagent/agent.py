@@ -10,7 +10,7 @@ from types import FrameType
 
 import redis
 
-from deployments.localagent import launch, procs, protocol
+from deployments.localagent import launch, procs, protocol, sandbox
 from deployments.localagent.config import AgentConfig
 from deployments.localagent.httpapi import start_control_api
 from deployments.localagent.state import load_ports, load_records, save_records
@@ -60,6 +60,8 @@ def run(config: AgentConfig) -> int:
 
     client = redis.Redis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=5)
     supervisor = Supervisor(config, client)
+    supervisor.builtin.get()  # start staging the built-in runtime now, while Redis and adoption are dealt with
+    log.info("replicas run as user %s (uid %s)", supervisor.run_as.name, supervisor.run_as.uid)
     server = None
     if config.http_port:
         server = start_control_api(config.http_host, config.http_port, lambda: supervisor.snapshot, wake)
@@ -99,5 +101,8 @@ def stop_all(config: AgentConfig) -> int:
     idents |= {ident for ident, _ in procs.find_marked_processes(launch.marker_prefix(config))}
     procs.stop_processes(sorted(idents, key=lambda i: i.pid), config.stop_grace_s)
     save_records(config.state_dir, [], load_ports(config.state_dir))
+    run_as = sandbox.resolve_run_as(config.run_as)
+    root = sandbox.sandbox_root(config.state_dir, config.stage_dir, run_as)
+    sandbox.ReplicaDirs(root, config.state_dir, run_as).remove_all()
     log.info("stopped %d replica process(es)", len(idents))
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,10 @@ from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_i
 # Runtimes whose replicas are started from a command template in FRONTDOOR_LOCAL_COMMAND_<RUNTIME>.
 TEMPLATE_RUNTIMES = ("vllm", "tgi", "triton")
 DEFAULT_HEALTH_PATHS = {"triton": "/v2/health/ready"}
+# Variables of the agent's own environment that replicas receive (names, or prefixes ending in "*"): the built-in
+# server's knobs and the Hugging Face offline switch. Everything else in the agent's environment stays with it.
+DEFAULT_REPLICA_ENV = ("HF_HUB_OFFLINE", "MODELSERVER_*")
+_PASSTHROUGH_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 
 
 def _gpu_slots(raw: str) -> dict[str, int]:
@@ -27,6 +33,20 @@ def _gpu_slots(raw: str) -> dict[str, int]:
             f'FRONTDOOR_LOCAL_GPU_SLOTS={raw!r} must map GPU types to counts, e.g. {{"nvidia-h100": 2}}'
         )
     return dict(value)
+
+
+def _replica_env(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_REPLICA_ENV
+    entries = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for entry in entries:
+        # A bare "*" (or "X*" for a one-letter X) would hand replicas the agent's secrets: refuse what is not a
+        # name or a prefix of at least two characters.
+        if not _PASSTHROUGH_ENTRY.match(entry) or (entry.endswith("*") and len(entry) < 3):
+            raise ImproperlyConfiguredEnv(
+                f"FRONTDOOR_LOCAL_REPLICA_ENV: {entry!r} is not a variable name or a prefix such as MODELSERVER_*"
+            )
+    return entries
 
 
 @dataclass
@@ -51,6 +71,12 @@ class AgentConfig:
     unhealthy_restart_after: int = 10  # consecutive failed health checks of a started replica before a restart
     stop_grace_s: float = 5.0
     stop_children_on_exit: bool = True  # False: leave replicas running for the next agent to adopt
+    # The user replicas run as when the agent runs as root ("" = nobody); see sandbox.resolve_run_as.
+    run_as: str = ""
+    # Where the built-in runtime is staged and replicas get their own directories; None = chosen by sandbox.py.
+    stage_dir: Path | None = None
+    # Names (or "PREFIX*") passed from the agent's environment to every replica.
+    replica_env: tuple[str, ...] = DEFAULT_REPLICA_ENV
 
     def health_path(self, runtime: str) -> str:
         return self.health_paths.get(runtime) or DEFAULT_HEALTH_PATHS.get(runtime, "/health")
@@ -74,6 +100,9 @@ class AgentConfig:
             backoff_cap_s=env_float("FRONTDOOR_LOCAL_BACKOFF_CAP_SECONDS", cls.backoff_cap_s),
             startup_timeout_s=env_float("FRONTDOOR_LOCAL_STARTUP_TIMEOUT_SECONDS", cls.startup_timeout_s),
             stop_children_on_exit=env_bool("FRONTDOOR_LOCAL_STOP_ON_EXIT", cls.stop_children_on_exit),
+            run_as=env_str("FRONTDOOR_LOCAL_RUN_AS", cls.run_as),
+            stage_dir=Path(stage_dir) if (stage_dir := env_str("FRONTDOOR_LOCAL_STAGE_DIR")) else None,
+            replica_env=_replica_env(os.environ.get("FRONTDOOR_LOCAL_REPLICA_ENV")),
         )
         for runtime, template in config.commands.items():
             if "{port}" not in template:

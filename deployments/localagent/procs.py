@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Set in every replica's environment so orphans can be found by scanning /proc even without a state file.
 MARKER_ENV = "FRONTDOOR_LOCAL_REPLICA"
@@ -75,7 +76,8 @@ def is_same_process(expected: ProcessIdentity) -> bool:
 
 
 def find_marked_processes(marker_prefix: str) -> list[tuple[ProcessIdentity, str]]:
-    """Live processes of this user whose replica marker starts with ``marker_prefix``."""
+    """Live processes whose replica marker starts with ``marker_prefix`` (every user's when the agent is root,
+    which is how replicas running as the run-as user are found)."""
     found: list[tuple[ProcessIdentity, str]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -112,18 +114,36 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], ProcessIdentity]:
-    """Start a replica in its own session (so a terminal's Ctrl-C or the agent's death does not reach it)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+def spawn(
+    argv: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    user: dict[str, Any] | None = None,
+) -> tuple[subprocess.Popen[bytes], ProcessIdentity]:
+    """Start a replica in its own session (so a terminal's Ctrl-C or the agent's death does not reach it).
+
+    ``user`` holds Popen's user/group/extra_groups when the replica runs as another user. The agent opens the log
+    itself (0600 in a 0700 directory) and hands the descriptor over, so the replica needs no access to the state dir
+    and no replica can read another's log.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(log_path.parent, 0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # a log from before this rule may be readable by others
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            umask=0o077,
+            **(user or {}),
         )
     ident = None
     for _ in range(100):  # /proc/<pid>/cmdline is empty for a moment between fork and exec

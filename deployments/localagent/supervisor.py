@@ -15,10 +15,11 @@ from typing import Any
 
 import redis
 
-from deployments.localagent import launch, procs, protocol
+from deployments.localagent import launch, procs, protocol, sandbox
 from deployments.localagent.capacity import GpuSlots
 from deployments.localagent.config import AgentConfig
 from deployments.localagent.health import QUEUE_RUNTIMES, HealthChecker
+from deployments.localagent.staging import BuiltinStage
 from deployments.localagent.state import ReplicaRecord, load_ports, load_records, replica_key, save_records
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,15 @@ class Supervisor:
         self.health = HealthChecker()
         self.snapshot: dict[str, Any] = {"replicas": [], "deployments": {}}
         self._notes: dict[int, RevisionNotes] = {}
+        self._refused: set[tuple[str, str]] = set()  # (key, spec hash) whose refusal was logged
         self._dirty = False
         # Each slot keeps its port across crashes and agent restarts, so published endpoints stay valid.
         self.ports: dict[str, int] = load_ports(config.state_dir)
+        # Raises ImproperlyConfiguredEnv for a run-as user this agent cannot or must not use.
+        self.run_as = sandbox.resolve_run_as(config.run_as)
+        root = sandbox.sandbox_root(config.state_dir, config.stage_dir, self.run_as)
+        self.replica_dirs = sandbox.ReplicaDirs(root, config.state_dir, self.run_as)
+        self.builtin = BuiltinStage(lambda: root, self.run_as)
 
     # ---- desired state -------------------------------------------------------------------------------------
     def load_desired(self) -> None:
@@ -173,6 +180,7 @@ class Supervisor:
             if replica.proc is not None:
                 code = replica.proc.poll()
                 if code is None:
+                    self._refresh_identity(replica)
                     continue
                 error = f"exited with code {code}"
             elif procs.is_same_process(replica.record.identity):
@@ -181,6 +189,17 @@ class Supervisor:
                 error = "exited"
             self._forget(key)
             self._fail_slot(key, error)
+
+    def _refresh_identity(self, replica: Replica) -> None:
+        """Follow a launcher's exec: ``env X=1 server ...`` or a script keeps its pid and start time but changes its
+        command line once it execs the server. Only for our own unreaped children, whose pid cannot be reused."""
+        record = replica.record
+        current = procs.identify(record.pid)
+        if current is None or record.start_time not in (-1, current.start_time):
+            return
+        if current.cmdline != tuple(record.cmdline) or current.start_time != record.start_time:
+            record.cmdline, record.start_time = list(current.cmdline), current.start_time
+            self._dirty = True
 
     def _check_health(self) -> None:
         targets = {
@@ -216,6 +235,9 @@ class Supervisor:
 
     def _stop(self, keys: list[str]) -> None:
         replicas = [self.replicas[k] for k in keys]
+        for replica in replicas:
+            if replica.proc is not None and replica.proc.poll() is None:
+                self._refresh_identity(replica)
         children = {r.record.pid: r.proc for r in replicas if r.proc is not None}
         procs.stop_processes([r.record.identity for r in replicas], self.config.stop_grace_s, children)
         for key in keys:
@@ -237,6 +259,7 @@ class Supervisor:
         for key in set(self.ports) - set(wanted) - set(self.replicas):
             del self.ports[key]
             self._dirty = True
+        self.replica_dirs.remove_except(set(wanted) | set(self.replicas))
         now = time.monotonic()
         for key, (deployment, revision, slot) in wanted.items():
             if key in self.replicas:
@@ -260,10 +283,20 @@ class Supervisor:
         port = self.ports.get(key, 0)
         if not port or port in used_ports or not procs.port_is_free(self.config.host, port):
             port = procs.free_port(self.config.host, used_ports | set(self.ports.values()))
+        builtin, why = self.builtin.get() if revision.runtime == "builtin" else (None, "")
         try:
-            argv = launch.build_argv(self.config, revision, port)
-        except launch.UnsupportedRuntime as exc:
+            argv = launch.build_argv(self.config, revision, port, builtin, unavailable=why)
+        except launch.RefusedRevision as exc:
+            if (key, revision.spec_hash) not in self._refused:
+                self._refused.add((key, revision.spec_hash))
+                log.warning("not starting replica %s: %s", key, exc)
             notes.waiting_for_capacity = str(exc)
+            return
+        except launch.UnsupportedRuntime as exc:
+            if why == BuiltinStage.PENDING:
+                notes.problems.append(why)  # a moment's wait, not a reason the revision cannot run
+            else:
+                notes.waiting_for_capacity = str(exc)
             return
         gpu_ids: list[int] = []
         if revision.gpu_count:
@@ -272,13 +305,18 @@ class Supervisor:
                 notes.waiting_for_capacity = self.gpus.shortage_message(revision.gpu_type, revision.gpu_count)
                 return
             gpu_ids = allocated
-        env = launch.build_env(self.config, revision, key, gpu_ids)
         try:
-            proc, ident = procs.spawn(argv, env, launch.log_path(self.config, key))
-        except OSError as exc:
+            replica_dir = self.replica_dirs.prepare(key)
+            env = launch.build_env(
+                self.config, revision, key, gpu_ids, run_as=self.run_as, replica_dir=replica_dir, builtin=builtin
+            )
+            proc, ident = procs.spawn(
+                argv, env, launch.log_path(self.config, key), cwd=replica_dir.path, user=self.run_as.popen_kwargs()
+            )
+        except (OSError, sandbox.SandboxError) as exc:
             if gpu_ids:
                 self.gpus.release(revision.gpu_type, gpu_ids)
-            self._fail_slot(key, f"could not start: {exc}")
+            self._fail_slot(key, f"could not start as user {self.run_as.name}: {exc}")
             notes.problems.append(f"replica {key} {self.history[key].last_error}")
             return
         record = ReplicaRecord(
@@ -397,6 +435,8 @@ class Supervisor:
         if stop_children and self.replicas:
             log.info("stopping %d replica(s)", len(self.replicas))
             self._stop(list(self.replicas))
+        if stop_children:
+            self.replica_dirs.remove_all()
         self._dirty = True
         self._save()
         self.health.close()
