@@ -352,7 +352,10 @@ class BuiltinStage:
         """(runtime, "") when ready, else (None, why not): staging under way, or its failure."""
         if not self.run_as.switch:
             if self._unstaged is None:
-                self._unstaged = unstaged_runtime()
+                try:
+                    self._unstaged = unstaged_runtime()
+                except SandboxError as exc:
+                    return None, str(exc)
             return self._unstaged, ""
         with self._lock:
             if self._staged is not None:
