@@ -120,6 +120,9 @@ def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url
             }
         },
         "tenants": {tenant: {"id": 1, "status": "active", "limits": {**limits, "monthly_token_budget": HIGH}}},
+        # The mock upstream is a tenant-given (external) endpoint on loopback, so every request goes through the
+        # address policy; an operator-allowed loopback network is what lets it through.
+        "network": {"allowed_networks": ["127.0.0.0/8"], "platform_services": []},
         "deployments": {
             f"{tenant}/{DEPLOYMENT}": {
                 "id": 1,
