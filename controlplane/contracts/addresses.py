@@ -217,6 +217,20 @@ class AddressPolicy:
         return Target(scheme, host, port, path, tuple(str(a) for a in dict.fromkeys(addresses)))
 
 
+def _pairs(host: str, port: int, resolver: Resolver | None) -> set[tuple[Address, int]]:
+    """(address, port) for a literal host, or for each address a name resolves to (none when it does not)."""
+    literal = parse_address(host)
+    if literal is not None:
+        return {(literal, port)}
+    if resolver is None:
+        return set()
+    try:
+        resolved = resolver(host, port)
+    except (OSError, UnicodeError):
+        return set()
+    return {(a, port) for a in (parse_address(r) for r in resolved) if a is not None}
+
+
 def endpoint_pairs(urls: Iterable[str], resolver: Resolver | None = None) -> frozenset[tuple[Address, int]]:
     """(address, port) of each URL whose host is a literal address (or resolves, when ``resolver`` is given).
 
@@ -228,15 +242,7 @@ def endpoint_pairs(urls: Iterable[str], resolver: Resolver | None = None) -> fro
             _, host, port, _ = split_url(url)
         except AddressRefused:
             continue
-        literal = parse_address(host)
-        if literal is not None:
-            pairs.add((literal, port))
-        elif resolver is not None:
-            try:
-                resolved = resolver(host, port)
-            except (OSError, UnicodeError):
-                continue
-            pairs.update((a, port) for a in (parse_address(r) for r in resolved) if a is not None)
+        pairs |= _pairs(host, port, resolver)
     return frozenset(pairs)
 
 
@@ -246,13 +252,5 @@ def service_pairs(
     """(address, port) of the platform's own listeners, names resolved (a name that does not resolve is skipped)."""
     pairs: set[tuple[Address, int]] = set()
     for host, port in host_ports:
-        literal = parse_address(host)
-        if literal is not None:
-            pairs.add((literal, port))
-            continue
-        try:
-            resolved = resolver(host, port)
-        except (OSError, UnicodeError):
-            continue
-        pairs.update((a, port) for a in (parse_address(r) for r in resolved) if a is not None)
+        pairs |= _pairs(host, port, resolver)
     return frozenset(pairs)
