@@ -35,11 +35,17 @@ pytest: test-deps
 	$(BIN)/pytest --ignore=tests/browser $(PYTEST_ARGS)
 	$(BIN)/pytest tests/browser $(PYTEST_ARGS)
 
+# The suite runs beside a stand-in for a `make run` installation on the same Redis (scripts/neighbour_check.py):
+# the target fails when the suite took, sent, published or deleted anything of the installation's. One shell, so
+# that verify runs (and the neighbour stops) whatever pytest answers.
 test: test-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
-	$(BIN)/pytest --ignore=tests/browser $(PYTEST_ARGS)
-	$(BIN)/pytest tests/browser $(PYTEST_ARGS)
+	$(BIN)/python scripts/neighbour_check.py start || exit 1; \
+	status=0; \
+	$(BIN)/pytest --ignore=tests/browser $(PYTEST_ARGS) && $(BIN)/pytest tests/browser $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/python scripts/neighbour_check.py verify || status=1; \
+	exit $$status
 
 bench: setup
 	$(BIN)/python bench/gateway.py

@@ -62,6 +62,10 @@ try:
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
     FRONTDOOR_REDIS_PREFIX = env_str("FRONTDOOR_REDIS_PREFIX", "fd")
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+    # The queue tasks go to when they name none, and a prefix for every key Celery keeps in Redis (queues, unacked
+    # tasks, bindings, remote control): with both, two installations or a test run share one Redis database.
+    FRONTDOOR_CELERY_QUEUE = env_str("FRONTDOOR_CELERY_QUEUE", "celery")
+    FRONTDOOR_CELERY_KEY_PREFIX = env_str("FRONTDOOR_CELERY_KEY_PREFIX", "")
     FRONTDOOR_TEST_DATABASE = env_str("FRONTDOOR_TEST_DATABASE", "test_frontdoor")
 
     # Backends: "local" (embedded default) or "kubernetes".
@@ -229,7 +233,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task re-delivered after a crash must not wait an hour: visibility timeout bounds the redelivery delay.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("FRONTDOOR_TASK_VISIBILITY_TIMEOUT", 600)}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+    "visibility_timeout": env_int("FRONTDOOR_TASK_VISIBILITY_TIMEOUT", 600)
+}
+if FRONTDOOR_CELERY_KEY_PREFIX:
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = FRONTDOOR_CELERY_KEY_PREFIX
+CELERY_TASK_DEFAULT_QUEUE = FRONTDOOR_CELERY_QUEUE
 CELERY_TASK_ALWAYS_EAGER = False
 
 LOGGING = {

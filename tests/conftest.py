@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis (own prefix per run), personas and tenants on real Postgres."""
+"""Shared fixtures: this run's own names on Redis and Postgres, personas and tenants on real Postgres."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+from django.conf import settings as django_settings
+
+from tests import isolation
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -16,17 +19,40 @@ if TYPE_CHECKING:
 
     from tenants.models import ApiKey, Tenant
 
+# At import, not in a fixture: the settings are loaded by now, and conftests below this one (tests/gateway) read
+# the run's prefix from the environment when they are imported.
+RUN = isolation.RunNames.from_environ(os.environ, django_settings.FRONTDOOR_TEST_DATABASE)
+isolation.apply(RUN)
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_names(redis_url: str) -> Iterator[isolation.RunNames]:
+    """This run's names, checked before the first test; what the run left under them is deleted after the last."""
+    isolation.check_applied(RUN)
+    yield RUN
+    client = redis.Redis.from_url(redis_url)
+    try:
+        isolation.sweep(client, RUN)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
+    """The test database is named after the run; pytest-django's own suffix (pytest-xdist workers) comes after."""
+    django_settings.DATABASES["default"]["TEST"]["NAME"] = RUN.database
+    request.getfixturevalue("django_db_modify_db_settings_parallel_suffix")
+
+
 @pytest.fixture
 def redis_prefix(settings: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
-    """A Redis key prefix unique to this test; its keys are deleted afterwards."""
-    base = os.environ.get("FRONTDOOR_REDIS_PREFIX", "fdt")
-    prefix = f"{base}-{uuid.uuid4().hex[:8]}"
+    """A Redis key prefix unique to this test, under the run's; its keys are deleted afterwards."""
+    prefix = f"{RUN.redis_prefix}-{uuid.uuid4().hex[:8]}"
     settings.FRONTDOOR_REDIS_PREFIX = prefix  # type: ignore[attr-defined]
     yield prefix
     client = redis.Redis.from_url(redis_url)

@@ -1,4 +1,4 @@
-"""Fixtures for the deployments tests: tenant quotas with GPUs, a valid payload, the Celery broker queue.
+"""Fixtures for the deployments tests: tenant quotas with GPUs, a valid payload, this run's Celery queue.
 
 The personas (``alice``, ``bob``, ``vera``, ``charlie``, ``staff``...) and ``api(user)`` come from
 ``tests/conftest.py``. Import these into a test module with ``from tests.deployments_fixtures import *``.
@@ -17,8 +17,7 @@ import redis
 
 from quotas.models import Quota
 from tenants.models import Tenant
-
-BROKER_QUEUE = "celery"  # Celery's default queue: a Redis list of that name in the broker's database
+from tests.isolation import celery_key
 
 __all__ = ["acme", "broker", "deployment_payload", "globex"]
 
@@ -63,16 +62,25 @@ def deployment_payload() -> Callable[..., dict[str, Any]]:
 
 
 class Broker:
-    """The Celery queue in this run's Redis database, read the way a worker would find it."""
+    """This run's Celery default queue in the broker's Redis database, read the way a worker would find it.
 
-    def __init__(self, client: redis.Redis) -> None:
+    Nothing else consumes that queue (it is named after the run), so what a test finds there, or does not, is what
+    the test sent.
+    """
+
+    def __init__(self, client: redis.Redis, queue: str) -> None:
         self.client = client
+        self.queue = queue
+
+    def key(self, queue: str | None = None) -> str:
+        """The Redis list behind ``queue`` (default: the run's default queue), under the run's Celery key prefix."""
+        return celery_key(queue or self.queue)
 
     def clear(self) -> None:
-        self.client.delete(BROKER_QUEUE)
+        self.client.delete(self.key())
 
     def messages(self) -> list[dict[str, Any]]:
-        raw = self.client.lrange(BROKER_QUEUE, 0, -1)
+        raw = self.client.lrange(self.key(), 0, -1)
         return [json.loads(item) for item in raw]
 
     def reconcile_ids(self) -> list[int]:
@@ -88,14 +96,14 @@ class Broker:
 
 @pytest.fixture
 def broker(settings: Any) -> Iterator[Broker]:
-    """The real broker queue; refuses to run unless the broker is this run's own Redis database."""
+    """This run's queue on the real broker; refuses to run unless the broker is this run's Redis database."""
     from controlplane.celery import app
 
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     if app.conf.broker_url != redis_url:
         pytest.skip(f"broker {app.conf.broker_url} is not this run's REDIS_URL {redis_url}")
     client = redis.Redis.from_url(redis_url)
-    queue = Broker(client)
+    queue = Broker(client, app.conf.task_default_queue)
     queue.clear()
     yield queue
     queue.clear()

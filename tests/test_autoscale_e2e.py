@@ -187,7 +187,7 @@ def test_load_raises_replicas_idleness_lowers_them_to_zero_and_a_cold_request_is
 
 @contextlib.contextmanager
 def celery_worker_with_beat(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
-    """Start ``celery worker --beat`` on this run's Redis db and test database; returns a reader of its log."""
+    """Start ``celery worker --beat`` on this run's queue and test database; returns a reader of its log."""
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -202,14 +202,15 @@ def celery_worker_with_beat(redis_url: str, redis_prefix: str, tmp_path: Path) -
         "FRONTDOOR_AUTOSCALE_STABLE_WINDOW_S": "6",
         "FRONTDOOR_AUTOSCALE_PANIC_WINDOW_S": "2",
     }
-    with app.connection_for_write() as conn:  # this run's broker db: drop tasks a previous run left queued
-        conn.default_channel.client.delete("celery")
+    # The run's own default queue (kombu's client adds the run's key prefix): drop what earlier tests left queued.
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.delete(app.conf.task_default_queue)
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--beat", "--pool=solo",
-             "-s", str(tmp_path / "beat-schedule"), "-n", f"{redis_prefix}@%h", "--without-heartbeat",
-             "--without-mingle", "--without-gossip", "-l", "INFO"],
+             "-Q", app.conf.task_default_queue, "-s", str(tmp_path / "beat-schedule"), "-n", f"{redis_prefix}@%h",
+             "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "INFO"],
             cwd=Path(__file__).resolve().parent.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
@@ -222,7 +223,7 @@ def celery_worker_with_beat(redis_url: str, redis_prefix: str, tmp_path: Path) -
             proc.kill()
             proc.wait(timeout=5)
         with app.connection_for_write() as conn:
-            conn.default_channel.client.delete("celery")
+            conn.default_channel.client.delete(app.conf.task_default_queue)
 
 
 def _wait_db(deployment: ModelDeployment, done: Callable[[ModelDeployment], bool], timeout_s: float, what: str,

@@ -33,6 +33,7 @@ from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tests.chaos_pg_server import DisposablePostgres, PostgresUnavailable
 from tests.fakekube.server import FakeKubeServer
 from tests.fakekube.validation import server_side_problem
+from tests.isolation import celery_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -133,8 +134,9 @@ class Run:
                 self.worker.wait(timeout=10)
         client = redis.Redis.from_url(app.conf.broker_url)
         try:
-            # The queue, and the bindings kombu keeps for it (the worker declares them).
-            client.delete(self.queue, f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}")
+            # The queue, and the bindings kombu keeps for it (the worker declares them), under the run's key prefix.
+            names = (self.queue, f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}")
+            client.delete(*(celery_key(name) for name in names))
             for key in client.scan_iter(match=f"{self.redis_prefix}:*", count=1000):
                 client.delete(key)
         finally:

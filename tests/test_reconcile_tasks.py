@@ -190,13 +190,14 @@ def test_it_reconciles_the_tenant_right_after_a_quota_change(
 
 
 def test_it_sends_a_follow_up_back_to_the_queue_its_pass_came_from(broker: Any) -> None:
-    queue = "fdt-follow-up-test"
-    broker.client.delete(queue)
+    queue = f"{broker.queue}-follow-up"
+    broker.client.delete(broker.key(queue))
 
     tasks.send_follow_up(42, 3, queue=queue)
 
-    (raw,) = broker.client.lrange(queue, 0, -1)
+    (raw,) = broker.client.lrange(broker.key(queue), 0, -1)
     message = json.loads(raw)
     args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert (message["headers"]["task"], args, kwargs) == ("deployments.reconcile_deployment", [42], {"follow_ups": 3})
-    broker.client.delete(queue)
+    assert broker.messages() == []  # not the default queue
+    broker.client.delete(broker.key(queue))

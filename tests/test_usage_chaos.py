@@ -25,6 +25,7 @@ from deployments.models import ModelDeployment
 from quotas.models import UsageEventSeen, UsageRollup
 from quotas.rollup import GROUP
 from tenants.models import ApiKey, Tenant
+from tests.isolation import celery_key
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -77,13 +78,16 @@ class Worker:
 
 
 def forget_queue(r: redis.Redis, queue: str) -> None:
-    """Remove the broker's traces of our queue, including the task a killed worker never acknowledged."""
-    r.delete(queue, *r.scan_iter(match=f"_kombu.binding*{queue}"))
-    r.zrem("_kombu.binding_deadlines", queue)
-    for tag, raw in r.hscan_iter("unacked"):
+    """Remove the broker's traces of our queue, including the task a killed worker never acknowledged.
+
+    Celery's keys carry the run's key prefix: ``unacked`` here is the run's, never an installation's.
+    """
+    r.delete(celery_key(queue), *r.scan_iter(match=celery_key(f"_kombu.binding*{queue}")))
+    r.zrem(celery_key("_kombu.binding_deadlines"), queue)
+    for tag, raw in r.hscan_iter(celery_key("unacked")):
         if json.loads(raw)[-1] == queue:  # [message, exchange, routing key]
-            r.hdel("unacked", tag)
-            r.zrem("unacked_index", tag)
+            r.hdel(celery_key("unacked"), tag)
+            r.zrem(celery_key("unacked_index"), tag)
 
 
 def make_events(tenant: Tenant, keys: list[ApiKey], deployments: list[ModelDeployment]) -> list[dict[str, Any]]:
@@ -168,7 +172,7 @@ def test_it_loses_and_doubles_nothing_when_the_worker_is_killed(redis_prefix: st
                     pipe.xadd(stream, e)
                 pipe.execute()
                 fed += CHUNK
-            if r.llen(queue) == 0:
+            if r.llen(celery_key(queue)) == 0:
                 app.send_task("quotas.rollup_usage", kwargs=task_kwargs, queue=queue)
             committed = UsageEventSeen.objects.count()
             if len(kills) < len(KILL_AT) and committed > KILL_AT[len(kills)]:

@@ -121,7 +121,11 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
 
 
 class Worker:
-    """``celery -A controlplane worker --pool=solo -B`` against the test database and this test's Redis prefix."""
+    """``celery -A controlplane worker --pool=solo -B`` against the test database and this test's Redis prefix.
+
+    It consumes the run's own Celery queue, and its beat sends there: the run's queue and Celery key prefix come with
+    ``os.environ`` (tests/isolation.py), so an installation's worker on this Redis never sees these tasks.
+    """
 
     def __init__(self, tmp: Path, prefix: str, env: dict[str, str]) -> None:
         from django.conf import settings
@@ -149,6 +153,8 @@ class Worker:
                     "controlplane",
                     "worker",
                     "--pool=solo",
+                    "-Q",
+                    settings.CELERY_TASK_DEFAULT_QUEUE,
                     "-B",
                     "-s",
                     str(tmp / "beat-schedule"),
