@@ -44,6 +44,7 @@ from bench.common import (
     run_wrk,
     wait_http,
 )
+from controlplane.contracts.channels import CONFIG_NOTIFY, channel_in_db
 from tenants.keyformat import generate_key, hash_secret
 
 LITELLM_VERSION = "1.106.12"  # newest that resolves from the registries here (later ones need missing extras)
@@ -111,6 +112,7 @@ def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url
         "keys": {
             parsed.key_id: {
                 "id": 1,
+                "env": parsed.env,  # the gateway refuses a key presented with another environment than its own
                 "hash": hash_secret(parsed.secret, pepper),
                 "tenant": tenant,
                 "scopes": ["inference"],
@@ -141,7 +143,8 @@ def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url
         },
     }
     client.set(f"{prefix}:config:snapshot", json.dumps(document))
-    client.publish(f"{prefix}:config:notify", str(version))
+    db = int(client.get_connection_kwargs().get("db") or 0)
+    client.publish(channel_in_db(prefix, db, CONFIG_NOTIFY), str(version))
     return full_key, version
 
 

@@ -2,7 +2,8 @@
 
 Celery's prefork pool forks workers after import, and a connection pool must never cross a fork, so the
 cache is keyed by process id as well as URL. Keys are namespaced with ``FRONTDOOR_REDIS_PREFIX``; use
-``redis_key()`` rather than formatting the prefix by hand (tests change the prefix per test).
+``redis_key()`` rather than formatting the prefix by hand (tests change the prefix per test), and
+``redis_channel()`` for pub/sub channels (which also carry the database number: pub/sub ignores databases).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import threading
 
 import redis
 from django.conf import settings
+
+from controlplane.contracts.channels import channel
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -44,3 +47,8 @@ def get_redis() -> redis.Redis:
 def redis_key(*parts: object) -> str:
     """``<prefix>:<part>:<part>...`` with the prefix read now (docs/contracts.md)."""
     return ":".join([settings.FRONTDOOR_REDIS_PREFIX, *(str(p) for p in parts)])
+
+
+def redis_channel(name: str) -> str:
+    """The pub/sub channel ``name`` (``controlplane.contracts.channels``) of this installation, read now."""
+    return channel(settings.FRONTDOOR_REDIS_PREFIX, settings.REDIS_URL, name)

@@ -2,9 +2,14 @@
 
 No web framework: a dict lookup on (method, path) routes the request. The lifespan opens redis.asyncio and
 the upstream connection pools (gateway/upstream.py for chat and completions, one aiohttp session for embeddings
-batches, gateway/upstream_library.py for https endpoints), loads the snapshot and starts the background tasks
-(pub/sub listener, 1 s version poll, 1 s load-figure flush). Inference requests run in ``gateway.inference``;
-tenant-given endpoints go through ``gateway.external`` (the address policy at connect).
+batches, gateway/upstream_library.py for https endpoints), loads the snapshot, opens the metrics listener (its
+own port, ``gateway.metrics``) and starts the background tasks (pub/sub listener, 1 s version poll, 1 s
+load-figure flush). Inference requests run in ``gateway.inference``; tenant-given endpoints go through
+``gateway.external`` (the address policy at connect).
+
+``/healthz`` is liveness (the process answers); ``/readyz`` is readiness (a config snapshot is loaded). Until one
+is, every route that authenticates answers 503 ``snapshot_unavailable`` with ``Retry-After`` before auth: without a
+snapshot the gateway knows no key, and a 401 would tell clients that do not retry it that their key is bad.
 """
 
 from __future__ import annotations
@@ -20,18 +25,19 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from controlplane.contracts.channels import CONFIG_NOTIFY, WAKE, channel
 from gateway.accesslog import AccessLog
 from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, READ_SCOPE, Authenticator
 from gateway.batching import EmbeddingsBatcher
 from gateway.config import GatewayConfig
 from gateway.embeddings import UpstreamRejected, send_embeddings_batch
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, service_unavailable
 from gateway.external import ExternalUpstream, local_services
 from gateway.inference import serve_inference
 from gateway.limits import Limiter
 from gateway.load import LoadFigures
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, MetricsListener
 from gateway.redispipe import RedisPipe, supports
 from gateway.routing import Balancer
 from gateway.snapshot import SnapshotStore
@@ -48,6 +54,9 @@ INFERENCE_ROUTES = {
     "/v1/embeddings": EMBEDDINGS,
 }
 
+# How long a client is asked to wait while no snapshot is loaded: the version poll retries every second.
+SNAPSHOT_RETRY_AFTER_S = 1.0
+
 
 class Gateway:
     """Process-wide state shared by every request; created once per worker by ``create_app``."""
@@ -59,6 +68,11 @@ class Gateway:
         self.auth = Authenticator(config.key_pepper, config.auth_cache_size)
         self.balancer = Balancer(config.eject_s)
         self.load = LoadFigures(config.redis_prefix)
+        # Prometheus text on a listener of its own (none when the port is 0): it names every tenant and deployment.
+        self.metrics_listener = (
+            MetricsListener(self.metrics.render, config.metrics_token) if config.metrics_port else None
+        )
+        self.wake_channel = channel(config.redis_prefix, config.redis_url, WAKE)
         # Set in startup(); typed as present because no request is served before it ran.
         self.redis: aioredis.Redis = None  # type: ignore[assignment]
         # The hot path's Redis (limiter, usage): auto-pipelined; the redis-py client does the rest.
@@ -92,7 +106,12 @@ class Gateway:
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         )
-        self.store = SnapshotStore(self.redis, cfg.redis_prefix, await local_services(cfg, self.external.resolver))
+        self.store = SnapshotStore(
+            self.redis,
+            cfg.redis_prefix,
+            channel(cfg.redis_prefix, cfg.redis_url, CONFIG_NOTIFY),
+            await local_services(cfg, self.external.resolver),
+        )
         self.external.use(self.store.current)
         self.store.on_change.append(self.auth.clear)
         self.store.on_change.append(self.external.use)
@@ -105,11 +124,15 @@ class Gateway:
             max_batch=cfg.embeddings_max_batch,
             retry_alone=(UpstreamRejected,),
         )
+        if self.metrics_listener is not None:
+            await self.metrics_listener.start(cfg.metrics_host, cfg.metrics_port, cfg.workers)
         try:
             await self.limiter.load_scripts()
             await self.store.reload()
-        except Exception as exc:  # start anyway: the poll keeps trying and requests get 401 meanwhile
+        except Exception as exc:  # start anyway: the poll keeps trying; until it loads one, /readyz and requests 503
             log.warning("no config snapshot at start: %s", exc)
+        if not self.store.loaded:
+            log.warning("no config snapshot yet: not ready, requests get 503 snapshot_unavailable until one loads")
         self._tasks = [
             asyncio.create_task(self.store.listen_forever(), name="snapshot-listener"),
             asyncio.create_task(self.store.poll_version_forever(), name="snapshot-poll"),
@@ -128,6 +151,8 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.metrics_listener is not None:
+            await self.metrics_listener.close()
         with contextlib.suppress(Exception):
             await self.load.flush(self.redis)
         self.access_log.flush()
@@ -178,20 +203,44 @@ class Gateway:
             if method != "POST":
                 await self._plain_error(send, rid, method, path, started, _method_not_allowed(method, path))
                 return
+            if (unready := self.snapshot_unavailable()) is not None:
+                await self._plain_error(send, rid, method, path, started, unready)
+                return
             client_rid = rid_header is not None and rid.encode() == rid_header
             await serve_inference(
                 self, kind, scope, receive, send, rid, client_rid, authorization, content_length, started
             )
         elif path == "/v1/models" and method == "GET":
+            if (unready := self.snapshot_unavailable()) is not None:
+                await self._plain_error(send, rid, method, path, started, unready)
+                return
             await self._serve_models(send, rid, authorization, started)
-        elif path == "/metrics" and method == "GET":
-            await respond(send, 200, self.metrics.render(), rid, content_type=b"text/plain; version=0.0.4")
         elif path == "/healthz" and method == "GET":
+            # Liveness only: the process answers. The version is informational (benchmarks and tests wait on it).
             body = orjson.dumps({"status": "ok", "snapshot_version": self.store.current.version})
             await respond(send, 200, body, rid)
+        elif path == "/readyz" and method == "GET":
+            ready = self.store.loaded
+            status = "ready" if ready else "snapshot_unavailable"
+            body = orjson.dumps({"status": status, "snapshot_version": self.store.current.version})
+            await respond(send, 200 if ready else 503, body, rid)
         else:
             error = GatewayError(404, f"Unknown request URL: {method} {path}.", "invalid_request_error", "unknown_url")
             await self._plain_error(send, rid, method, path, started, error)
+
+    def snapshot_unavailable(self) -> GatewayError | None:
+        """The refusal of every route that authenticates while no snapshot is loaded, else None.
+
+        Checked before auth (an empty snapshot would make every key a 401). The error is protocol-neutral (status,
+        code, message, ``Retry-After``); each protocol renders it in its own error shape, as it renders its others.
+        """
+        if self.store.loaded:
+            return None
+        return service_unavailable(
+            "The gateway has not loaded its configuration yet; retry shortly.",
+            "snapshot_unavailable",
+            SNAPSHOT_RETRY_AFTER_S,
+        )
 
     async def _serve_models(self, send: Send, rid: str, authorization: bytes | None, started: float) -> None:
         snapshot = self.store.current

@@ -1,6 +1,7 @@
 """API key authentication against the in-memory key index.
 
-Keys are ``fd_<env>_<key_id>_<secret>``; the index holds HMAC-SHA256(pepper, secret). Verifying an HMAC per
+Keys are ``fd_<env>_<key_id>_<secret>``; the index holds HMAC-SHA256(pepper, secret) and the environment the key
+was issued with, which the presented key must repeat (``fd_test_...`` never opens a live key). Verifying an HMAC per
 request is cheap but not free, so positive verifications are cached by the SHA-256 of the full presented key
 (never the key itself) in a bounded dict that is dropped on every snapshot reload: a revoked key cannot
 survive a reload in the cache, and revocation / expiry / suspension are re-checked on every request anyway.
@@ -77,7 +78,8 @@ class Authenticator:
         if parsed is None:
             raise _bad_key()
         entry = snapshot.keys.get(parsed.key_id)
-        if entry is None or not secret_matches(parsed.secret, entry.hash, self.pepper):
+        # One answer whichever part is wrong (id, secret or environment): the client learns nothing of the others.
+        if entry is None or not secret_matches(parsed.secret, entry.hash, self.pepper) or parsed.env != entry.env:
             raise _bad_key()
         return parsed.key_id
 

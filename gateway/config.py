@@ -42,6 +42,14 @@ class GatewayConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8001
     upstream_ca_bundle: str = ""  # PEM file of extra CAs trusted for https endpoints (private CAs)
+    # The Prometheus listener, never the inference one (it names every tenant and deployment). 0 = none.
+    # With N workers (``python -m gateway --workers N`` sets ``workers``) each process takes one port of
+    # metrics_port .. metrics_port + N - 1, so each is scraped on its own (docs/operations.md, "Metrics with
+    # several workers").
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    metrics_token: str = ""  # when set, scrapes must send ``Authorization: Bearer <token>``
+    workers: int = 1
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -79,4 +87,22 @@ class GatewayConfig:
             listen_host=env_str("FRONTDOOR_GATEWAY_HOST", d.listen_host),
             listen_port=env_int("FRONTDOOR_GATEWAY_PORT", d.listen_port),
             upstream_ca_bundle=env_str("FRONTDOOR_GATEWAY_UPSTREAM_CA_BUNDLE", d.upstream_ca_bundle),
+            metrics_host=env_str("FRONTDOOR_GATEWAY_METRICS_HOST", d.metrics_host),
+            metrics_port=_port("FRONTDOOR_GATEWAY_METRICS_PORT", d.metrics_port),
+            metrics_token=env_str("FRONTDOOR_GATEWAY_METRICS_TOKEN", d.metrics_token),
+            workers=_positive("FRONTDOOR_GATEWAY_WORKERS", d.workers),
         )
+
+
+def _port(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if not 0 <= value <= 65535:
+        raise ImproperlyConfiguredEnv(f"{name}={value}: use a TCP port (0 = no listener)")
+    return value
+
+
+def _positive(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value < 1:
+        raise ImproperlyConfiguredEnv(f"{name}={value}: use 1 or more")
+    return value

@@ -368,7 +368,7 @@ async def _signal_wake(gw: Gateway, deployment_id: int) -> None:
     prefix = gw.config.redis_prefix
     pipe = gw.redis.pipeline(transaction=False)
     pipe.set(f"{prefix}:wake:{deployment_id}", str(time.time()), ex=60)
-    pipe.publish(f"{prefix}:wake", str(deployment_id))
+    pipe.publish(gw.wake_channel, str(deployment_id))
     try:
         await pipe.execute()
     except (RedisError, OSError):

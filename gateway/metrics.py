@@ -1,12 +1,29 @@
-"""A tiny Prometheus registry: plain dicts keyed by label tuples, rendered as text on /metrics.
+"""A tiny Prometheus registry: plain dicts keyed by label tuples, and the listener that serves it as text.
 
 prometheus_client costs several microseconds per observation (locks, label lookups); the gateway is
 single-threaded per process, so dict increments are enough.
+
+The series name every tenant and deployment, so they are never served on the inference listener: ``MetricsListener``
+is a second listener of each gateway process (``FRONTDOOR_GATEWAY_METRICS_HOST``/``_PORT``, loopback by default),
+optionally behind a bearer token. Each process serves its own figures: with N workers, worker processes take the
+ports ``port .. port + N - 1``, one each, and Prometheus scrapes every one of them (sums across targets are its job).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import logging
 from bisect import bisect_left
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+log = logging.getLogger("frontdoor.gateway.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -115,3 +132,71 @@ class GatewayMetrics:
         for metric in self._all:
             lines += metric.render()
         return ("\n".join(lines) + "\n").encode()
+
+
+class MetricsListener:
+    """``GET /metrics`` on a listener of its own, in the process's event loop (a scrape renders the dicts above).
+
+    ``token``: when not empty, a scrape must send ``Authorization: Bearer <token>`` (compared in constant time);
+    anything else is a 401.
+    """
+
+    def __init__(self, render: Callable[[], bytes], token: str = "") -> None:
+        self.render = render
+        # Digests of equal length: compare_digest then takes as long whatever the presented token's length.
+        self._token_digest = hashlib.sha256(token.encode()).digest() if token else b""
+        self._server: asyncio.AbstractServer | None = None
+        self._http: web.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int, workers: int = 1) -> int:
+        """Listen on the first free port of ``port .. port + workers - 1``; returns it.
+
+        One port per worker process: uvicorn's workers share the inference socket, but each has its own figures,
+        so each needs its own metrics port. The ports are taken without SO_REUSEPORT, so no two processes ever
+        share one (a scrape always reaches the same process), and a restarted worker gets the port its
+        predecessor left. All of them taken is an error: a process whose figures nobody can scrape must not start.
+        """
+        last = port + workers - 1
+        if last > 65535:
+            raise OSError(f"metrics ports {port}..{last}: past 65535")
+        self._http = web.Server(self._handle, access_log=None)
+        loop = asyncio.get_running_loop()
+        errors: list[str] = []
+        for candidate in range(port, last + 1):
+            try:
+                self._server = await loop.create_server(self._http, host, candidate, reuse_port=False)
+            except OSError as exc:
+                errors.append(f"{candidate}: {exc.strerror or exc}")
+                continue
+            self.port = candidate
+            log.info("metrics on http://%s:%d/metrics", host, candidate)
+            return candidate
+        raise OSError(f"no free metrics port on {host} among {port}..{last} ({'; '.join(errors)})")
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            if self._http is not None:
+                await self._http.shutdown(1.0)
+            await self._server.wait_closed()
+            self._server = None
+
+    def authorized(self, header: str | None) -> bool:
+        if not self._token_digest:
+            return True
+        if header is None or header[:7].lower() != "bearer ":
+            return False
+        presented = hashlib.sha256(header[7:].strip().encode()).digest()
+        return hmac.compare_digest(presented, self._token_digest)
+
+    async def _handle(self, request: BaseRequest) -> web.StreamResponse:
+        if request.path != "/metrics":
+            return web.Response(status=404, text="not found\n")
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, text="method not allowed\n", headers={"Allow": "GET, HEAD"})
+        if not self.authorized(request.headers.get("Authorization")):
+            return web.Response(
+                status=401, text="unauthorized\n", headers={"WWW-Authenticate": 'Bearer realm="metrics"'}
+            )
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,9 +1,10 @@
 """The in-memory config snapshot (keys, tenants, deployments, endpoints) and its reload from Redis.
 
-The control plane writes ``<prefix>:config:snapshot`` and ``<prefix>:config:version`` and publishes on
-``<prefix>:config:notify`` (docs/contracts.md). We load at start, reload on every notice, and poll the
-version every second so a lost pub/sub message costs at most a second. Nothing here runs per request
-except attribute reads on the frozen index.
+The control plane writes ``<prefix>:config:snapshot`` and ``<prefix>:config:version`` and publishes on the
+installation's config channel (``<prefix>:db<N>:config:notify``, docs/contracts.md). We load at start, reload on
+every notice, and poll the version every second so a lost pub/sub message costs at most a second. Until a first
+snapshot is loaded (``SnapshotStore.loaded``) the gateway knows no key at all: it answers 503, never 401. Nothing
+here runs per request except attribute reads on the frozen index.
 
 Each snapshot also yields the address policy for tenant-given endpoints (runtime ``external``): its ``network``
 section (allowed networks, the platform's own listeners), this process's own listeners, and the replicas the
@@ -34,11 +35,15 @@ from gateway.limits import Limits
 
 log = logging.getLogger("frontdoor.gateway.snapshot")
 
+DEFAULT_KEY_ENV = "live"
+
 
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
     id: int
     key_id: str
+    # The environment segment the key was issued with (``fd_<env>_...``); presented with another one it is refused.
+    env: str
     hash: str
     tenant: str
     scopes: frozenset[str]
@@ -183,6 +188,8 @@ def parse_snapshot(doc: dict[str, Any], local_services: frozenset[tuple[Address,
         key_id: KeyEntry(
             id=int(k["id"]),
             key_id=key_id,
+            # Absent in snapshots of control planes that published no environment: every key they issued is live.
+            env=str(k.get("env") or DEFAULT_KEY_ENV),
             hash=str(k["hash"]),
             tenant=str(k["tenant"]),
             scopes=frozenset(k.get("scopes") or ()),
@@ -247,17 +254,27 @@ class SnapshotStore:
     """Holds the current snapshot, reloads it from Redis, and wakes waiters on every change."""
 
     def __init__(
-        self, redis: aioredis.Redis, prefix: str, local_services: frozenset[tuple[Address, int]] = frozenset()
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        channel: str,
+        local_services: frozenset[tuple[Address, int]] = frozenset(),
     ) -> None:
+        """``channel``: the installation's config notice channel (``controlplane.contracts.channels``)."""
         self.redis = redis
         self.local_services = local_services
         self.snapshot_key = f"{prefix}:config:snapshot"
         self.version_key = f"{prefix}:config:version"
-        self.channel = f"{prefix}:config:notify"
+        self.channel = channel
         self.current = Snapshot.empty(local_services)
         self._changed = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.on_change: list[Any] = []  # callables run after every swap (e.g. clear the auth cache)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a snapshot was ever loaded: published versions start at 1, the empty stand-in is version 0."""
+        return self.current.version > 0
 
     async def reload(self) -> bool:
         """Fetch and swap in the stored snapshot when it is newer; True when it changed."""

@@ -30,7 +30,8 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from controlplane.redis import get_redis, redis_key
+from controlplane.contracts.channels import CONFIG_NOTIFY
+from controlplane.redis import get_redis, redis_channel, redis_key
 from deployments.models import ModelDeployment, Revision, Runtime
 from deployments.network import network_document
 from quotas.models import Quota
@@ -101,13 +102,23 @@ def _keys_section(now: datetime) -> dict[str, Any]:
         .order_by()
         .annotate(expires_epoch=_epoch_of("expires_at"))
         .values_list(
-            "id", "key_id", "secret_hash", "tenant__slug", "scopes", "expires_epoch", "revoked_at", *KEY_LIMIT_FIELDS
+            "id",
+            "key_id",
+            "env",
+            "secret_hash",
+            "tenant__slug",
+            "scopes",
+            "expires_epoch",
+            "revoked_at",
+            *KEY_LIMIT_FIELDS,
         )
     )
     keys: dict[str, Any] = {}
-    for pk, key_id, secret_hash, tenant, scopes, expires_at, revoked_at, rpm, tpm, concurrent in rows:
+    for pk, key_id, env, secret_hash, tenant, scopes, expires_at, revoked_at, rpm, tpm, concurrent in rows:
         keys[key_id] = {
             "id": pk,
+            # The environment segment the key was issued with: a key presented with another one is refused.
+            "env": env,
             "hash": secret_hash,
             "tenant": tenant,
             "scopes": list(scopes or []),
@@ -238,7 +249,8 @@ def allocate_version(client: redis.Redis) -> int:
 def store_snapshot(client: redis.Redis, version: int, document: bytes) -> bool:
     """Store the snapshot, set the version and notify, atomically, only if ``version`` is the newest; True if so."""
     keys = (redis_key("config", "snapshot"), redis_key("config", "version"))
-    stored = client.eval(_STORE_LUA, 2, *keys, version, document, redis_key("config", "notify"))  # type: ignore[arg-type]
+    notify = redis_channel(CONFIG_NOTIFY)
+    stored = client.eval(_STORE_LUA, 2, *keys, version, document, notify)  # type: ignore[arg-type]
     return bool(stored)
 
 

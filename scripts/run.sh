@@ -3,6 +3,7 @@
 # and the local agent with a demo deployment. Ctrl-C stops everything, replicas included.
 #
 # Environment (all optional): WEB_PORT (8000), GATEWAY_PORT (8001), FRONTDOOR_LOCAL_AGENT_PORT (8002),
+# FRONTDOOR_GATEWAY_METRICS_PORT (9464: the gateway's Prometheus listener, on 127.0.0.1),
 # DATABASE_URL (postgres://postgres@127.0.0.1:5432/frontdoor), REDIS_URL (redis://127.0.0.1:6379/0),
 # FRONTDOOR_DEMO_PASSWORD (else one is generated once and kept in var/demo-password),
 # FRONTDOOR_RESYNC_SECONDS (5), READY_TIMEOUT (seconds to wait for the first completion, 120).
@@ -13,6 +14,7 @@ cd "$ROOT"
 export WEB_PORT="${WEB_PORT:-8000}"
 export GATEWAY_PORT="${GATEWAY_PORT:-8001}"
 export FRONTDOOR_LOCAL_AGENT_PORT="${FRONTDOOR_LOCAL_AGENT_PORT:-8002}"
+export FRONTDOOR_GATEWAY_METRICS_PORT="${FRONTDOOR_GATEWAY_METRICS_PORT:-9464}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/frontdoor}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export FRONTDOOR_GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
@@ -31,9 +33,9 @@ bash scripts/setup.sh
 export PATH="$ROOT/.venv/bin:$PATH"
 mkdir -p var
 
-for port in "$WEB_PORT" "$GATEWAY_PORT" "$FRONTDOOR_LOCAL_AGENT_PORT"; do
+for port in "$WEB_PORT" "$GATEWAY_PORT" "$FRONTDOOR_LOCAL_AGENT_PORT" "$FRONTDOOR_GATEWAY_METRICS_PORT"; do
   if python -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
-    die "port $port is already in use (set WEB_PORT / GATEWAY_PORT / FRONTDOOR_LOCAL_AGENT_PORT to free ones)"
+    die "port $port is already in use (set WEB_PORT / GATEWAY_PORT / FRONTDOOR_LOCAL_AGENT_PORT / FRONTDOOR_GATEWAY_METRICS_PORT to free ones)"
   fi
 done
 
@@ -96,6 +98,7 @@ $(say "Frontdoor is running")
   console     http://127.0.0.1:${WEB_PORT}/
   API docs    http://127.0.0.1:${WEB_PORT}/api/docs/
   gateway     http://127.0.0.1:${GATEWAY_PORT}/v1
+  metrics     http://127.0.0.1:${FRONTDOOR_GATEWAY_METRICS_PORT}/metrics
   admin       user admin, password ${FRONTDOOR_DEMO_PASSWORD}
   API key     ${API_KEY}
 

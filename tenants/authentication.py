@@ -34,7 +34,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         if parsed is None:
             raise exceptions.AuthenticationFailed("invalid API key")
         key = ApiKey.unscoped_objects.select_related("tenant").filter(key_id=parsed.key_id).first()
-        if key is None or not key.verify(parsed.secret):
+        # A key is valid only with the environment segment it was issued with (``fd_test_...`` is not a live key);
+        # one answer for a wrong secret and a wrong environment, so neither is confirmed to be right.
+        if key is None or not key.verify(parsed.secret) or key.env != parsed.env:
             raise exceptions.AuthenticationFailed("invalid API key")
         if key.is_revoked:
             raise exceptions.AuthenticationFailed("this API key has been revoked")

@@ -25,7 +25,7 @@ def make_agent(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Ca
 def test_it_writes_the_desired_state_once_and_a_repeat_writes_nothing(redis_url: str, redis_prefix: str) -> None:
     backend = LocalBackend(redis_url=redis_url, prefix=redis_prefix)
     listener = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(protocol.notify_channel(redis_prefix))
+    listener.subscribe(protocol.notify_channel(redis_prefix, redis_url))
 
     first = backend.apply_deployment(deployment_spec(1, 2))
     second = backend.apply_deployment(deployment_spec(1, 2))

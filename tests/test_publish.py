@@ -15,7 +15,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from controlplane.redis import get_redis
+from controlplane.contracts.channels import CONFIG_NOTIFY
+from controlplane.redis import get_redis, redis_channel
 from deployments.models import ModelDeployment, Revision
 from quotas.models import Quota
 from quotas.publish import allocate_version, build_snapshot, publish_config, store_snapshot
@@ -102,6 +103,7 @@ def test_it_builds_the_contract_snapshot(acme: Tenant, beta: Tenant) -> None:
     assert ancient.key_id not in snap["keys"]
     assert snap["keys"][live.key_id] == {
         "id": live.pk,
+        "env": "live",  # the key's environment segment: the gateway refuses the key presented with another
         "hash": live.secret_hash,
         "tenant": "acme",
         "scopes": ["inference", "read"],
@@ -170,7 +172,7 @@ def test_it_reads_postgres_in_a_handful_of_queries(acme: Tenant, beta: Tenant) -
 
 def test_it_stores_version_snapshot_and_notice_together(acme: Tenant, r: redis.Redis, redis_prefix: str) -> None:
     pubsub = r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"{redis_prefix}:config:notify")
+    pubsub.subscribe(redis_channel(CONFIG_NOTIFY))
     try:
         version = publish_config()
         message = _next_message(pubsub)
@@ -207,7 +209,7 @@ def _count_messages(pubsub: Any, quiet_s: float = 0.3) -> list[str]:
 def test_it_publishes_once_per_transaction_with_the_change(acme: Tenant, r: redis.Redis, redis_prefix: str) -> None:
     before = publish_config()
     pubsub = r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"{redis_prefix}:config:notify")
+    pubsub.subscribe(redis_channel(CONFIG_NOTIFY))
     try:
         with transaction.atomic():
             key, _ = ApiKey.issue(tenant=acme, name="new", scopes=["inference"])

@@ -62,6 +62,7 @@ class LocalBackend:
             redis_url = redis_url or settings.REDIS_URL
             prefix = prefix or settings.FRONTDOOR_REDIS_PREFIX
         self.prefix = prefix
+        self.notify_channel = protocol.notify_channel(prefix, redis_url)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
 
     # ---- the contract -------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ class LocalBackend:
     def _write(self, deployment_id: int, raw: str) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(protocol.desired_key(self.prefix), str(deployment_id), raw)
-        pipe.publish(protocol.notify_channel(self.prefix), str(deployment_id))
+        pipe.publish(self.notify_channel, str(deployment_id))
         try:
             pipe.execute()
         except redis.RedisError as exc:

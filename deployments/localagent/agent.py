@@ -25,7 +25,7 @@ def _listen_for_notices(config: AgentConfig, wake: threading.Event, stop: thread
         try:
             client = redis.Redis.from_url(config.redis_url, socket_timeout=5)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(protocol.notify_channel(config.prefix))
+            pubsub.subscribe(protocol.notify_channel(config.prefix, config.redis_url))
             while not stop.is_set():
                 if pubsub.get_message(timeout=1.0) is not None:
                     wake.set()

@@ -3,7 +3,8 @@
 - ``<prefix>:local:desired`` — a HASH, field = deployment id, value = the desired document (JSON, below).
   A deletion is a tombstone ``{"id": 9, "deleted": true, ...}``; the agent removes the field (compare-and-delete)
   once the deployment's processes are gone.
-- ``<prefix>:local:notify`` — a PUBLISH channel; payload = the deployment id whose desired state changed.
+- ``<prefix>:db<N>:local:notify`` — a PUBLISH channel (``notify_channel``; N is REDIS_URL's database, because
+  pub/sub ignores databases); payload = the deployment id whose desired state changed.
   The agent also re-reads the whole hash every tick, so a lost notice costs at most a tick.
 - ``<prefix>:local:status:<deployment id>`` — the observed status (JSON, below), rewritten every tick with a
   ``heartbeat``; it expires when no agent writes it.
@@ -33,6 +34,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.contracts.channels import LOCAL_NOTIFY, channel
+
 # A status older than this means no agent is writing it.
 HEARTBEAT_STALE_S = 10.0
 STATUS_TTL_S = 300
@@ -43,8 +46,8 @@ def desired_key(prefix: str) -> str:
     return f"{prefix}:local:desired"
 
 
-def notify_channel(prefix: str) -> str:
-    return f"{prefix}:local:notify"
+def notify_channel(prefix: str, redis_url: str) -> str:
+    return channel(prefix, redis_url, LOCAL_NOTIFY)
 
 
 def status_key(prefix: str, deployment_id: int) -> str:

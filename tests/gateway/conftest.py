@@ -26,6 +26,7 @@ import orjson
 import pytest
 import redis
 
+from controlplane.contracts.channels import CONFIG_NOTIFY, channel_in_db
 from tenants.keyformat import generate_key, hash_secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +73,7 @@ class Process:
     proc: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    metrics_url: str = ""  # a gateway's metrics listener (never its inference port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,6 +103,7 @@ def start_gateway(tmp: Path, prefix: str, redis_url: str = REDIS_URL, **env: str
         "FRONTDOOR_REDIS_PREFIX": prefix,
         "FRONTDOOR_KEY_PEPPER": PEPPER,
         "FRONTDOOR_GATEWAY_COLD_HOLD_S": "3",
+        "FRONTDOOR_GATEWAY_METRICS_PORT": str(free_port()),  # each gateway its own; never a `make run` one's
         **env,
     }
     with log_path.open("wb") as out:
@@ -113,7 +116,7 @@ def start_gateway(tmp: Path, prefix: str, redis_url: str = REDIS_URL, **env: str
         )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz", proc)
-    return Process(proc, url, log_path)
+    return Process(proc, url, log_path, f"http://127.0.0.1:{environment['FRONTDOOR_GATEWAY_METRICS_PORT']}")
 
 
 @dataclass
@@ -164,6 +167,7 @@ class World:
         full, parsed = generate_key("test")
         entry = {
             "id": next(self._ids),
+            "env": parsed.env,
             "hash": hash_secret(parsed.secret, PEPPER),
             "tenant": tenant,
             "scopes": list(scopes),
@@ -211,6 +215,11 @@ class World:
         self.deployments[f"{tenant}/{name}"] = doc
         return doc
 
+    @property
+    def notify_channel(self) -> str:
+        """The config channel of the gateways of this world: its prefix on the database of its client."""
+        return channel_in_db(self.prefix, int(self.client.get_connection_kwargs().get("db") or 0), CONFIG_NOTIFY)
+
     def publish(self, *gateways: Process) -> int:
         """Publish a new snapshot version; when gateways are given, wait (bounded) until each has loaded it."""
         version = int(self.client.incr(f"{self.prefix}:config:version"))
@@ -224,7 +233,7 @@ class World:
         if self.network is not None:
             doc["network"] = self.network
         self.client.set(f"{self.prefix}:config:snapshot", orjson.dumps(doc))
-        self.client.publish(f"{self.prefix}:config:notify", str(version))
+        self.client.publish(self.notify_channel, str(version))
         for gw in gateways:
             wait_for_version(gw, version)
         return version

@@ -31,7 +31,7 @@ def served(world: World, gateway: Process, upstream: Process) -> tuple[Key, dict
 
 def test_it_exposes_request_latency_and_token_series(gateway: Process, served: tuple[Key, dict[str, object]]) -> None:
     key, _ = served
-    text = httpx.get(gateway.url + "/metrics", timeout=5).text
+    text = httpx.get(gateway.metrics_url + "/metrics", timeout=5).text
     labels = f'tenant="{key.tenant}",deployment="observed"'
     assert f'frontdoor_gateway_requests_total{{{labels},status="200"}} 3' in text
     assert f"frontdoor_gateway_request_duration_seconds_count{{{labels}}} 3" in text

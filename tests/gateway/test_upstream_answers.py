@@ -159,7 +159,7 @@ def test_it_flags_the_requests_whose_usage_it_could_not_believe(
     liar.answer_with_usage("lots")
     assert post(answers_gateway, key, "/v1/chat/completions", CHAT_BODY).status_code == 200
     metered(redis_client, answers_world, key)
-    metrics = httpx.get(answers_gateway.url + "/metrics", timeout=5).text
+    metrics = httpx.get(answers_gateway.metrics_url + "/metrics", timeout=5).text
     assert f'frontdoor_gateway_upstream_errors_total{{tenant="{key.tenant}",deployment="liar",kind="bad_usage"}} 1' in (
         metrics
     )

@@ -13,7 +13,17 @@ import orjson
 import pytest
 import redis
 
-from tests.gateway.conftest import Key, Process, World, free_port, start_modelserver, stop, usage_events
+from controlplane.contracts.channels import WAKE, channel
+from tests.gateway.conftest import (
+    REDIS_URL,
+    Key,
+    Process,
+    World,
+    free_port,
+    start_modelserver,
+    stop,
+    usage_events,
+)
 
 CHAT = "/v1/chat/completions"
 
@@ -78,7 +88,7 @@ def test_it_serves_from_another_replica_when_one_refuses_connections(
     world.publish(gateway)
     statuses = [chat(gateway, key, "chat").status_code for _ in range(20)]
     assert statuses == [200] * 20
-    metrics = httpx.get(gateway.url + "/metrics", timeout=5).text
+    metrics = httpx.get(gateway.metrics_url + "/metrics", timeout=5).text
     connect_errors = re.findall(
         rf'frontdoor_gateway_upstream_errors_total\{{tenant="{tenant}",deployment="chat",kind="connect"\}} (\d+)',
         metrics,
@@ -171,7 +181,7 @@ def test_it_holds_a_request_for_a_cold_deployment_and_serves_it_once_a_replica_a
     key = world.key(tenant)
     world.publish(gateway)
     wake = redis_client.pubsub(ignore_subscribe_messages=True)
-    wake.subscribe(f"{prefix}:wake")
+    wake.subscribe(channel(prefix, REDIS_URL, WAKE))
     result: dict[str, httpx.Response] = {}
     waiter = threading.Thread(target=lambda: result.update(r=chat(gateway, key, "sleepy")))
     waiter.start()
