@@ -132,7 +132,12 @@ def test_it_refuses_to_start_when_its_metrics_port_is_taken(tmp_path: Path, pref
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = int(taken.getsockname()[1])
-        with pytest.raises(RuntimeError, match="exited"):
-            start_gateway(tmp_path, prefix, FRONTDOOR_GATEWAY_METRICS_PORT=str(port))
+        try:
+            started = start_gateway(tmp_path, prefix, FRONTDOOR_GATEWAY_METRICS_PORT=str(port))
+        except RuntimeError as exc:
+            assert "exited" in str(exc)
+        else:
+            stop(started.proc)  # it must not have started: stop it before failing, so that no process is left
+            pytest.fail("the gateway started without its metrics port")
     logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("gateway-*.log"))
     assert f"no free metrics port on 127.0.0.1 among {port}..{port}" in logs
