@@ -71,12 +71,14 @@ def request_path(target: Target, path: str) -> str:
 async def local_services(
     config: GatewayConfig, resolver: AsyncResolver = system_resolve
 ) -> frozenset[tuple[Address, int]]:
-    """This process's own listener and its Redis: no external endpoint may point back at them.
+    """This process's own listeners (inference and metrics) and its Redis: no external endpoint may point back at them.
 
     The control plane lists the platform's services in the snapshot; these two are added by the gateway itself
     so they are refused even before the first snapshot, or when the snapshot's list is incomplete.
     """
     pairs: list[tuple[str, int]] = [(config.listen_host, config.listen_port)]
+    if config.metrics_port:  # every worker's metrics port (metrics_port .. + workers - 1)
+        pairs.extend((config.metrics_host, config.metrics_port + i) for i in range(max(1, config.workers)))
     try:
         parts = urlsplit(config.redis_url)
         if parts.hostname and parts.scheme in _DEFAULT_PORTS:
