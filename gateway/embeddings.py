@@ -177,6 +177,10 @@ async def serve_embeddings(
             gw.balancer.release(endpoint)
     outcome.charge(result.get("usage"), parsed.prompt_estimate, 0, rid, deployment.name)
     result["model"] = deployment.name
+    try:
+        answer = orjson.dumps(result)
+    except orjson.JSONEncodeError:  # an upstream answer nested past orjson's 254 levels: no answer to relay
+        raise UpstreamFailure(bad_gateway("The model server sent an answer nested too deeply."), "status") from None
     outcome.status = 200
     outcome.finished = True
-    await respond(send, 200, orjson.dumps(result), rid, rate_headers)
+    await respond(send, 200, answer, rid, rate_headers)

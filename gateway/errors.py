@@ -87,3 +87,12 @@ def upstream_unavailable(deployment: str) -> GatewayError:
     return GatewayError(
         502, f"The endpoint of '{deployment}' could not be reached.", "upstream_error", "upstream_unavailable"
     )
+
+
+def stream_error_event(message: str, code: str) -> bytes:
+    """The last event of a stream that failed after its 200 went out: OpenAI's error shape as one SSE event.
+
+    No ``[DONE]`` follows, and the ``openai`` client raises ``APIError`` on a chunk that carries ``error``: an
+    answer cut short cannot pass for a whole one.
+    """
+    return b"data: " + error_body(message, "server_error", None, code) + b"\n\n"

@@ -10,19 +10,42 @@ import orjson
 
 from gateway.asgi import Send, encode_headers, respond
 from gateway.errors import bad_gateway
-from gateway.outcome import LEASE_MARGIN_S, SSE_HEADERS, UPSTREAM_PATHS, Outcome
+from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, SSE_HEADERS, UPSTREAM_PATHS, Outcome
 from gateway.proxy import StreamRelay, UpstreamFailure, open_upstream, rewrite_model
 from gateway.snapshot import DeploymentEntry, RevisionEntry
 from gateway.upstream import UpstreamAnswer
-from gateway.validation import ParsedRequest
+from gateway.validation import COMPLETIONS, ParsedRequest
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 
-def _upstream_body(parsed: ParsedRequest, model: str) -> bytes:
-    payload = parsed.payload
-    payload["model"] = model
+def upstream_body(parsed: ParsedRequest, model: str, tenant_given: bool = False) -> bytes:
+    """The body sent upstream: the client's, with the upstream model and the reserved completion limit.
+
+    The per-choice limit the reservation was made with replaces every limit field sent, so the upstream cannot
+    generate more than was reserved; a body without a limit is never sent (vLLM would run it to the context length).
+    Completions know ``max_tokens`` only. For chat, every server the platform runs (vLLM, TGI, Triton, the built-in)
+    reads ``max_tokens``, and vLLM prefers ``max_completion_tokens`` when present: platform replicas get
+    ``max_tokens``, plus ``max_completion_tokens`` (same value) when the client sent it. A tenant-given endpoint
+    may be OpenAI itself, which refuses both fields together and, for reasoning models, ``max_tokens``: it gets
+    one field, ``max_tokens`` only when that is all the client sent, else ``max_completion_tokens``.
+    """
+    payload = {**parsed.payload, "model": model}
+    limit = parsed.choice_limit
+    newer_sent = payload.get("max_completion_tokens") is not None
+    if parsed.kind == COMPLETIONS:
+        payload["max_tokens"] = limit
+        payload.pop("max_completion_tokens", None)
+    elif not tenant_given:
+        payload["max_tokens"] = limit
+        if newer_sent:
+            payload["max_completion_tokens"] = limit
+    elif newer_sent or payload.get("max_tokens") is None:
+        payload["max_completion_tokens"] = limit
+        payload.pop("max_tokens", None)
+    else:
+        payload["max_tokens"] = limit
     if parsed.stream:
         options = payload.get("stream_options") or {}
         payload["stream_options"] = {**options, "include_usage": True}
@@ -42,14 +65,15 @@ async def serve_generation(
     timeout_s: float,
 ) -> None:
     cfg = gw.config
-    bodies: dict[str, bytes] = {}
+    bodies: dict[tuple[str, bool], bytes] = {}
 
     def body_for(revision: RevisionEntry) -> bytes:
         # Each revision names the model its replicas serve; the body is encoded once per model.
-        model = revision.model or deployment.model
-        if model not in bodies:
-            bodies[model] = _upstream_body(parsed, model)
-        return bodies[model]
+        key = (revision.model or deployment.model, revision.tenant_given)
+        body = bodies.get(key)
+        if body is None:
+            body = bodies[key] = upstream_body(parsed, *key)
+        return body
 
     def on_pick(revision: RevisionEntry, endpoint: str) -> None:
         if outcome.revision is None:
@@ -158,14 +182,29 @@ async def _relay_stream(
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         outcome.response_started = True
-        async for data in response.iter_any():
-            if outcome.ttft_ms is None:
-                outcome.ttft_ms = (time.perf_counter() - outcome.upstream_at) * 1000
-            out = relay.feed(data)
+        try:
+            async for data in response.iter_any():
+                if outcome.ttft_ms is None:
+                    outcome.ttft_ms = (time.perf_counter() - outcome.upstream_at) * 1000
+                out = relay.feed(data)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+        except (aiohttp.ClientError, OSError) as exc:
+            if not relay.done:  # after [DONE] the client has the whole answer: a broken ending changes nothing
+                raise UpstreamFailure(
+                    bad_gateway(f"The model server connection broke mid-stream: {type(exc).__name__}.", DISCONNECTED),
+                    "reset",
+                ) from None
+        else:
+            out = relay.finish()  # a body that ended cleanly ends its last event too
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         if not relay.done:
-            outcome.upstream_error = "truncated"
+            # A stream without [DONE] is cut short, however cleanly its body ended: the client must not take it
+            # for a whole answer (``_end_stream`` in the pipeline sends the error event).
+            raise UpstreamFailure(
+                bad_gateway("The model server ended the stream before it was complete.", DISCONNECTED), "truncated"
+            )
     finally:
         # Whatever ended the stream, meter what was relayed (the usage chunk when it came).
         usage = relay.usage

@@ -25,11 +25,12 @@ from gateway.errors import (
     gateway_timeout,
     model_not_found,
     service_unavailable,
+    stream_error_event,
     upstream_unavailable,
 )
 from gateway.generation import serve_generation
 from gateway.limits import Admission, LimitRequest
-from gateway.outcome import LEASE_MARGIN_S, ClientGone, Outcome
+from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, ClientGone, Outcome
 from gateway.proxy import UpstreamFailure
 from gateway.snapshot import DeploymentEntry
 from gateway.usage import UsageRecord
@@ -285,7 +286,8 @@ async def _serve_admitted(
                 error = _unreachable(deployment, rid, "timeout", error)
             await _send_error(send, rid, error, rate_headers, outcome)
         else:
-            await _end_stream(send, outcome)
+            message = f"'{deployment.name}' did not finish within {timeout_s:g} s."
+            await _end_stream(send, outcome, GatewayError(504, message, "timeout_error", "timeout"))
     except GatewayError as error:
         if isinstance(error, UpstreamFailure):
             outcome.upstream_error = error.kind
@@ -294,7 +296,7 @@ async def _serve_admitted(
         if not outcome.response_started:
             await _send_error(send, rid, error, rate_headers, outcome)
         else:
-            await _end_stream(send, outcome)
+            await _end_stream(send, outcome, error)
 
 
 def _unreachable(deployment: DeploymentEntry, rid: str, kind: str, error: GatewayError) -> GatewayError:
@@ -323,9 +325,12 @@ async def _send_error(
     await respond(send, error.status, error.body(), rid, {**rate_headers, **error.headers})
 
 
-async def _end_stream(send: Send, outcome: Outcome) -> None:
+async def _end_stream(send: Send, outcome: Outcome, error: GatewayError) -> None:
+    """End a stream that failed after its 200 went out: an error event, no [DONE], metered with the error's status."""
+    outcome.status = error.status if error.status >= 500 else 502
     outcome.finished = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    event = stream_error_event(error.message, error.code or DISCONNECTED)
+    await send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 async def _wait_until_warm(gw: Gateway, deployment: DeploymentEntry) -> DeploymentEntry:

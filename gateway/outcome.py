@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import reprlib
 from dataclasses import dataclass
 
 from gateway.snapshot import RevisionEntry
@@ -15,8 +16,15 @@ UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completion
 # must only ever see integers they can add exactly.
 MAX_USAGE_TOKENS = 10**9
 BAD_USAGE = "bad_usage"
+# The error code of a stream whose upstream went away before [DONE] (the client already has its 200).
+DISCONNECTED = "upstream_disconnected"
 
 log = logging.getLogger("frontdoor.gateway.metering")
+# The upstream's usage goes into the log bounded in depth and length: repr() of what an external endpoint sent
+# nested a thousand levels deep would raise RecursionError inside logging and print a traceback instead.
+_USAGE_REPR = reprlib.Repr()
+_USAGE_REPR.maxlevel = 3
+_USAGE_REPR.maxstring = _USAGE_REPR.maxother = 120
 
 
 class ClientGone(Exception):
@@ -53,10 +61,10 @@ class Outcome:
         if self.upstream_error is None:
             self.upstream_error = BAD_USAGE
         log.warning(
-            "request %s: the upstream of %r sent unusable usage %.200r; charged the reservation (%d tokens)",
+            "request %s: the upstream of %r sent unusable usage %s; charged the reservation (%d tokens)",
             rid,
             deployment,
-            usage,
+            _USAGE_REPR.repr(usage),
             reserved_prompt + reserved_completion,
         )
 

@@ -148,6 +148,14 @@ class StreamRelay:
                 out.append(b"\n\n")
         return b"".join(out)
 
+    def finish(self) -> bytes:
+        """At a clean end of the body: the last event, when the upstream did not end it with a blank line."""
+        event, self._buffer = self._buffer.strip(b"\r\n"), b""
+        if not event:
+            return b""
+        forwarded = self._event(event)
+        return forwarded + b"\n\n" if forwarded is not None else b""
+
     def _event(self, event: bytes) -> bytes | None:
         if not event.startswith(b"data:"):
             return event or None  # comments / other fields pass through untouched

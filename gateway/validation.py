@@ -1,7 +1,21 @@
-"""Checking request bodies before anything goes upstream, and estimating their token cost.
+"""Checking request bodies before anything goes upstream, and bounding their token cost.
 
-The estimate is an upper bound: every tokenizer we route to (the simulator's word/punctuation tokenizer,
-byte-level BPE) yields at most one token per character of text, so counting characters never under-reserves.
+The reservation is an upper bound on what the upstream may spend:
+
+- **Prompt**: the body's size in bytes. Byte-level BPE yields at most one token per byte of UTF-8 (a rare CJK
+  character or an emoji may take one token per byte; one per *character* would under-count them), and the
+  simulator's tokenizer at most one per character. Every piece of a prompt is inside the body once, each byte of
+  it counted at most once: message text and names, roles, tool and function definitions, tool-call arguments,
+  ``response_format`` schemas, token ids (a digit and a separator each at least). The JSON framing of a message
+  (``{"role":"user","content":""}``, 28 bytes) is longer than the framing a chat template gives it (a handful of
+  tokens), and the fields that are no prompt at all (``model``, sampling options) only add slack. It costs one
+  ``len()`` and walks nothing, so no tenant data is ever recursed into.
+- **Completion**: the largest per-choice limit the upstream may honour, times the sequences it generates per
+  prompt (``max(n, best_of)``), times the prompts (a completions ``prompt`` list). The same per-choice limit is
+  written into the body sent upstream (``generation.upstream_body``), so the upstream cannot generate more.
+
+Bodies nested deeper than ``MAX_JSON_DEPTH`` are refused here, before admission: orjson will not encode past 254
+levels, and deep nesting costs a parser stack per level.
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from controlplane.contracts.jsonlimits import MAX_JSON_DEPTH, depth_exceeds, may_exceed_depth
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, invalid_request
 
@@ -27,7 +42,8 @@ class ParsedRequest:
     stream: bool
     include_usage: bool  # the client asked for the usage chunk
     prompt_estimate: int
-    max_tokens: int  # what we reserve for the completion (0 for embeddings)
+    max_tokens: int  # completion tokens reserved in all: choice_limit x sequences x prompts (0 for embeddings)
+    choice_limit: int = 0  # completion tokens one sequence may have; written into the upstream body
 
 
 def _missing(param: str) -> GatewayError:
@@ -38,15 +54,10 @@ def _invalid(param: str, message: str) -> GatewayError:
     return invalid_request(message, param, "invalid_value")
 
 
-def _text_size(value: Any) -> int:
-    """Characters of text (or token ids) in a prompt / input / message content, recursively."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_size(v) if not isinstance(v, int) else 1 for v in value)
-    if isinstance(value, dict):
-        return _text_size(value.get("text")) + _text_size(value.get("content"))
-    return 0
+def _too_deep() -> GatewayError:
+    return invalid_request(
+        f"The JSON body of your request nests deeper than {MAX_JSON_DEPTH} levels.", None, "nesting_too_deep"
+    )
 
 
 def _bounded_int(payload: dict[str, Any], name: str, cap: int) -> int | None:
@@ -60,11 +71,21 @@ def _bounded_int(payload: dict[str, Any], name: str, cap: int) -> int | None:
     return value
 
 
-def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedRequest:
+def _load(body: bytes) -> Any:
     try:
         payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson's own nesting limit (1024), far past ours
+            raise _too_deep() from None
         raise invalid_request("We could not parse the JSON body of your request.", None, "invalid_json") from None
+    # The exact walk runs only for bodies with more brackets than the limit, which almost no request has.
+    if may_exceed_depth(body) and depth_exceeds(payload):
+        raise _too_deep()
+    return payload
+
+
+def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedRequest:
+    payload = _load(body)
     if not isinstance(payload, dict):
         raise invalid_request("The request body must be a JSON object.", None, "invalid_json")
     model = payload.get("model")
@@ -72,6 +93,7 @@ def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedReques
         raise _missing("model")
     if not isinstance(model, str) or not model:
         raise _invalid("model", "'model' must be a non-empty string.")
+    prompt_estimate = len(body)
 
     if kind == EMBEDDINGS:
         inputs = payload.get("input")
@@ -79,33 +101,43 @@ def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedReques
             raise _missing("input")
         if not isinstance(inputs, str | list) or (isinstance(inputs, list) and not inputs):
             raise _invalid("input", "'input' must be a string or a non-empty array.")
-        return ParsedRequest(kind, payload, model, False, False, _text_size(inputs) + 1, 0)
+        return ParsedRequest(kind, payload, model, False, False, prompt_estimate, 0)
 
+    prompts = 1
     if kind == CHAT:
         messages = payload.get("messages")
         if messages is None:
             raise _missing("messages")
         if not isinstance(messages, list) or not messages:
             raise _invalid("messages", "'messages' must be a non-empty array.")
-        prompt_size = sum(_text_size(m.get("content")) + 1 if isinstance(m, dict) else 1 for m in messages)
     else:
         prompt = payload.get("prompt")
         if prompt is None:
             raise _missing("prompt")
-        prompt_size = _text_size(prompt) + 1
+        # A list prompt for completions is several prompts, each answered n (best_of) times.
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            prompts = len(prompt)
 
-    n = _bounded_int(payload, "n", config.n_cap) or 1
-    limit_name = "max_completion_tokens" if payload.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _bounded_int(payload, limit_name, config.max_tokens_cap) or config.default_max_tokens
+    sequences = max(_bounded_int(payload, "n", config.n_cap) or 1, _bounded_int(payload, "best_of", config.n_cap) or 1)
+    # Both names are checked wherever they appear, since a server may read either (vLLM's chat prefers
+    # max_completion_tokens, its completions and TGI read only max_tokens). The reservation takes the larger one
+    # rather than refusing two different values: it can never be the smaller one a server ignores, and a client
+    # that sends both (older SDKs fill in max_tokens) is not turned away. upstream_body sends that value.
+    max_tokens = _bounded_int(payload, "max_tokens", config.max_tokens_cap) or 0
+    max_completion_tokens = _bounded_int(payload, "max_completion_tokens", config.max_tokens_cap) or 0
+    choice_limit = max(max_tokens, max_completion_tokens) or config.default_max_tokens
     stream = payload.get("stream") is True
     options = payload.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _invalid("stream_options", "'stream_options' must be an object.")
     include_usage = stream and bool(options and options.get("include_usage"))
-    # A list prompt for completions is several prompts, each answered n times.
-    prompts = len(payload["prompt"]) if kind == COMPLETIONS and _is_prompt_list(payload["prompt"]) else 1
-    return ParsedRequest(kind, payload, model, stream, include_usage, prompt_size, max_tokens * n * prompts)
-
-
-def _is_prompt_list(prompt: Any) -> bool:
-    return isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
+    return ParsedRequest(
+        kind,
+        payload,
+        model,
+        stream,
+        include_usage,
+        prompt_estimate,
+        choice_limit * sequences * prompts,
+        choice_limit,
+    )

@@ -127,11 +127,12 @@ def test_it_charges_the_reservation_when_a_stream_lies_about_usage(
     key = one_at_a_time(answers_world, answers_gateway, liar.url)
     liar.answer_with_usage({"prompt_tokens": 3, "completion_tokens": value})
 
-    response = post(answers_gateway, key, "/v1/chat/completions", {**CHAT_BODY, "stream": True})
+    streamed = {**CHAT_BODY, "stream": True}
+    response = post(answers_gateway, key, "/v1/chat/completions", streamed)
 
     assert response.status_code == 200
     assert response.text.endswith("data: [DONE]\n\n")
-    assert metered(redis_client, answers_world, key) == [reservation(CHAT, CHAT_BODY)]
+    assert metered(redis_client, answers_world, key) == [reservation(CHAT, streamed)]
     liar.answer_with_usage(None)
     assert post(answers_gateway, key, "/v1/chat/completions", CHAT_BODY).status_code == 200
 

@@ -230,9 +230,11 @@ def test_it_meters_the_relayed_tokens_of_a_stream_the_upstream_cut_short(
     ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert "data: [DONE]" not in lines
-    relayed = sum(1 for line in lines if orjson.loads(line[6:])["choices"][0]["delta"].get("content"))
+    *chunks, last = (orjson.loads(line[6:]) for line in lines)
+    assert last["error"]["code"] == "upstream_disconnected"
+    relayed = sum(1 for chunk in chunks if chunk["choices"][0]["delta"].get("content"))
     [event] = wait_for_events(redis_client, prefix, key, 1)
-    assert event["status"] == "200"
+    assert event["status"] == "502"
     assert int(event["completion_tokens"]) == relayed
 
 
