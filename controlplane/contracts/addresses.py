@@ -212,8 +212,7 @@ class AddressPolicy:
         for address in addresses:
             reason = self.refusal(address, port, replicas)
             if reason:
-                shown = host if literal is not None else f"{host!r} resolves to {address}, and"
-                raise AddressRefused(f"{shown}: {reason}" if literal is not None else f"{shown} {reason}")
+                raise AddressRefused(reason if literal is not None else f"{host!r} resolves to {address}, and {reason}")
         return Target(scheme, host, port, path, tuple(str(a) for a in dict.fromkeys(addresses)))
 
 
