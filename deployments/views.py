@@ -131,8 +131,10 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
         return Response(self.get_serializer(self._fresh()).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        services.delete_deployment(self.get_object(), self.principal, request_id=_request_id(request))
-        return Response(self.get_serializer(self._fresh()).data, status=status.HTTP_202_ACCEPTED)
+        deleting = services.delete_deployment(self.get_object(), self.principal, request_id=_request_id(request))
+        # Answer with the state just committed: a fast reconciler may already have removed the row, and reading it
+        # again would turn an accepted delete into a 404.
+        return Response(self.get_serializer(deleting).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def scale(self, request: Request, *args: Any, **kwargs: Any) -> Response:

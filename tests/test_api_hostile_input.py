@@ -102,3 +102,27 @@ def test_a_body_at_the_depth_bound_is_judged_on_its_content(api: Api, adam: User
     response = api(adam).generic("POST", "/api/v1/tenants/acme/deployments/", body, content_type="application/json")
     assert response.status_code == 400
     assert "args" in _error(response)["fields"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tenants/acme/deployments//x/", "/api/v1/nothing/", "/api/v2/"])
+def test_an_unknown_api_path_is_a_404_in_the_error_shape(api: Api, adam: User, path: str) -> None:
+    response = api(adam).get(path)
+    assert response.status_code == 404
+    assert _error(response)["code"] == "not_found"
+
+
+def test_a_delete_answers_202_even_when_the_reconciler_removes_the_row_at_once(
+    api: Api, adam: User, acme: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployments import services
+    from deployments.models import ModelDeployment
+
+    services.create_deployment(acme, None, {"name": "gone", "runtime": "builtin", "model": "m", "min_replicas": 0})
+
+    def fast_reconciler(pk: int) -> None:  # the worker finished before the view answered
+        ModelDeployment.unscoped_objects.filter(pk=pk).delete()
+
+    monkeypatch.setattr(services, "enqueue_reconcile", fast_reconciler)
+    response = api(adam).delete("/api/v1/tenants/acme/deployments/gone/")
+    assert response.status_code == 202, response.content[:300]
+    assert response.json()["desired_state"] == "deleting"
