@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 
 from controlplane.contracts.channels import CONFIG_NOTIFY, WAKE, channel
 from gateway.accesslog import AccessLog
+from gateway.acks import SnapshotAcks
 from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, READ_SCOPE, Authenticator
 from gateway.batching import EmbeddingsBatcher
@@ -89,6 +90,7 @@ class Gateway:
         self.limiter: Limiter = None  # type: ignore[assignment]
         self.usage: UsageSink = None  # type: ignore[assignment]
         self.batcher: EmbeddingsBatcher = None  # type: ignore[assignment]
+        self.acks: SnapshotAcks = None  # type: ignore[assignment]
         self.cold_held = 0
         self.wake_sent: dict[int, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -115,6 +117,9 @@ class Gateway:
         self.external.use(self.store.current)
         self.store.on_change.append(self.auth.clear)
         self.store.on_change.append(self.external.use)
+        # Backends stop a replica only once every gateway has loaded a snapshot without it (contracts/drain.py).
+        self.acks = SnapshotAcks(self.redis, cfg.redis_prefix, self.store)
+        self.store.on_change.append(self.acks.on_swap)
         self.hot_redis = RedisPipe(cfg.redis_url, cfg.redis_timeout_s) if supports(cfg.redis_url) else self.redis
         self.limiter = Limiter(self.hot_redis, cfg.redis_prefix)
         self.usage = UsageSink(self.hot_redis, cfg.redis_prefix, self.limiter)
@@ -137,6 +142,7 @@ class Gateway:
             asyncio.create_task(self.store.listen_forever(), name="snapshot-listener"),
             asyncio.create_task(self.store.poll_version_forever(), name="snapshot-poll"),
             asyncio.create_task(self._flush_forever(), name="load-flush"),
+            asyncio.create_task(self.acks.ack_forever(), name="snapshot-acks"),
         ]
 
     async def _flush_forever(self) -> None:
@@ -155,6 +161,7 @@ class Gateway:
             await self.metrics_listener.close()
         with contextlib.suppress(Exception):
             await self.load.flush(self.redis)
+        await self.acks.withdraw()
         self.access_log.flush()
         await self.session.close()
         await self.external.library.aclose()

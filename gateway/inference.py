@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.auth import INFERENCE_SCOPE
+from gateway.coldhold import serve_holding_refusals
 from gateway.embeddings import serve_embeddings
 from gateway.errors import (
     GatewayError,
@@ -269,15 +270,18 @@ async def _serve_admitted(
     timeout_s: float,
 ) -> None:
     """Route, hold while cold, call the upstream and answer; records everything in ``outcome``."""
-    try:
-        deployment = await _wait_until_warm(gw, deployment)
+
+    async def attempt(current: DeploymentEntry) -> None:
         async with asyncio.timeout(timeout_s):
             if parsed.kind == EMBEDDINGS:
-                await serve_embeddings(gw, parsed, deployment, send, rid, usage_id, rate_headers, outcome, timeout_s)
+                await serve_embeddings(gw, parsed, current, send, rid, usage_id, rate_headers, outcome, timeout_s)
             else:
-                await serve_generation(
-                    gw, parsed, deployment, path, send, rid, usage_id, rate_headers, outcome, timeout_s
-                )
+                await serve_generation(gw, parsed, current, path, send, rid, usage_id, rate_headers, outcome, timeout_s)
+
+    try:
+        deployment = await _wait_until_warm(gw, deployment)
+        # Refused everywhere, a scale-to-zero deployment is starting: held and tried again, like a cold one.
+        await serve_holding_refusals(gw, deployment, outcome, attempt, _signal_wake)
     except TimeoutError:
         outcome.upstream_error = "timeout"
         if not outcome.response_started:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable
 
 from gateway.snapshot import DeploymentEntry, RevisionEntry
 
@@ -28,6 +29,11 @@ class Balancer:
 
     def eject(self, endpoint: str) -> None:
         self._ejected_until[endpoint] = time.monotonic() + self.eject_s
+
+    def readmit(self, endpoints: Iterable[str]) -> None:
+        """Put ejected replicas back into rotation now (a request held for them is about to try them again)."""
+        for endpoint in endpoints:
+            self._ejected_until.pop(endpoint, None)
 
     def _live(self, endpoints: tuple[str, ...], now: float) -> list[str]:
         if not self._ejected_until:

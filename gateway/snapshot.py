@@ -87,6 +87,8 @@ class DeploymentEntry:
     # Byte patterns to swap the upstream model id for the client's name in streamed chunks, without parsing.
     model_patterns: tuple[tuple[bytes, bytes], ...] = field(default=())
     external: bool = False  # runtime "external": its endpoints are tenant-given
+    # 0: it scales to zero, so replicas refusing every connection mean "starting" (gateway/coldhold.py).
+    min_replicas: int = 1
 
     @property
     def cold(self) -> bool:
@@ -237,6 +239,7 @@ def parse_snapshot(doc: dict[str, Any], local_services: frozenset[tuple[Address,
             revisions=revisions,
             model_patterns=_model_patterns(deployment_model, str(d["name"])),
             external=external,
+            min_replicas=int(d["min_replicas"]) if d.get("min_replicas") is not None else 1,
         )
         deployments[(entry.tenant, entry.name)] = entry
         by_tenant.setdefault(entry.tenant, []).append(entry)

@@ -194,6 +194,7 @@ class World:
         max_concurrent: int | None = None,
         state: str = "running",
         runtime: str = "builtin",
+        min_replicas: int = 0,
     ) -> dict[str, Any]:
         dep_id = next(self._ids)
         if revisions is None:
@@ -205,7 +206,7 @@ class World:
             "model": model,
             "runtime": runtime,
             "state": state,
-            "min_replicas": 0,
+            "min_replicas": min_replicas,
             "max_replicas": 4,
             "max_concurrent_requests": max_concurrent,
             "timeout_s": timeout_s,

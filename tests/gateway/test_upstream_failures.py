@@ -98,8 +98,10 @@ def test_it_serves_from_another_replica_when_one_refuses_connections(
 
 
 def test_it_answers_503_with_retry_after_when_every_replica_refuses(world: World, gateway: Process) -> None:
+    # A deployment that never scales to zero: refusals are a failure, not a start (tests/gateway/test_refused_cold.py).
     tenant = world.tenant()
-    world.deployment(tenant, "chat", [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
+    dead = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
+    world.deployment(tenant, "chat", dead, min_replicas=1)
     key = world.key(tenant)
     world.publish(gateway)
     response = chat(gateway, key, "chat")

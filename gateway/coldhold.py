@@ -1,0 +1,94 @@
+"""Refused everywhere means cold: a scale-to-zero deployment whose replicas all refuse the connection is starting.
+
+A gateway whose snapshot still lists a replica that has just stopped (it loaded the next snapshot late, or the
+replica crashed) gets a refused connection, and nothing reached any model. For a deployment with ``min_replicas``
+0 that is the state "no replica yet", not a failure: the request is held exactly like one for a cold deployment
+(the same hold timeout ``cold_hold_s``, the same per-process cap ``cold_queue_max``, one de-duplicated wake signal)
+and sent again when a snapshot gives the deployment endpoints, or when the wake is signalled again. An error after
+bytes were sent (a reset, a timeout, a bad answer) is final as before, and so is every error of a deployment that
+never scales to zero, or whose endpoints a tenant gave (runtime ``external``: no replica of ours will appear).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from gateway.errors import model_not_found, service_unavailable
+from gateway.outcome import Outcome
+from gateway.proxy import UpstreamFailure
+from gateway.snapshot import DeploymentEntry
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+# UpstreamFailure kinds raised before anything was sent: every pick refused the connection, or every replica is
+# ejected after refusing one.
+NOTHING_SENT = frozenset({"connect", "no_replica"})
+RETRY_EVERY_S = 5.0  # without a new snapshot, try the listed replicas again (and signal the wake again) this often
+
+Wake = Callable[["Gateway", int], Awaitable[None]]
+
+
+def refused_as_cold(deployment: DeploymentEntry, failure: UpstreamFailure, outcome: Outcome) -> bool:
+    """Whether ``failure`` means the deployment is cold: refused before any byte, and it may scale to zero."""
+    return (
+        failure.kind in NOTHING_SENT
+        and not outcome.response_started
+        and deployment.min_replicas == 0
+        and not deployment.external
+    )
+
+
+async def serve_holding_refusals(
+    gw: Gateway,
+    deployment: DeploymentEntry,
+    outcome: Outcome,
+    attempt: Callable[[DeploymentEntry], Awaitable[None]],
+    wake: Wake,
+) -> None:
+    """Run ``attempt`` and, while it is refused everywhere for a scale-to-zero deployment, hold and run it again."""
+    deadline: float | None = None
+    try:
+        while True:
+            try:
+                await attempt(deployment)
+                return
+            except UpstreamFailure as failure:
+                if not refused_as_cold(deployment, failure, outcome):
+                    raise
+            if deadline is None:
+                if gw.cold_held >= gw.config.cold_queue_max:
+                    raise service_unavailable(
+                        f"Too many requests are waiting for '{deployment.name}' to start.",
+                        "deployment_starting",
+                        gw.config.cold_hold_s,
+                    )
+                gw.cold_held += 1
+                deadline = time.monotonic() + gw.config.cold_hold_s
+            deployment = await _until_routable(gw, deployment, deadline, wake)
+    finally:
+        if deadline is not None:
+            gw.cold_held -= 1
+
+
+async def _until_routable(gw: Gateway, deployment: DeploymentEntry, deadline: float, wake: Wake) -> DeploymentEntry:
+    """The deployment as the next snapshot that gives it endpoints has it (or the same one, every RETRY_EVERY_S)."""
+    key = (deployment.tenant, deployment.name)
+    while True:
+        await wake(gw, deployment.id)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise service_unavailable(
+                f"The deployment '{deployment.name}' is starting; retry shortly.", "deployment_starting", 5.0
+            )
+        await gw.store.wait_for_change(min(left, RETRY_EVERY_S))
+        current = gw.store.current.deployments.get(key)
+        if current is None:
+            raise model_not_found(deployment.name)
+        if current.cold:
+            continue
+        # The replicas listed now get a fresh chance: one that refused before may be a new process on its old port.
+        gw.balancer.readmit(endpoint for revision in current.revisions for endpoint in revision.endpoints)
+        return current
