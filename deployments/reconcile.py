@@ -252,13 +252,16 @@ def write_observed(
 ) -> tuple[int, str]:
     """Write what the backend observed, field by field, only where it differs; returns (rows written, outcome).
 
-    ``ModelDeployment.ready_replicas`` counts the ready replicas of the routed revisions (weight > 0), each up to its
-    planned count: the replicas taking traffic. ``desired_replicas`` is the requested count (API, autoscaler) and
-    is never written here; the planned count of each revision is ``Revision.desired_replicas``.
+    ``ModelDeployment.ready_replicas`` counts the ready replicas of the routed revisions (weight > 0): the replicas
+    whose endpoints the snapshot gives the gateways, surplus ones included while a scale-down takes them out of the
+    routing table (the backend stops reporting a replica before it stops it), so the API says 0 only once no
+    gateway is given an endpoint. ``desired_replicas`` is the requested count (API, autoscaler) and is never written
+    here; the planned count of each revision is ``Revision.desired_replicas``.
     """
     revision_updates: dict[int, dict[str, Any]] = {}
     waiting: list[str] = []
     not_ready: list[str] = []
+    surplus: list[str] = []
     routed_ready = 0
     for r in revisions:
         endpoints, desired, ready, capacity = _revision_observation(deployment, r, plan, status)
@@ -268,9 +271,12 @@ def write_observed(
             # A revision with weight but no ready replica keeps the deployment progressing (never "ready"), even
             # though the gateway already routes around it to the revisions that have endpoints.
             wanted = _wanted_ready(r, plan, ready)
-            routed_ready += min(ready, wanted)
+            routed_ready += ready
             if ready < wanted:
                 not_ready.append(f"{r.name}: {ready}/{wanted} ready")
+            elif ready > wanted and not _is_external(r):
+                # A scale-down the backend has not reported yet: keep looking (follow-ups) until its endpoints go.
+                surplus.append(f"{r.name}: {ready - wanted} more replica(s) than planned still routed")
         if stored[r.pk] != (endpoints, desired, ready):
             revision_updates[r.pk] = {"endpoints": endpoints, "desired_replicas": desired, "ready_replicas": ready}
     running = deployment.desired_state == ModelDeployment.DesiredState.RUNNING
@@ -286,11 +292,13 @@ def write_observed(
             ("Progressing", False, "NoTraffic", ""),
         ]
     else:
-        progressing = not ready or draining
-        message = "waiting for the new revision before scaling down the old one" if draining else ""
+        progressing = not ready or draining or bool(surplus)
+        message = (
+            "waiting for the new revision before scaling down the old one" if draining else "; ".join(surplus)
+        )
         owned += [
             ("Ready", ready, "AllReplicasReady" if ready else "ReplicasNotReady", "; ".join(not_ready)),
-            ("Progressing", progressing, "RollingOut" if progressing else "Converged", message),
+            ("Progressing", progressing, _progress_reason(progressing, ready, draining), message),
         ]
     owned.append(("Degraded", False, "AsExpected", ""))
     if waiting:
@@ -306,7 +314,13 @@ def write_observed(
         deployment, status=new_status, ready_replicas=routed_ready, observed_generation=generation
     )
     writes = _save_observed(deployment, owned, fields, revision_updates)
-    return writes, "converged" if ready else "progressing"
+    return writes, "converged" if ready and not surplus else "progressing"
+
+
+def _progress_reason(progressing: bool, ready: bool, draining: bool) -> str:
+    if not progressing:
+        return "Converged"
+    return "ScalingDown" if ready and not draining else "RollingOut"
 
 
 def _changed_fields(deployment: ModelDeployment, **values: Any) -> dict[str, Any]:

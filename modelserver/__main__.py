@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         log_level=config.log_level,
+        # uvicorn's default (None) waits for in-flight requests without bound; a stuck client must not keep a
+        # stopping replica alive until the agent's SIGKILL, so the wait has an end of its own.
+        timeout_graceful_shutdown=config.graceful_shutdown_s,
     )
     return 0
 

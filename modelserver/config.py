@@ -49,6 +49,8 @@ class ModelServerConfig:
     max_num_seqs: int = 256  # requests served at once; the rest wait in a FIFO queue
     default_max_tokens: int = 16
     log_level: str = "warning"
+    # On SIGTERM: stop accepting, finish what is in flight (streams included) for at most this long, then exit.
+    graceful_shutdown_s: float = 30.0
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -68,6 +70,8 @@ class ModelServerConfig:
             raise ConfigError("default_max_tokens must be at least 1")
         if self.ttft_ms < 0 or self.tokens_per_s < 0:
             raise ConfigError("ttft_ms and tokens_per_s must not be negative")
+        if self.graceful_shutdown_s < 0:
+            raise ConfigError("graceful_shutdown_s must not be negative")
         self.faults.validate()
 
 
@@ -104,6 +108,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=int, default=default("MAX_NUM_SEQS", base.max_num_seqs))
     p.add_argument("--default-max-tokens", type=int, default=default("DEFAULT_MAX_TOKENS", base.default_max_tokens))
     p.add_argument("--log-level", default=default("LOG_LEVEL", base.log_level))
+    p.add_argument(
+        "--graceful-shutdown-s", type=float, default=default("GRACEFUL_SHUTDOWN_S", base.graceful_shutdown_s)
+    )
     faults = FaultSettings()
     p.add_argument("--error-rate", type=float, default=default("ERROR_RATE", faults.error_rate))
     p.add_argument("--stall-ms", type=int, default=default("STALL_MS", faults.stall_ms))
@@ -131,6 +138,7 @@ def config_from_args(argv: Sequence[str] | None = None, environ: Mapping[str, st
         max_num_seqs=args.max_num_seqs,
         default_max_tokens=args.default_max_tokens,
         log_level=args.log_level,
+        graceful_shutdown_s=args.graceful_shutdown_s,
         faults=FaultSettings(
             error_rate=args.error_rate,
             stall_ms=args.stall_ms,

@@ -156,7 +156,7 @@ def test_it_is_not_ready_while_a_weighted_revision_has_no_ready_replica(acme: An
     assert condition(deployment, "Progressing")["status"] == "True"
 
 
-def test_it_counts_the_ready_replicas_of_routed_revisions_against_their_plan(acme: Any, backend: LocalBackend) -> None:
+def test_it_counts_the_ready_replicas_the_gateways_are_given(acme: Any, backend: LocalBackend) -> None:
     # A canary on a one-replica deployment runs one replica per weighted revision (the documented exception).
     deployment = make_deployment(acme, weights=(0, 80, 20), min_replicas=1, max_replicas=1)
     Revision.unscoped_objects.filter(deployment=deployment, number=1).update(desired_replicas=1, ready_replicas=1)
@@ -164,13 +164,36 @@ def test_it_counts_the_ready_replicas_of_routed_revisions_against_their_plan(acm
     # r1 (drained, weight 0) still runs, r2 reports more ready than planned (a scale-down in flight), r3 is ready.
     agent_reports(backend, deployment, {1: (1, [PORT_A]), 2: (2, [PORT_B, "http://127.0.0.1:40003"]), 3: (1, [PORT_A])})
 
-    reconcile.reconcile_deployment(deployment.pk, backend)
+    result = reconcile.reconcile_deployment(deployment.pk, backend)
 
     deployment.refresh_from_db()
     planned = {r.number: r.desired_replicas for r in revisions(deployment)}
     assert planned[2] == 1 and planned[3] == 1
-    assert deployment.ready_replicas == planned[2] + planned[3]  # r1 serves no traffic; r2 counts up to its plan
+    # r1 serves no traffic (weight 0); both of r2's endpoints are still in the routing table, so both count.
+    assert deployment.ready_replicas == 2 + 1
     assert deployment.desired_replicas == 1  # the requested count stays what the API/autoscaler set
+    # The surplus is a scale-down the agent has not reported yet: the pass keeps looking until its endpoint goes.
+    assert result.outcome == "progressing"
+
+
+def test_a_scale_down_stays_progressing_until_the_agent_stops_reporting_the_surplus_replica(
+    acme: Any, backend: LocalBackend
+) -> None:
+    deployment = make_deployment(acme, desired_replicas=2, min_replicas=0, max_replicas=2)
+    agent_reports(backend, deployment, {1: (2, [PORT_A, PORT_B])})
+    assert converge(deployment, backend).outcome == "converged"
+    ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=1)
+
+    # The pass that asks for one replica still sees two: both stay routed, and it keeps looking.
+    assert reconcile.reconcile_deployment(deployment.pk, backend).outcome == "progressing"
+    deployment.refresh_from_db()
+    assert deployment.ready_replicas == 2 and revisions(deployment)[0].endpoints == [PORT_A, PORT_B]
+    assert condition(deployment, "Progressing")["reason"] == "ScalingDown"
+
+    agent_reports(backend, deployment, {1: (1, [PORT_A])})  # the agent drains the other one: no longer reported
+    assert reconcile.reconcile_deployment(deployment.pk, backend).outcome == "converged"
+    deployment.refresh_from_db()
+    assert deployment.ready_replicas == 1 and revisions(deployment)[0].endpoints == [PORT_A]
 
 
 class ConcurrentWriterBackend(LocalBackend):

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.contracts.drain import DEFAULT_ACK_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S
 from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
 
 # Runtimes whose replicas are started from a command template in FRONTDOOR_LOCAL_COMMAND_<RUNTIME>.
@@ -49,6 +50,13 @@ def _replica_env(raw: str | None) -> tuple[str, ...]:
     return entries
 
 
+def _non_negative(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if value < 0:
+        raise ImproperlyConfiguredEnv(f"{name}={value}: use 0 or more seconds")
+    return value
+
+
 @dataclass
 class AgentConfig:
     """Everything the agent reads from the environment; tests build one directly."""
@@ -69,7 +77,12 @@ class AgentConfig:
     backoff_cap_s: float = 30.0
     startup_timeout_s: float = 120.0  # a replica not healthy by then is restarted
     unhealthy_restart_after: int = 10  # consecutive failed health checks of a started replica before a restart
-    stop_grace_s: float = 5.0
+    stop_grace_s: float = 5.0  # SIGTERM to SIGKILL
+    # A replica no longer wanted drains first (controlplane/contracts/drain.py): it is stopped once every live
+    # gateway loaded a snapshot without it and it has nothing in flight, or after drain_timeout_s. A gateway that
+    # does not acknowledge is waited for drain_ack_timeout_s at most.
+    drain_ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     stop_children_on_exit: bool = True  # False: leave replicas running for the next agent to adopt
     # The user replicas run as when the agent runs as root ("" = nobody); see sandbox.resolve_run_as.
     run_as: str = ""
@@ -100,6 +113,8 @@ class AgentConfig:
             backoff_cap_s=env_float("FRONTDOOR_LOCAL_BACKOFF_CAP_SECONDS", cls.backoff_cap_s),
             startup_timeout_s=env_float("FRONTDOOR_LOCAL_STARTUP_TIMEOUT_SECONDS", cls.startup_timeout_s),
             stop_children_on_exit=env_bool("FRONTDOOR_LOCAL_STOP_ON_EXIT", cls.stop_children_on_exit),
+            drain_ack_timeout_s=_non_negative("FRONTDOOR_DRAIN_ACK_TIMEOUT_S", cls.drain_ack_timeout_s),
+            drain_timeout_s=_non_negative("FRONTDOOR_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
             run_as=env_str("FRONTDOOR_LOCAL_RUN_AS", cls.run_as),
             stage_dir=Path(stage_dir) if (stage_dir := env_str("FRONTDOOR_LOCAL_STAGE_DIR")) else None,
             replica_env=_replica_env(os.environ.get("FRONTDOOR_LOCAL_REPLICA_ENV")),

@@ -1,7 +1,9 @@
 """The agent's control loop: read desired state, converge the replica processes to it, report what it sees.
 
 Level-triggered: every tick recomputes the wanted replica set (deployment × revision × slot) from the whole
-desired hash, so a lost notice or a crash in the middle of a tick is repaired by the next one.
+desired hash, so a lost notice or a crash in the middle of a tick is repaired by the next one. A replica that is no
+longer wanted drains before it stops (``drain.py``): it leaves the reported endpoints at once, and its process goes
+only when no gateway can route to it any more.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import redis
 from deployments.localagent import launch, procs, protocol, sandbox
 from deployments.localagent.capacity import GpuSlots
 from deployments.localagent.config import AgentConfig
+from deployments.localagent.drain import Drainer
 from deployments.localagent.health import QUEUE_RUNTIMES, HealthChecker
 from deployments.localagent.staging import BuiltinStage
 from deployments.localagent.state import ReplicaRecord, load_ports, load_records, replica_key, save_records
@@ -72,8 +75,10 @@ class Supervisor:
         self._raw_desired: dict[int, str] = {}
         self.gpus = GpuSlots(config.gpu_slots)
         self.health = HealthChecker()
+        self.drainer = Drainer(config, client)
         self.snapshot: dict[str, Any] = {"replicas": [], "deployments": {}}
         self._notes: dict[int, RevisionNotes] = {}
+        self._drain_health: dict[str, bool] = {}  # this tick's health of the draining replicas, by check key
         self._refused: set[tuple[str, str]] = set()  # (key, spec hash) whose refusal was logged
         self._dirty = False
         # Each slot keeps its port across crashes and agent restarts, so published endpoints stay valid.
@@ -123,20 +128,22 @@ class Supervisor:
             if not procs.is_same_process(record.identity):
                 continue  # gone, or the pid now belongs to someone else: never signal it
             want = wanted.get(record.key)
-            healthy = False
-            if want is not None and want[1].spec_hash == record.spec_hash:
-                path = self.config.health_path(record.runtime)
-                healthy = self.health.check_all({record.key: (self.config.host, record.port, path)})[record.key]
-            if healthy and record.key not in self.replicas and self._claim_gpus(record):
-                now = time.monotonic()
-                self.replicas[record.key] = Replica(
-                    record=record, proc=None, started_at=now, healthy=True, healthy_since=now, host=self.config.host
-                )
+            same_spec = want is not None and want[1].spec_hash == record.spec_hash
+            # A replica that is no longer wanted may still be in the gateways' snapshot (the previous agent may have
+            # been draining it): it drains rather than stop under their requests. Either way it must answer.
+            healthy = self._serving(record)
+            if not healthy or not self._claim_gpus(record):
+                to_stop.append(record.identity)
+                continue
+            now = time.monotonic()
+            replica = Replica(record, None, started_at=now, healthy=True, healthy_since=now, host=self.config.host)
+            adopted_pids.add(record.pid)
+            if same_spec and record.key not in self.replicas:
+                self.replicas[record.key] = replica
                 self.ports[record.key] = record.port
-                adopted_pids.add(record.pid)
                 log.info("adopted replica %s (pid %s, port %s)", record.key, record.pid, record.port)
             else:
-                to_stop.append(record.identity)
+                self.drainer.add(replica)
         # Replicas started by an agent that died before recording them carry our marker: stop those too.
         for ident, marker in procs.find_marked_processes(launch.marker_prefix(self.config)):
             if ident.pid not in adopted_pids and ident not in to_stop:
@@ -148,6 +155,10 @@ class Supervisor:
         self._dirty = True
         self._save()
 
+    def _serving(self, record: ReplicaRecord) -> bool:
+        path = self.config.health_path(record.runtime)
+        return self.health.check_all({record.key: (self.config.host, record.port, path)})[record.key]
+
     def _claim_gpus(self, record: ReplicaRecord) -> bool:
         return all(self.gpus.claim(gpu_type, ids) for gpu_type, ids in record.gpus.items())
 
@@ -158,6 +169,7 @@ class Supervisor:
         self._reap_exited()
         self._check_health()
         self._converge()
+        self.drainer.step(self._drain_health, self.health.in_flight, self._refresh_identity)
         self._save()
         self._report()
 
@@ -170,12 +182,17 @@ class Supervisor:
         log.warning("replica %s %s", key, hist.last_error)
 
     def _forget(self, key: str) -> None:
-        replica = self.replicas.pop(key)
+        self._release(self.replicas.pop(key))
+
+    def _release(self, replica: Replica) -> None:
         for gpu_type, ids in replica.record.gpus.items():
             self.gpus.release(gpu_type, ids)
         self._dirty = True
 
     def _reap_exited(self) -> None:
+        for replica in self.drainer.reap():
+            log.info("drained replica %s (pid %s) has exited", replica.record.key, replica.record.pid)
+            self._release(replica)
         for key, replica in list(self.replicas.items()):
             if replica.proc is not None:
                 code = replica.proc.poll()
@@ -208,9 +225,13 @@ class Supervisor:
         }
         # Runtimes with vLLM's gauges also get /metrics read, for the autoscaler's queue figure (published below).
         queued = {key for key, r in self.replicas.items() if r.record.runtime in QUEUE_RUNTIMES}
-        results = self.health.check_all(targets, queued) if targets else {}
-        if not targets:
-            self.health.waiting = {}
+        # Draining replicas are checked in the same round, for their in-flight count; they are never restarted.
+        draining = self.drainer.health_targets()
+        checked = targets | draining
+        results = self.health.check_all(checked, queued | self.drainer.gauged()) if checked else {}
+        if not checked:
+            self.health.waiting, self.health.in_flight = {}, {}
+        self._drain_health = {key: results.pop(key) for key in draining}
         now = time.monotonic()
         to_restart: list[tuple[str, str]] = []
         for key, ok in results.items():
@@ -245,24 +266,36 @@ class Supervisor:
 
     def _converge(self) -> None:
         wanted = self.wanted()
-        # Stop what is no longer wanted first, so its GPU slots are free for what replaces it.
         extra = [
             key
             for key, r in self.replicas.items()
             if key not in wanted or wanted[key][1].spec_hash != r.record.spec_hash
         ]
-        if extra:
-            log.info("stopping %d replica(s) no longer desired: %s", len(extra), ", ".join(sorted(extra)))
-            self._stop(extra)
+        # A replica that may be in the gateways' snapshot (it has answered a health check) drains; one that never
+        # served is stopped at once, so its GPU slots are free for what replaces it.
+        never_served = [key for key in extra if self.replicas[key].healthy_since is None]
+        if never_served:
+            log.info("stopping %d replica(s) no longer desired: %s", len(never_served), ", ".join(sorted(never_served)))
+            self._stop(never_served)
+        for key in sorted(set(extra) - set(never_served)):
+            self.drainer.add(self.replicas.pop(key))
+            self._dirty = True
         for key in set(self.history) - set(wanted):
             del self.history[key]
         for key in set(self.ports) - set(wanted) - set(self.replicas):
             del self.ports[key]
             self._dirty = True
-        self.replica_dirs.remove_except(set(wanted) | set(self.replicas))
+        draining = self.drainer.replicas()
+        self.replica_dirs.remove_except(set(wanted) | set(self.replicas) | {r.record.key for r in draining})
         now = time.monotonic()
         for key, (deployment, revision, slot) in wanted.items():
             if key in self.replicas:
+                continue
+            back = self.drainer.take_back(key, revision.spec_hash)
+            if back is not None:
+                self.replicas[key] = back
+                self.ports[key] = back.record.port
+                self._dirty = True
                 continue
             notes = self._notes.setdefault(revision.id, RevisionNotes())
             hist = self.history.get(key)
@@ -279,7 +312,7 @@ class Supervisor:
         key: str,
         notes: RevisionNotes,
     ) -> None:
-        used_ports = {r.record.port for r in self.replicas.values()}
+        used_ports = {r.record.port for r in [*self.replicas.values(), *self.drainer.replicas()]}
         port = self.ports.get(key, 0)
         if not port or port in used_ports or not procs.port_is_free(self.config.host, port):
             port = procs.free_port(self.config.host, used_ports | set(self.ports.values()))
@@ -341,13 +374,14 @@ class Supervisor:
 
     def _save(self) -> None:
         if self._dirty:
-            save_records(self.config.state_dir, [r.record for r in self.replicas.values()], self.ports)
+            records = [r.record for r in [*self.replicas.values(), *self.drainer.replicas()]]
+            save_records(self.config.state_dir, records, self.ports)
             self._dirty = False
 
     # ---- status ------------------------------------------------------------------------------------------
     def observe(self) -> dict[int, protocol.ObservedDeployment]:
         by_deployment: dict[int, list[Replica]] = {}
-        for replica in self.replicas.values():
+        for replica in [*self.replicas.values(), *self.drainer.replicas()]:
             by_deployment.setdefault(replica.record.deployment_id, []).append(replica)
         observed: dict[int, protocol.ObservedDeployment] = {}
         for dep_id in sorted(set(self.desired) | set(by_deployment)):
@@ -365,13 +399,19 @@ class Supervisor:
         return observed
 
     def _observe_revision(self, revision_id: int, desired: int, running: list[Replica]) -> protocol.ObservedRevision:
-        mine = sorted((r for r in running if r.record.revision_id == revision_id), key=lambda r: r.record.slot)
+        # Draining replicas are never ready: the gateways are to stop routing to them (they count as processes).
+        serving = {id(r) for r in self.replicas.values()}
+        mine = sorted(
+            (r for r in running if id(r) in serving and r.record.revision_id == revision_id),
+            key=lambda r: r.record.slot,
+        )
         ready = [r for r in mine if r.healthy]
         notes = self._notes.get(revision_id, RevisionNotes())
         parts = [f"{len(ready)}/{desired} ready"]
         starting = len(mine) - len(ready)
         if starting:
             parts.append(f"{starting} starting")
+        parts.extend(self.drainer.describe(revision_id))
         parts.extend(notes.problems)
         if notes.waiting_for_capacity:
             parts.append(notes.waiting_for_capacity)
@@ -423,6 +463,7 @@ class Supervisor:
                 {**r.record.__dict__, "healthy": r.healthy, "adopted": r.proc is None, "endpoint": r.endpoint}
                 for r in sorted(self.replicas.values(), key=lambda r: r.record.key)
             ],
+            "draining": self.drainer.status(),
             "deployments": {
                 str(dep_id): {"exists": obs.exists, "revisions": {str(k): v.__dict__ for k, v in obs.revisions.items()}}
                 for dep_id, obs in observed.items()
@@ -435,6 +476,8 @@ class Supervisor:
         if stop_children and self.replicas:
             log.info("stopping %d replica(s)", len(self.replicas))
             self._stop(list(self.replicas))
+        if stop_children:
+            self.drainer.stop_all()
         if stop_children:
             self.replica_dirs.remove_all()
         self._dirty = True
