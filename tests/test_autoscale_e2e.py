@@ -186,8 +186,12 @@ def test_load_raises_replicas_idleness_lowers_them_to_zero_and_a_cold_request_is
 
 
 @contextlib.contextmanager
-def celery_worker_with_beat(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
-    """Start ``celery worker --beat`` on this run's queue and test database; returns a reader of its log."""
+def celery_worker_with_beat(
+    redis_url: str, redis_prefix: str, tmp_path: Path, **overrides: str
+) -> Iterator[Callable[[], str]]:
+    """Start ``celery worker --beat`` on this run's queue and test database; returns a reader of its log.
+
+    ``overrides``: environment variables of the worker replacing the defaults below (resync, windows)."""
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -201,6 +205,7 @@ def celery_worker_with_beat(redis_url: str, redis_prefix: str, tmp_path: Path) -
         "FRONTDOOR_SCALE_TO_ZERO_GRACE_S": "4",
         "FRONTDOOR_AUTOSCALE_STABLE_WINDOW_S": "6",
         "FRONTDOOR_AUTOSCALE_PANIC_WINDOW_S": "2",
+        **overrides,
     }
     # The run's own default queue (kombu's client adds the run's key prefix): drop what earlier tests left queued.
     with app.connection_for_write() as conn:
