@@ -1,5 +1,6 @@
 """Autoscaling benchmark on the local backend: time from a load step to the first added replica, peak overshoot over
-the replicas the load needs, time back to zero once idle, and the cold-start time of a request held at zero.
+the replicas the load needs, time back to zero once idle, the cold-start time of a request held at zero, and the
+requests that fail while replicas are taken away (goal 0).
 
 ``python bench/autoscale.py [--runs 2] [--clients 4] [--json]``
 
@@ -15,7 +16,12 @@ overshoot shows. ``--clients`` bounded clients each keep one request in flight, 
 requests, and the replicas it needs at the target are ``needed = ceil(clients / (0.7 * target_concurrency))``
 (0.7 is the KPA target utilisation). **Overshoot** = peak desired replicas during the load step - needed (and the
 same for ready replicas); **settled** is the desired count at the end of the load, once the stable window has had its
-say. Uses ``REDIS_URL`` and ``FRONTDOOR_REDIS_PREFIX`` (a run adds its own suffix) from the environment.
+say. **Failed during scale-down**: after the cold start, the load step runs again, then one paced client keeps
+sending while the count comes down to 1, then, once the API reports 0 (desired and ready), a burst of 20 concurrent
+requests is sent at once; every answer but 200 in those two stretches counts (a replica must leave the routing
+table before it stops). That phase reconciles at the worker's cadence (a pass when the desired count changes,
+follow-ups every 2 s while progressing, a resync every 5 s) rather than every step, as `make run` does.
+Uses ``REDIS_URL`` and ``FRONTDOOR_REDIS_PREFIX`` (a run adds its own suffix) from the environment.
 """
 
 from __future__ import annotations
@@ -59,7 +65,12 @@ FIELDS = (
     ("to_zero_after_load_s", "load gone -> zero replicas, no endpoint (s)"),
     ("cold_start_s", "request at zero -> served (cold start, s)"),
     ("first_replica_s", "new deployment -> first ready replica (s)"),
+    ("scale_down_requests", "requests sent while scaling down, plus a burst of 20 at 0"),
+    ("failed_during_scale_down", "of those, failed (goal 0)"),
 )
+BURST = 20
+# The worker's cadence (deployments/tasks.py, scripts/run.sh): follow-ups of a progressing pass, the resync period.
+FOLLOW_UP_S, FOLLOW_UPS, RESYNC_S = 2.0, 10, 5.0
 
 
 @dataclass
@@ -97,12 +108,22 @@ def _chat(gateway_url: str, key: str, timeout_s: float = 90.0) -> int:
 
 @dataclass
 class ControlPlane:
-    """What the beat schedule runs, in a loop: the autoscale tick every 2 s, reconcile and publish every step."""
+    """What the beat schedule runs, in a loop: the autoscale tick every 2 s, reconcile and publish every step.
+
+    With ``worker_cadence`` it reconciles as the worker would instead: when a tick changed the desired count (the
+    enqueued reconcile), then every 2 s while a pass ends ``progressing`` (its follow-ups, at most 10), and at every
+    resync (``RESYNC_S``, what `make run` sets). Between those passes the backend's news waits, as it does in
+    production, which is where a replica stopped before the gateways stop routing to it shows.
+    """
 
     deployment_id: int
     backend: Any
     last_tick: float = 0.0
     log: list[tuple[float, int, int]] = field(default_factory=list)  # (monotonic time, desired, ready)
+    worker_cadence: bool = False
+    _follow_up_at: float | None = None
+    _follow_ups: int = 0
+    _resync_at: float = 0.0
 
     def step(self) -> tuple[int, int, bool]:
         from deployments import autoscale, reconcile
@@ -111,15 +132,29 @@ class ControlPlane:
         from quotas.publish import publish_config
 
         now = time.time()
+        before = ModelDeployment.unscoped_objects.get(pk=self.deployment_id).desired_replicas
         if now - self.last_tick >= TICK_S:
             autoscale.tick(now)
             self.last_tick = now
-        reconcile.reconcile_deployment(self.deployment_id, self.backend)
+        if not self.worker_cadence:
+            reconcile.reconcile_deployment(self.deployment_id, self.backend)
+        elif ModelDeployment.unscoped_objects.get(pk=self.deployment_id).desired_replicas != before:
+            self._reconcile(reconcile, now, FOLLOW_UPS)
+        elif self._follow_up_at is not None and now >= self._follow_up_at:
+            self._reconcile(reconcile, now, self._follow_ups - 1)
+        elif now >= self._resync_at:
+            self._resync_at = now + RESYNC_S
+            self._reconcile(reconcile, now, 0)
         publish_config()
         d = ModelDeployment.unscoped_objects.get(pk=self.deployment_id)
         routed = any(r.endpoints for r in Revision.unscoped_objects.filter(deployment_id=self.deployment_id))
         self.log.append((time.monotonic(), d.desired_replicas, d.ready_replicas))
         return d.desired_replicas, d.ready_replicas, routed
+
+    def _reconcile(self, reconcile: Any, now: float, follow_ups: int) -> None:
+        outcome = reconcile.reconcile_deployment(self.deployment_id, self.backend).outcome
+        progressing = outcome == "progressing" and follow_ups > 0
+        self._follow_up_at, self._follow_ups = (now + FOLLOW_UP_S, follow_ups) if progressing else (None, 0)
 
     def run_until(self, done: Callable[[int, int, bool], bool], timeout_s: float, what: str) -> float:
         start = time.monotonic()
@@ -223,11 +258,57 @@ def run_once(scenario: Scenario, tmp: Path) -> dict[str, Any]:
             if outcome != [200]:
                 raise SystemExit(f"the cold request was not served: {outcome}")
             figures["timeline"] = _changes(plane.log, load_start)
+            figures.update(_scale_down_under_traffic(plane, gateway.url, key, scenario))
         finally:
             ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=0, min_replicas=0)
             reconcile.reconcile_deployment(deployment.pk, backend)
             stop(gateway.proc)
     return figures
+
+
+def _scale_down_under_traffic(plane: ControlPlane, gateway_url: str, key: str, scenario: Scenario) -> dict[str, Any]:
+    """The load step again, then a paced client while the count comes down to 1, then a burst once it is 0, with the
+    control plane reconciling at the worker's cadence."""
+    plane.worker_cadence = True
+    threads, _ = _load(gateway_url, key, scenario.clients, scenario.load_s / 2)
+    plane.run_until(lambda d, r, e: not any(t.is_alive() for t in threads), scenario.load_s + 60, "the second load")
+    peak = plane.log[-1][1]
+    # One request at a time with pauses (about a third of a replica's target), so the count goes down to 1.
+    during: list[int] = []
+    stop = threading.Event()
+
+    def paced() -> None:
+        while not stop.is_set():
+            during.append(_chat(gateway_url, key))
+            stop.wait(scenario.stall_ms / 1000)
+
+    client = threading.Thread(target=paced, daemon=True)
+    client.start()
+    plane.run_until(lambda d, r, e: d == 1 and r == 1, 90, "the scale-down to 1 under traffic")
+    until = time.monotonic() + 3  # the drained replicas stop meanwhile; the client keeps sending
+    plane.run_until(lambda d, r, e: time.monotonic() > until, 10, "the drained replicas")
+    stop.set()  # the control plane keeps running while the client's last request finishes (it may be held)
+    plane.run_until(lambda d, r, e: not client.is_alive(), 90, "the paced client's last request")
+    # The moment the API reports zero (desired and ready 0), as a client watching it would see it.
+    plane.run_until(lambda d, r, e: d == 0 and r == 0, 60, "zero replicas again")
+    answers: list[int] = []
+    gate = threading.Barrier(BURST)
+
+    def one() -> None:
+        gate.wait()
+        answers.append(_chat(gateway_url, key))
+
+    burst = [threading.Thread(target=one, daemon=True) for _ in range(BURST)]
+    for thread in burst:
+        thread.start()
+    plane.run_until(lambda d, r, e: not any(t.is_alive() for t in burst), 90, "the burst at zero")
+    sent = during + answers
+    return {
+        "scale_down_from": peak,
+        "scale_down_requests": len(sent),
+        "failed_during_scale_down": sum(1 for status in sent if status != 200),
+        "burst_ok": sum(1 for status in answers if status == 200),
+    }
 
 
 def _changes(log: list[tuple[float, int, int]], origin: float) -> list[tuple[float, int, int]]:
