@@ -50,7 +50,7 @@ class ModelServerConfig:
     default_max_tokens: int = 16
     log_level: str = "warning"
     # On SIGTERM: stop accepting, finish what is in flight (streams included) for at most this long, then exit.
-    graceful_shutdown_s: float = 30.0
+    graceful_shutdown_s: int = 30  # whole seconds (uvicorn's timeout_graceful_shutdown)
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -109,7 +109,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--default-max-tokens", type=int, default=default("DEFAULT_MAX_TOKENS", base.default_max_tokens))
     p.add_argument("--log-level", default=default("LOG_LEVEL", base.log_level))
     p.add_argument(
-        "--graceful-shutdown-s", type=float, default=default("GRACEFUL_SHUTDOWN_S", base.graceful_shutdown_s)
+        "--graceful-shutdown-s", type=int, default=default("GRACEFUL_SHUTDOWN_S", base.graceful_shutdown_s)
     )
     faults = FaultSettings()
     p.add_argument("--error-rate", type=float, default=default("ERROR_RATE", faults.error_rate))
