@@ -263,6 +263,7 @@ def write_observed(
     not_ready: list[str] = []
     surplus: list[str] = []
     routed_ready = 0
+    running = deployment.desired_state == ModelDeployment.DesiredState.RUNNING
     for r in revisions:
         endpoints, desired, ready, capacity = _revision_observation(deployment, r, plan, status)
         if capacity:
@@ -271,7 +272,7 @@ def write_observed(
             # A revision with weight but no ready replica keeps the deployment progressing (never "ready"), even
             # though the gateway already routes around it to the revisions that have endpoints.
             wanted = _wanted_ready(r, plan, ready)
-            routed_ready += ready
+            routed_ready += ready if running else 0  # a stopped deployment is refused by the gateways, never routed
             if ready < wanted:
                 not_ready.append(f"{r.name}: {ready}/{wanted} ready")
             elif ready > wanted and not _is_external(r):
@@ -279,7 +280,6 @@ def write_observed(
                 surplus.append(f"{r.name}: {ready - wanted} more replica(s) than planned still routed")
         if stored[r.pk] != (endpoints, desired, ready):
             revision_updates[r.pk] = {"endpoints": endpoints, "desired_replicas": desired, "ready_replicas": ready}
-    running = deployment.desired_state == ModelDeployment.DesiredState.RUNNING
     routed = any(r.weight > 0 for r in revisions)
     draining = any(r.weight == 0 and r.pk in plan for r in revisions)
     ready = running and routed and not not_ready
