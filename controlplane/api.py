@@ -1,4 +1,4 @@
-"""The tenant scoping chokepoint of the REST API (STYLE.md items 1-3).
+"""The tenant scoping chokepoint of the REST API: one place decides which tenant a request may see.
 
 Every tenant-owned endpoint lives under ``/api/v1/tenants/{tenant}/...`` and is a ``TenantScopedViewSet``:
 

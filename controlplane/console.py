@@ -6,7 +6,7 @@ a role too weak for the page or the action gets a 403, and a suspended tenant re
 
 Views are ``TenantConsoleView`` subclasses with ``read_role``/``write_role``; ``self.tenant``, ``self.principal`` and
 the template context (``tenant``, ``role``, ``can_write``, ``nav_tenants`` …) are set before the handler runs.
-``render_page_or_partial`` is STYLE.md item 8: the full page, or only its partial when the request comes from htmx.
+``render_page_or_partial``: the full page, or only its partial when the request comes from htmx.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fail-closed managers for tenant-owned models (STYLE.md item 2).
+"""Fail-closed managers for tenant-owned models: unscoped use must be explicit and greppable.
 
 ``Model.objects`` refuses to build a queryset until it is told whose rows it may see:
 ``Model.objects.for_tenant(tenant)``, or explicitly ``Model.objects.unscoped()`` (greppable; for staff views,

@@ -1,4 +1,4 @@
-"""The reconciler: desired state from Postgres → backend → observed state back to Postgres (STYLE.md item 6).
+"""The reconciler: desired state from Postgres → backend → observed state back to Postgres (levels, not edges).
 
 Level-triggered and idempotent: every pass recomputes the whole desired state (``plan_replicas`` +
 ``build_deployment_spec``), hands it to the configured backend, and writes observed state back only where it

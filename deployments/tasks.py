@@ -1,4 +1,4 @@
-"""Celery tasks of the reconciler. They can run twice (STYLE.md item 5): ids in, rows re-read, a missing row is done.
+"""Celery tasks of the reconciler. They can run twice: ids in, rows re-read, a missing row is done.
 
 Transient failures (Kubernetes connection errors, 409/429/5xx, a lost database connection) are retried with capped
 exponential backoff; a permanent backend error is written to the deployment as ``Degraded`` and not retried.

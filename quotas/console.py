@@ -3,7 +3,7 @@
 Staff pages (``/staff/...``) are for ``is_staff`` users only; anyone else signed in gets a 404 (the pages do not
 admit they exist). Every figure comes from ``quotas.reports`` (aggregated in SQL, a fixed number of queries per
 page); the quota editor changes quotas through ``tenants.services.update_quota``, the function the REST API calls.
-Each page renders in full, or only its partial for htmx requests (STYLE.md item 8).
+Each page renders in full, or only its partial for htmx requests.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """REST serializers for tenants, members, API keys and audit events.
 
 Ownership fields (tenant, creator, status, key ids, hashes) are read-only: they come from the view's context,
-never from the payload (STYLE.md item 3). No serializer here has a field that can carry a key's secret
-except ``ApiKeyCreatedSerializer.key``, used once, for the create response.
+never from the payload (a client cannot claim another tenant or creator). No serializer here has a field that can
+carry a key's secret except ``ApiKeyCreatedSerializer.key``, used once, for the create response.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from tests.gateway.conftest import Key, Process, World
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-REVOCATION_DEADLINE_S = 2.0  # the contract (DESIGN.md): a revoked key stops working everywhere within 2 s
+REVOCATION_DEADLINE_S = 2.0  # the contract: a revoked key stops working everywhere within 2 s
 
 
 @pytest.fixture(scope="module")
