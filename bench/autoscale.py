@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BENCH_DB = os.environ.get("FRONTDOOR_BENCH_DATABASE", "bench_fd_autoscale")
-TARGET_UTILISATION = 0.7  # deployments/autoscaler.py: the KPA aims each replica at 70 % of target_concurrency
+TARGET_UTILISATION = 0.7  # deployments/scaling/kpa.py: the KPA aims each replica at 70 % of target_concurrency
 WINDOWS = {
     "FRONTDOOR_SCALE_TO_ZERO_GRACE_S": "4",
     "FRONTDOOR_AUTOSCALE_STABLE_WINDOW_S": "6",
@@ -126,10 +126,11 @@ class ControlPlane:
     _resync_at: float = 0.0
 
     def step(self) -> tuple[int, int, bool]:
-        from deployments import autoscale, reconcile
-        from deployments.autoscaler import TICK_S
+        from controlplane.snapshot.publisher import publish_config
         from deployments.models import ModelDeployment, Revision
-        from quotas.publish import publish_config
+        from deployments.reconcile import engine as reconcile
+        from deployments.scaling import tick as autoscale
+        from deployments.scaling.kpa import TICK_S
 
         now = time.time()
         before = ModelDeployment.unscoped_objects.get(pk=self.deployment_id).desired_replicas
@@ -183,9 +184,10 @@ def _load(gateway_url: str, key: str, clients: int, seconds: float) -> tuple[lis
 def run_once(scenario: Scenario, tmp: Path) -> dict[str, Any]:
     from django.conf import settings
 
-    from deployments import reconcile, services
+    from deployments import services
     from deployments.backends.local import LocalBackend
     from deployments.models import ModelDeployment
+    from deployments.reconcile import engine as reconcile
     from quotas.models import Quota
     from tenants.models import ApiKey, Tenant
     from tests.gateway.conftest import start_gateway, stop

@@ -66,8 +66,7 @@ def seed(n_tenants: int, per_tenant: int) -> tuple[Any, Any, str]:
     from django.db import connection
     from django.utils import timezone
 
-    from deployments.models import ModelDeployment
-    from deployments.models_slo import SloSample
+    from deployments.models import ModelDeployment, SloSample
     from quotas.models import Quota, UsageRollup
     from tenants.models import ApiKey, Membership, Tenant
 

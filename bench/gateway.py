@@ -45,7 +45,7 @@ from bench.common import (
     wait_http,
 )
 from controlplane.contracts.channels import CONFIG_NOTIFY, channel_in_db
-from tenants.keyformat import generate_key, hash_secret
+from controlplane.contracts.keyformat import generate_key, hash_secret
 
 LITELLM_VERSION = "1.106.12"  # newest that resolves from the registries here (later ones need missing extras)
 LITELLM_VENV = VAR_BENCH / "litellm-venv"

@@ -102,9 +102,9 @@ def run(url: str, n_deployments: int, n_tenants: int, threads: int) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from deployments import reconcile
     from deployments.backends.kubernetes import KubernetesBackend
     from deployments.models import ModelDeployment, Revision
+    from deployments.reconcile import engine as reconcile
     from deployments.tasks import ready_slice
     from quotas.models import Quota
     from tenants.models import Tenant

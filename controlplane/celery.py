@@ -11,5 +11,3 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 app = Celery("frontdoor")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-# Scaling, SLO and rollout ticks live beside deployments/tasks.py (one job per module).
-app.autodiscover_tasks(["deployments"], related_name="tasks_scaling")

@@ -5,8 +5,8 @@ from django.urls import include, path
 
 from controlplane.console import home
 from controlplane.loginlimit import RateLimitedLoginView
-from deployments import console as deployments_console
-from deployments import console_slo
+from deployments.console import slo as console_slo
+from deployments.console import views as deployments_console
 from tenants import console as tenants_console
 
 _deployment = "t/<slug:tenant>/deployments/<slug:name>/"

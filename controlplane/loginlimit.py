@@ -29,7 +29,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 
-from controlplane.env import env_list
+from controlplane.contracts.env import env_list
 from controlplane.redis import get_redis, redis_key
 
 WINDOW_S = 60

@@ -12,7 +12,15 @@ from urllib.parse import unquote, urlparse
 from django.core.exceptions import ImproperlyConfigured
 
 from controlplane.contracts.addresses import AddressRefused, parse_networks, split_url
-from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_gpu_counts, env_int, env_list, env_str
+from controlplane.contracts.env import (
+    ImproperlyConfiguredEnv,
+    env_bool,
+    env_float,
+    env_gpu_counts,
+    env_int,
+    env_list,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -134,6 +142,7 @@ INSTALLED_APPS = [
     "tenants",
     "quotas",
     "deployments",
+    "controlplane.snapshot",
 ]
 
 MIDDLEWARE = [

@@ -23,7 +23,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("quotas.urls")),
-    path("api/v1/", include("deployments.urls")),
+    path("api/v1/", include("deployments.api.urls")),
     re_path(r"^api/(?P<rest>.*)$", api_route_not_found),
     path("", include("controlplane.console_urls")),
 ]

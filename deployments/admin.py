@@ -8,8 +8,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision
-from deployments.models_slo import Rollout, SloSample, SloStatus, TenantSettings
+from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision, Rollout, SloSample, SloStatus
 
 
 class RevisionInline(admin.TabularInline):
@@ -120,12 +119,3 @@ class RolloutAdmin(SystemRecordAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Rollout]:
         return Rollout.objects.unscoped().select_related("deployment")
-
-
-@admin.register(TenantSettings)
-class TenantSettingsAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "webhook_url"]
-    exclude = ["webhook_secret"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantSettings]:
-        return TenantSettings.objects.unscoped().select_related("tenant")

@@ -28,10 +28,9 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 
 from controlplane.api import Principal
-from deployments import slo
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from deployments.models_slo import Rollout
+from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
 from deployments.services import DeploymentDeleting, set_traffic
+from deployments.slo import collect as slo
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from controlplane.audit import diff_fields, record_audit
 from controlplane.contracts.addresses import AddressRefused, split_url
 from controlplane.contracts.replica_env import args_errors, env_errors
 from deployments import network
-from deployments.enqueue import enqueue_reconcile
 from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
+from deployments.reconcile.enqueue import enqueue_reconcile
 from quotas.admission import admit_deployment, lock_quota
 from tenants.models import Tenant
 

@@ -15,7 +15,7 @@ import os
 
 import uvicorn
 
-from controlplane.env import env_int, env_str
+from controlplane.contracts.env import env_int, env_str
 
 
 def main(argv: list[str] | None = None) -> None:

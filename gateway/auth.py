@@ -13,9 +13,9 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from controlplane.contracts.keyformat import parse_key, secret_matches
 from gateway.errors import GatewayError, invalid_api_key, permission_denied
 from gateway.snapshot import KeyEntry, Snapshot, TenantEntry
-from tenants.keyformat import parse_key, secret_matches
 
 INFERENCE_SCOPE = "inference"
 READ_SCOPE = "read"

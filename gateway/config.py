@@ -1,13 +1,13 @@
 """Gateway settings, all read from the environment in one place (docs/gateway.md lists them).
 
-Django-free: only ``controlplane.env`` helpers, which import nothing from Django.
+Django-free: only ``controlplane.contracts.env`` helpers, which import nothing from Django.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
+from controlplane.contracts.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
 
 DEV_KEY_PEPPER = "dev-insecure-api-key-pepper"  # identical to the control plane's development default
 

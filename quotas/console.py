@@ -23,6 +23,7 @@ from django.shortcuts import redirect
 from django.views import View
 from rest_framework.exceptions import APIException
 
+from controlplane import charts
 from controlplane.console import (
     TenantConsoleView,
     console_principal,
@@ -32,7 +33,7 @@ from controlplane.console import (
     render_page_or_partial,
 )
 from controlplane.validators import BIGINT_MAX, INT_MAX
-from quotas import charts, reports
+from quotas import reports
 from quotas.csv_export import staff_usage_csv, tenant_usage_csv
 from quotas.models import Quota
 from tenants import services

@@ -18,8 +18,7 @@ from django.db.models import Count, ExpressionWrapper, F, FloatField, Max, Q, Qu
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from deployments.models import ModelDeployment
-from deployments.models_slo import SloSample
+from deployments.models import ModelDeployment, SloSample
 from quotas.models import UsageRollup
 from tenants.models import Tenant
 

@@ -10,26 +10,10 @@ from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from quotas.publish import publish_config
 from quotas.rollup import RollupConfig, run_rollup
 from quotas.usage_retention import prune_usage
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OperationalError)
-
-
-@shared_task(
-    name="quotas.publish_config",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    expires=120,
-    ignore_result=True,
-    autoretry_for=_TRANSIENT,
-    retry_backoff=True,
-    max_retries=3,
-)
-def publish_config_task() -> int:
-    """Republish the gateway's config snapshot (safety net behind the on-commit publish)."""
-    return publish_config()
 
 
 @shared_task(name="quotas.rollup_usage", acks_late=True, reject_on_worker_lost=True, expires=30, ignore_result=True)

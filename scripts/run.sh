@@ -69,7 +69,7 @@ cleanup() {
     wait "$HONCHO_PID" 2>/dev/null || true
   fi
   # Whatever the agent could not stop in time (or if it was killed): stop its replicas, identity-checked.
-  python -m deployments.localagent --stop-all >/dev/null 2>&1 || true
+  python -m localagent --stop-all >/dev/null 2>&1 || true
 }
 trap cleanup INT TERM EXIT
 

@@ -14,8 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tenants import services
-from tenants.models import ApiKey, AuditEvent, IdempotencyRecord, Membership, Tenant
-from tenants.models_invitations import Invitation
+from tenants.models import ApiKey, AuditEvent, IdempotencyRecord, Invitation, Membership, Tenant, TenantSettings
 
 
 class MembershipInline(admin.TabularInline):
@@ -157,3 +156,12 @@ class InvitationAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Invitation]:
         return Invitation.objects.unscoped().select_related("tenant")
+
+
+@admin.register(TenantSettings)
+class TenantSettingsAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "webhook_url"]
+    exclude = ["webhook_secret"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantSettings]:
+        return TenantSettings.objects.unscoped().select_related("tenant")

@@ -11,7 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from tenants import keyformat
+from controlplane.contracts import keyformat
 from tenants.models import ApiKey
 
 # last_used_at is informational; writing it on every request would put a write on every API call.

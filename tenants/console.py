@@ -25,11 +25,9 @@ from django.views import View
 from rest_framework.exceptions import APIException
 
 from controlplane.console import TenantConsoleView, nav_context, paginate, query_without_page, render_page_or_partial
-from deployments.models_slo import TenantSettings
-from deployments.webhooks import WebhookRefused, check_webhook_url
-from tenants import invitations, services
-from tenants.models import ApiKey, AuditEvent, Membership, Role, Scope
-from tenants.models_invitations import Invitation
+from controlplane.webhooks import WebhookRefused, check_webhook_url
+from tenants import invitations, services, webhook_settings
+from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Scope, TenantSettings
 
 
 def show_errors(form: forms.Form, exc: Exception) -> None:
@@ -410,7 +408,7 @@ class WebhookForm(forms.Form):
 
 class TenantSettingsView(TenantConsoleView):
     """``action=save`` sets or clears the webhook URL, ``action=rotate`` replaces the signing secret. Both call
-    ``TenantSettings.set_webhook``/``rotate_webhook_secret`` (the REST settings API's functions), which audit."""
+    ``webhook_settings.set_webhook``/``rotate_webhook_secret`` (the REST settings API's functions), which audit."""
 
     read_role = Role.ADMIN
     write_role = Role.ADMIN
@@ -430,7 +428,7 @@ class TenantSettingsView(TenantConsoleView):
     def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
         action = request.POST.get("action", "")
         if action == "rotate":
-            _, new_secret = TenantSettings.rotate_webhook_secret(self.tenant, actor=request)
+            _, new_secret = webhook_settings.rotate_webhook_secret(self.tenant, actor=request)
             if new_secret is None:
                 return self._render(
                     status=409, action_error="Set a webhook URL first; its signing secret is made then."
@@ -442,7 +440,7 @@ class TenantSettingsView(TenantConsoleView):
         if not form.is_valid():
             return self._render(form, status=422)
         url = form.cleaned_data["webhook_url"]
-        _, new_secret = TenantSettings.set_webhook(self.tenant, url, actor=request)
+        _, new_secret = webhook_settings.set_webhook(self.tenant, url, actor=request)
         if new_secret is not None:
             return self._render(new_secret=new_secret, reveal="created")
         messages.success(request, "Webhook saved." if url else "Webhook removed; its signing secret was dropped.")

@@ -19,8 +19,7 @@ from django.utils import timezone
 
 from controlplane.audit import record_audit
 from tenants import services
-from tenants.models import Membership, Role, Tenant
-from tenants.models_invitations import Invitation
+from tenants.models import Invitation, Membership, Role, Tenant
 
 if TYPE_CHECKING:
     from controlplane.api import Principal

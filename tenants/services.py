@@ -20,10 +20,10 @@ from django.utils import timezone
 from rest_framework import exceptions, status
 
 from controlplane.audit import diff_fields, record_audit
-from deployments.enqueue import enqueue_reconcile_tenant
+from controlplane.snapshot.triggers import request_publish
 from deployments.models import ModelDeployment
+from deployments.reconcile.enqueue import enqueue_reconcile_tenant
 from quotas.models import Quota
-from quotas.signals import request_publish
 from tenants.models import ApiKey, Membership, Role, Scope, Tenant
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 - ``GET``: ``{"tenant", "webhook_url", "webhook_secret_set", "updated_at"}`` — never the secret;
 - ``PUT``/``PATCH`` ``{"webhook_url": "https://..." | ""}``: the URL must pass the SLO webhook sender's own check
-  (``deployments.webhooks.check_webhook_url``: http(s), no credentials, every resolved address public), else a 400
+  (``controlplane.webhooks.check_webhook_url``: http(s), no credentials, every resolved address public), else a 400
   field error. The first URL gets a signing secret, returned in that one response as ``webhook_secret``;
   clearing the URL drops it;
 - ``POST .../settings/rotate-secret/``: a new secret, returned once (409 while no webhook is set).
@@ -22,9 +22,9 @@ from rest_framework.response import Response
 from controlplane.api import TenantScopedViewSet
 from controlplane.idempotency import IdempotentMixin
 from controlplane.permissions import IsAuthenticatedPrincipal
-from deployments.models_slo import TenantSettings
-from deployments.webhooks import WebhookRefused, check_webhook_url
-from tenants.models import Role
+from controlplane.webhooks import WebhookRefused, check_webhook_url
+from tenants import webhook_settings
+from tenants.models import Role, TenantSettings
 
 
 class NoWebhook(exceptions.APIException):
@@ -87,7 +87,7 @@ class TenantSettingsViewSet(IdempotentMixin, TenantScopedViewSet):
         serializer = self.get_serializer(current, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         url = serializer.validated_data.get("webhook_url", current.webhook_url)
-        row, new_secret = TenantSettings.set_webhook(self.tenant, url, actor=request)
+        row, new_secret = webhook_settings.set_webhook(self.tenant, url, actor=request)
         return _answer(row, new_secret)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -98,7 +98,7 @@ class TenantSettingsViewSet(IdempotentMixin, TenantScopedViewSet):
 
     @extend_schema(summary="Replace the webhook signing secret (admins); returned once", request=None)
     def rotate_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        row, new_secret = TenantSettings.rotate_webhook_secret(self.tenant, actor=request)
+        row, new_secret = webhook_settings.rotate_webhook_secret(self.tenant, actor=request)
         if new_secret is None:
             raise NoWebhook()
         return _answer(row, new_secret)

@@ -13,9 +13,8 @@ import redis
 from django.conf import settings
 
 from deployments import services
-from deployments.models import ModelDeployment, Revision
-from deployments.models_slo import SloSample
-from deployments.slo import BUCKET_BOUNDS_MS, BUCKET_NAMES
+from deployments.models import ModelDeployment, Revision, SloSample
+from deployments.slo.collect import BUCKET_BOUNDS_MS, BUCKET_NAMES
 from tenants.models import Tenant
 
 __all__ = ["add_leases", "add_revision", "make_deployment", "rds", "sample", "write_load"]

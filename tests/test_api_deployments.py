@@ -439,7 +439,7 @@ def test_a_broker_that_is_down_is_logged_not_fatal(
     reset_broker_pools()
     app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     try:
-        with caplog.at_level(logging.ERROR, logger="deployments.enqueue"):
+        with caplog.at_level(logging.ERROR, logger="deployments.reconcile.enqueue"):
             response = api(bob).post(BASE, deployment_payload(), format="json")
     finally:
         app.conf.broker_url = real_url

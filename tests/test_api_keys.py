@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tenants import keyformat
+from controlplane.contracts import keyformat
 from tenants.models import ApiKey, AuditEvent, Tenant
 
 pytestmark = pytest.mark.django_db

@@ -29,11 +29,12 @@ from django.conf import settings
 from django.db import connection
 
 from controlplane.celery import app
-from deployments import autoscale, reconcile
-from deployments.autoscaler import TICK_S
+from controlplane.snapshot.publisher import publish_config
 from deployments.backends.local import LocalBackend
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from quotas.publish import publish_config
+from deployments.reconcile import engine as reconcile
+from deployments.scaling import tick as autoscale
+from deployments.scaling.kpa import TICK_S
 from tenants.models import ApiKey, Tenant
 from tests.deployments_fixtures import acme  # noqa: F401
 from tests.gateway.conftest import Process, start_gateway, stop

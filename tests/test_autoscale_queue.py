@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from deployments import autoscale
-from deployments.localagent import protocol
-from deployments.localagent.health import parse_waiting
+from controlplane.contracts import localagent as protocol
 from deployments.models import ModelDeployment
+from deployments.scaling import tick as autoscale
+from localagent.health import parse_waiting
 from tenants.models import Tenant
 from tests.deployments_fixtures import acme  # noqa: F401
 from tests.scaling_fixtures import add_leases, make_deployment, rds  # noqa: F401

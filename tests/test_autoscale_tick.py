@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from deployments import autoscale
 from deployments.models import DeploymentEvent, ModelDeployment
-from deployments.tasks_scaling import autoscale_tick, tick_lock
+from deployments.scaling import tick as autoscale
+from deployments.tasks import autoscale_tick, tick_lock
 from quotas.models import Quota
 from tenants.models import Tenant
 from tests.deployments_fixtures import acme  # noqa: F401

@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deployments.autoscaler import TICK_S, ScalerConfig, ScalerState, decide
+from deployments.scaling.kpa import TICK_S, ScalerConfig, ScalerState, decide
 
 
 def run_trace(config: ScalerConfig, loads: list[float], *, start_ready: int = 1) -> list[tuple[int, bool]]:

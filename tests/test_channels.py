@@ -15,6 +15,7 @@ import pytest
 import redis
 from redis.connection import parse_url
 
+from controlplane.contracts import localagent as protocol
 from controlplane.contracts.channels import (
     ALL_CHANNELS,
     CONFIG_NOTIFY,
@@ -25,7 +26,6 @@ from controlplane.contracts.channels import (
     redis_db,
 )
 from deployments.backends.local import LocalBackend
-from deployments.localagent import protocol
 from tests.isolation import RunNames
 
 Naming = Callable[[str, str, str], str]

@@ -3,7 +3,7 @@
 - the web API: pytest-django's ``live_server`` (real HTTP, the transactional test database);
 - a real Celery worker subprocess with an embedded beat (``--pool=solo -B``) on the test database and this test's
   Redis database and prefix; it reconciles, republishes the gateway's snapshot and runs the periodic ticks;
-- the local agent (``python -m deployments.localagent``, own state dir) running real model-server replicas;
+- the local agent (``python -m localagent``, own state dir) running real model-server replicas;
 - the gateway (``python -m gateway``), called with the official ``openai`` client.
 
 Create a deployment → its replica becomes ready → a completion through the gateway → a spec change with a 20 %

@@ -12,8 +12,8 @@ import pytest
 import redis
 from test_localagent import Agent, agent_factory, deployment_spec, wait_until
 
+from controlplane.contracts import localagent as protocol
 from deployments.backends.local import WAITING_FOR_AGENT, LocalBackend
-from deployments.localagent import protocol
 
 
 @pytest.fixture

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 import redis
 
+from controlplane.contracts import localagent as protocol
 from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
 from deployments.backends.local import LocalBackend
-from deployments.localagent import procs, protocol, sandbox, staging
-from deployments.localagent.state import load_records
+from localagent import procs, sandbox, staging
+from localagent.state import load_records
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 30.0
@@ -80,7 +81,7 @@ def deployment_spec(
 
 
 class Agent:
-    """One ``python -m deployments.localagent`` process with its own Redis prefix and state dir."""
+    """One ``python -m localagent`` process with its own Redis prefix and state dir."""
 
     def __init__(
         self,
@@ -114,7 +115,7 @@ class Agent:
     def start(self) -> Agent:
         log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [self.python, "-m", "deployments.localagent"],
+            [self.python, "-m", "localagent"],
             cwd=self.cwd,
             env=self.env,
             stdout=log,
@@ -168,7 +169,7 @@ class Agent:
 
     def stop_all(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "deployments.localagent", "--stop-all"],
+            [sys.executable, "-m", "localagent", "--stop-all"],
             cwd=REPO,
             env=self.env,
             check=True,

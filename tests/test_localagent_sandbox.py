@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.localagent import procs, staging
-from deployments.localagent.state import load_records
+from localagent import procs, staging
+from localagent.state import load_records
 from tests.test_localagent import (
     REPO,
     Agent,
@@ -128,8 +128,8 @@ def test_it_runs_a_builtin_replica_as_nobody_with_only_the_environment_it_builds
 
 def launch_passthrough() -> dict[str, str]:
     """What the default FRONTDOOR_LOCAL_REPLICA_ENV passes from this test's environment to replicas."""
-    from deployments.localagent.config import DEFAULT_REPLICA_ENV
-    from deployments.localagent.launch import passthrough_env
+    from localagent.config import DEFAULT_REPLICA_ENV
+    from localagent.launch import passthrough_env
 
     return passthrough_env(DEFAULT_REPLICA_ENV, dict(os.environ))
 
@@ -196,7 +196,7 @@ def test_it_runs_as_an_unprivileged_agent_without_switching_users(
         agent.user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
 
         refused = subprocess.run(
-            [agent.python, "-m", "deployments.localagent"],
+            [agent.python, "-m", "localagent"],
             cwd=code,
             env=agent.env | {"FRONTDOOR_LOCAL_RUN_AS": "root"},
             capture_output=True,

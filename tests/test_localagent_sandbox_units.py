@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.env import ImproperlyConfiguredEnv
-from deployments.localagent import launch, procs, sandbox, stagefs, staging
-from deployments.localagent.config import AgentConfig
-from deployments.localagent.protocol import DesiredRevision
+from controlplane.contracts.env import ImproperlyConfiguredEnv
+from controlplane.contracts.localagent import DesiredRevision
+from localagent import launch, procs, sandbox, stagefs, staging
+from localagent.config import AgentConfig
 from modelserver.config import config_from_args
 
 ME = sandbox.RunAs(name="me", uid=os.geteuid(), gid=os.getegid(), switch=False)
@@ -101,7 +101,7 @@ def test_it_drops_the_tenants_refused_variables_with_a_warning(caplog: pytest.Lo
         "GREETING": "hello",
         "PYTHONUNBUFFERED": "1",
     }
-    with caplog.at_level(logging.WARNING, logger="deployments.localagent.launch"):
+    with caplog.at_level(logging.WARNING, logger="localagent.launch"):
         env = replica_env(revision(env=tenant), AGENT_ENV)
 
     assert env["GREETING"] == "hello" and env["PYTHONUNBUFFERED"] == "1"

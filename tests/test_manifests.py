@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deployments import manifests
+from deployments.backends import manifests
 from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
 from deployments.models import ModelDeployment, Revision
 from tests.deployments_fixtures import *  # noqa: F403

@@ -15,9 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from controlplane.audit import diff_fields, record_audit
+from controlplane.contracts import keyformat
 from controlplane.scoping import UnscopedQueryError
 from quotas.models import Quota
-from tenants import keyformat, services
+from tenants import services
 from tenants.models import ApiKey, AuditEvent, IdempotencyRecord, Membership, Role, Tenant, role_at_least
 
 pytestmark = pytest.mark.django_db

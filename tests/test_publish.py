@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from controlplane.contracts.channels import CONFIG_NOTIFY
 from controlplane.redis import get_redis, redis_channel
+from controlplane.snapshot.publisher import allocate_version, build_snapshot, publish_config, store_snapshot
+from controlplane.snapshot.triggers import request_publish
 from deployments.models import ModelDeployment, Revision
 from quotas.models import Quota
-from quotas.publish import allocate_version, build_snapshot, publish_config, store_snapshot
-from quotas.signals import request_publish
 from tenants.models import ApiKey, Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from controlplane.contracts.addresses import AddressPolicy, AddressRefused, parse_address, parse_networks
+from controlplane.snapshot.publisher import build_snapshot
 from deployments import network
-from quotas.publish import build_snapshot
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 says about them, and the agent is never asked to run them.
 
 The agent's side is its Redis status document, written here the way the agent writes it
-(``deployments/localagent/protocol.py``); for an external revision it reports what it would if asked to run one.
+(``controlplane/contracts/localagent.py``); for an external revision it reports what it would if asked to run one.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from deployments import reconcile
+from controlplane.contracts import localagent as protocol
 from deployments.backends import reset_backends
 from deployments.backends.local import LocalBackend
-from deployments.localagent import protocol
 from deployments.models import ModelDeployment, Revision
+from deployments.reconcile import engine as reconcile
 from tests.deployments_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db

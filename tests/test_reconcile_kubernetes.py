@@ -10,10 +10,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from deployments import reconcile
 from deployments.backends.base import TransientBackendError
 from deployments.backends.kubernetes import KubernetesBackend
 from deployments.models import ModelDeployment, Revision
+from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
 from tests.deployments_fixtures import *  # noqa: F403
 from tests.fakekube.fixtures import fakekube, kube_backend  # noqa: F401

@@ -3,7 +3,7 @@ and conditions other writers set survive a pass; with a real agent short of GPU 
 the REST API as ``WaitingForCapacity`` and clears once the deployment fits.
 
 The local agent's side is mostly its Redis status document, written here the way the agent writes it
-(``deployments/localagent/protocol.py``), so each case controls exactly what the agent reports; the last case
+(``controlplane/contracts/localagent.py``), so each case controls exactly what the agent reports; the last case
 runs the real agent process (``tests/test_localagent.py``'s harness).
 """
 
@@ -18,12 +18,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from deployments import reconcile, tasks
+from controlplane.contracts import localagent as protocol
+from deployments import tasks
 from deployments.backends import reset_backends
 from deployments.backends.base import DeploymentSpec, DeploymentStatus
 from deployments.backends.local import LocalBackend
-from deployments.localagent import protocol
 from deployments.models import ModelDeployment, Revision
+from deployments.reconcile import engine as reconcile
 from tests.deployments_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
@@ -233,7 +234,7 @@ API_DEPLOYMENT = "/api/v1/tenants/acme/deployments/gpu-chat/"
 
 @pytest.fixture
 def one_slot_agent(redis_url: str, redis_prefix: str, tmp_path: Any) -> Iterator[Any]:
-    """A real ``python -m deployments.localagent`` with a single nvidia-h100 slot, on this test's Redis prefix."""
+    """A real ``python -m localagent`` with a single nvidia-h100 slot, on this test's Redis prefix."""
     with agent_factory(redis_url, redis_prefix, tmp_path) as make:
         yield make(FRONTDOOR_LOCAL_GPU_SLOTS='{"nvidia-h100": 1}')
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.models import ModelDeployment, Revision
-from deployments.reconcile import plan_replicas
+from deployments.reconcile.engine import plan_replicas
 
 
 def deployment(

@@ -14,10 +14,11 @@ from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from deployments import reconcile, tasks
+from deployments import tasks
 from deployments.backends import reset_backends
 from deployments.backends.base import PermanentBackendError, TransientBackendError
 from deployments.models import ModelDeployment, Revision
+from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
 from tenants.services import update_quota
 from tests.deployments_fixtures import *  # noqa: F403

@@ -10,8 +10,7 @@ import pytest
 from django.utils import timezone
 
 from deployments import rollout as rollouts
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from deployments.models_slo import Rollout
+from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
 from tenants.models import Tenant
 from tests.deployments_fixtures import acme  # noqa: F401
 from tests.scaling_fixtures import add_revision, make_deployment, sample  # noqa: F401

@@ -22,13 +22,13 @@ import openai
 import pytest
 from django.conf import settings
 
-from deployments import reconcile, services
+from controlplane.snapshot.publisher import publish_config
 from deployments import rollout as rollouts
+from deployments import services
 from deployments.backends.local import LocalBackend
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from deployments.models_slo import Rollout
-from deployments.tasks_scaling import collect_slo, rollout_tick
-from quotas.publish import publish_config
+from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
+from deployments.reconcile import engine as reconcile
+from deployments.tasks import collect_slo, rollout_tick
 from tenants.models import ApiKey, Tenant
 from tests.deployments_fixtures import acme  # noqa: F401
 from tests.gateway.conftest import Process, start_gateway, stop

@@ -27,9 +27,10 @@ import httpx2 as httpx
 import pytest
 from django.conf import settings
 
-from deployments import reconcile, services
+from deployments import services
 from deployments.backends.local import LocalBackend
 from deployments.models import ModelDeployment, Revision
+from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
 from tests.deployments_fixtures import acme  # noqa: F401

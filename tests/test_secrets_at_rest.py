@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tenants import keyformat
+from controlplane.contracts import keyformat
 from tenants.models import Tenant
 
 Api = Callable[[User | None], APIClient]

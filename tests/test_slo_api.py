@@ -13,13 +13,13 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.test import APIClient
 
 from controlplane.urls import urlpatterns as main_urlpatterns
-from deployments import slo_api
+from deployments.api import slo as slo_api
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tenants.models import Tenant
 from tests.deployments_fixtures import acme  # noqa: F401
 from tests.scaling_fixtures import add_revision, make_deployment, sample  # noqa: F401
 
-# Until deployments/urls.py registers these routes, this module is the test's URL map (pytest.mark.urls).
+# Until deployments/api/urls.py registers these routes, this module is the test's URL map (pytest.mark.urls).
 _router = SimpleRouter()
 slo_api.register(_router, r"tenants/(?P<tenant>[^/]+)/deployments/(?P<deployment_name>[^/]+)")
 urlpatterns = [path("api/v1/", include(_router.urls)), *main_urlpatterns]

@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from deployments import slo
-from deployments.models import ModelDeployment
-from deployments.models_slo import SloSample
+from deployments.models import ModelDeployment, SloSample
+from deployments.slo import collect as slo
 from tenants.models import Tenant
 from tests.deployments_fixtures import acme  # noqa: F401
 from tests.scaling_fixtures import add_leases, make_deployment, rds, write_load  # noqa: F401

@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deployments import sloeval
-from deployments.models import DeploymentEvent, ModelDeployment
-from deployments.models_slo import SloSample, SloStatus, TenantSettings
-from tenants.models import Tenant
+from deployments.models import DeploymentEvent, ModelDeployment, SloSample, SloStatus
+from deployments.slo import evaluate as sloeval
+from tenants.models import Tenant, TenantSettings
 from tests.deployments_fixtures import Broker, acme, broker  # noqa: F401
 from tests.scaling_fixtures import make_deployment, sample  # noqa: F401
 

@@ -15,9 +15,8 @@ import redis
 import redis.asyncio as aioredis
 
 from controlplane.redis import get_redis
-from deployments import slo
-from deployments.models import ModelDeployment
-from deployments.models_slo import SloSample
+from deployments.models import ModelDeployment, SloSample
+from deployments.slo import collect as slo
 from gateway.load import LoadFigures
 from tenants.models import Tenant
 from tests.deployments_fixtures import acme  # noqa: F401

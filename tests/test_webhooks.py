@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from controlplane.contracts.addresses import AddressPolicy, parse_networks
-from deployments.webhooks import (
+from controlplane.webhooks import (
     WebhookRefused,
     is_public_address,
     resolve_target,

@@ -18,10 +18,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from controlplane.webhooks import WebhookRefused, check_webhook_url, send_webhook
 from deployments.models import ModelDeployment, Revision
-from deployments.models_slo import TenantSettings
-from deployments.webhooks import WebhookRefused, check_webhook_url, send_webhook
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantSettings
 
 pytestmark = pytest.mark.django_db
 

@@ -37,7 +37,7 @@ def acks_key(prefix: str) -> str:
 
 
 def config_version_key(prefix: str) -> str:
-    """The published snapshot's version (``quotas/publish.py`` writes it, ``gateway/snapshot.py`` polls it)."""
+    """The published snapshot's version (``controlplane.snapshot.publisher`` writes it, ``gateway.snapshot`` polls it)."""
     return f"{prefix}:config:version"
 
 

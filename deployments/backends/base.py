@@ -1,6 +1,6 @@
 """The contract between the reconciler and a backend.
 
-The reconciler (``deployments/reconcile.py``) computes the desired state from Postgres and hands it to a backend
+The reconciler (``deployments/reconcile/engine.py``) computes the desired state from Postgres and hands it to a backend
 as plain data (no ORM objects cross this line, so backends never touch the database). A backend applies it
 idempotently (level-triggered: calling ``apply`` twice with the same desired state changes nothing the second
 time) and reports what it observes.

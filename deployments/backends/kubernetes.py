@@ -1,4 +1,4 @@
-"""The Kubernetes backend: applies the objects of ``deployments/manifests.py`` with the official client.
+"""The Kubernetes backend: applies the objects of ``deployments/backends/manifests.py`` with the official client.
 
 Level-triggered: each call lists the deployment's actual objects by label, server-side-applies (field manager
 ``frontdoor``) only the objects whose managed fields differ from what is wanted, prunes objects of revisions that
@@ -27,7 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from deployments import manifests
+from deployments.backends import manifests
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,

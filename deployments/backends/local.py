@@ -1,7 +1,7 @@
 """The ``local`` backend: replicas are processes on this machine, owned by the local agent.
 
 This class runs inside Celery workers. It never starts processes itself: it writes the desired state to Redis
-and reads back the status the agent reports (``deployments/localagent/protocol.py`` has the wire format), so a
+and reads back the status the agent reports (``controlplane/contracts/localagent.py`` has the wire format), so a
 worker never depends on the agent being up at the moment it reconciles.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from controlplane.contracts import localagent as protocol
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,
@@ -21,7 +22,6 @@ from deployments.backends.base import (
     TenantSpec,
     TransientBackendError,
 )
-from deployments.localagent import protocol
 
 WAITING_FOR_AGENT = "waiting for the local agent to pick up the change"
 

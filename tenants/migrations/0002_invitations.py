@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.db.models.manager
-import tenants.models_invitations
+import tenants.models.invitations
 from django.conf import settings
 from django.db import migrations, models
 
@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 ('role', models.CharField(default='member', max_length=16)),
                 ('token_hash', models.CharField(editable=False, max_length=64, unique=True)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(default=tenants.models_invitations._expiry)),
+                ('expires_at', models.DateTimeField(default=tenants.models.invitations._expiry)),
                 ('accepted_at', models.DateTimeField(blank=True, null=True)),
                 ('revoked_at', models.DateTimeField(blank=True, null=True)),
                 ('accepted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

@@ -144,7 +144,7 @@ def test_it_steers_a_canary_rollout_from_the_panel(
     page: Page, sign_in: Callable[[Page, User], None], console_url: str, bob: User, acme: Tenant
 ) -> None:
     from deployments import services
-    from deployments.models_slo import Rollout
+    from deployments.models import Rollout
 
     deployment = services.create_deployment(acme, None, {"name": "chat", "model": "frontdoor/sim-chat"})
     services.update_deployment(deployment, None, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0)

@@ -10,8 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from deployments import services
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from deployments.models_slo import Rollout
+from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
 from tenants.models import Tenant
 
 PANEL = "/t/acme/deployments/chat/rollout/"

@@ -8,8 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from deployments.models_slo import TenantSettings
-from tenants.models import AuditEvent, Tenant
+from tenants.models import AuditEvent, Tenant, TenantSettings
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from quotas import charts
+from controlplane import charts
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -11,8 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from deployments.models import ModelDeployment
-from deployments.models_slo import SloSample
+from deployments.models import ModelDeployment, SloSample
 from quotas import reports
 from quotas.models import Quota, UsageRollup
 from tenants.models import Tenant

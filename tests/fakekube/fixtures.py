@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from deployments.backends.kubernetes import KubernetesBackend
-from deployments.manifests import KubeSettings
+from deployments.backends.manifests import KubeSettings
 from tests.fakekube.server import FakeKubeServer
 from tests.fakekube.validation import server_side_problem
 

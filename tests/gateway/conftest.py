@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from controlplane.contracts.channels import CONFIG_NOTIFY, channel_in_db
-from tenants.keyformat import generate_key, hash_secret
+from controlplane.contracts.keyformat import generate_key, hash_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.env import ImproperlyConfiguredEnv
+from controlplane.contracts.env import ImproperlyConfiguredEnv
 from gateway.config import DEV_KEY_PEPPER, GatewayConfig
 
 

@@ -14,7 +14,7 @@ import httpx2 as httpx
 import pytest
 import redis
 
-from tenants.keyformat import generate_key
+from controlplane.contracts.keyformat import generate_key
 from tests.gateway.conftest import BASE_PREFIX, Process, World, clear_prefix, free_port, start_gateway, stop
 
 CHAT_BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}

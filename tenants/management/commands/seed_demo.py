@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from controlplane.env import env_str
+from controlplane.contracts.env import env_str
 from deployments.models import ModelDeployment
 from deployments.services import create_deployment
 from quotas.models import Quota

@@ -1,0 +1,234 @@
+"""Model deployments, their immutable revisions and traffic weights, and deployment events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from controlplane.scoping import TenantScopedManager
+from controlplane.validators import dns1123_label
+from tenants.models import Tenant
+
+# Fields of a deployment whose change makes a new revision (everything that changes what a replica runs).
+REVISION_SPEC_FIELDS = ("runtime", "model", "image", "args", "env", "gpu_type", "gpu_count")
+# Fields only the platform writes (reconciler, autoscaler, services); the API and the admin show them read-only.
+SYSTEM_FIELDS = (
+    "generation",
+    "observed_generation",
+    "status",
+    "desired_replicas",
+    "ready_replicas",
+    "conditions",
+    "created_by",
+    "created_at",
+    "updated_at",
+)
+
+
+class Runtime(models.TextChoices):
+    VLLM = "vllm"
+    TGI = "tgi"
+    TRITON = "triton"
+    BUILTIN = "builtin"
+    EXTERNAL = "external"
+
+
+class ModelDeployment(models.Model):
+    """A model served for a tenant under a tenant-unique name (the OpenAI ``model`` clients send)."""
+
+    class DesiredState(models.TextChoices):
+        RUNNING = "running"
+        STOPPED = "stopped"
+        DELETING = "deleting"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROGRESSING = "progressing"
+        READY = "ready"
+        DEGRADED = "degraded"
+        STOPPED = "stopped"
+        DELETING = "deleting"
+
+    class AutoscalerClass(models.TextChoices):
+        KPA = "kpa"
+        HPA = "hpa"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="deployments")
+    name = models.CharField(max_length=40, validators=[dns1123_label])
+    runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.BUILTIN)
+    model = models.CharField(max_length=200, help_text="model id the replicas serve, e.g. meta-llama/Llama-3.1-8B")
+    image = models.CharField(max_length=300, blank=True, help_text="container image; empty = the runtime's default")
+    args = models.JSONField(default=list, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    endpoints = models.JSONField(default=list, blank=True, help_text="base URLs, for runtime 'external' only")
+    gpu_type = models.CharField(max_length=32, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(16)])
+    min_replicas = models.PositiveIntegerField(default=1, validators=[MaxValueValidator(1000)])
+    max_replicas = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(1000)])
+    autoscaler_class = models.CharField(max_length=8, choices=AutoscalerClass.choices, default=AutoscalerClass.KPA)
+    target_concurrency = models.PositiveIntegerField(default=8, validators=[MinValueValidator(1)])
+    slo_p95_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    slo_error_rate = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)])
+    timeout_s = models.PositiveIntegerField(default=120, validators=[MinValueValidator(1), MaxValueValidator(3600)])
+    max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+
+    desired_state = models.CharField(max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING)
+    # Bumped on every change the reconciler must act on; observed_generation is what it last converged.
+    generation = models.PositiveBigIntegerField(default=1)
+    observed_generation = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    desired_replicas = models.PositiveIntegerField(default=0)
+    ready_replicas = models.PositiveIntegerField(default=0)
+    conditions = models.JSONField(default=list, blank=True)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    unscoped_objects = models.Manager()
+    objects = TenantScopedManager()
+
+    class Meta:
+        default_manager_name = "unscoped_objects"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="deployment_unique_name_per_tenant"),
+            models.CheckConstraint(condition=Q(min_replicas__lte=F("max_replicas")), name="deployment_min_le_max"),
+            models.CheckConstraint(
+                condition=Q(gpu_count=0) | ~Q(gpu_type=""), name="deployment_gpu_type_when_gpus"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "status"], name="deployment_tenant_status")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.name}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.min_replicas > self.max_replicas:
+            errors["min_replicas"] = f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+        if self.gpu_count and not self.gpu_type:
+            errors["gpu_type"] = "gpu_type is required when gpu_count > 0"
+        if self.gpu_type and self.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
+            errors["gpu_type"] = f"unknown GPU type {self.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
+        if self.runtime == Runtime.EXTERNAL and not self.endpoints:
+            errors["endpoints"] = "runtime 'external' needs at least one endpoint URL"
+        if errors:
+            raise ValidationError(errors)
+
+    def revision_spec(self) -> dict[str, Any]:
+        """The part of the deployment a revision freezes."""
+        return {field: getattr(self, field) for field in REVISION_SPEC_FIELDS}
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.gpu_count if self.gpu_type else 0
+
+    def set_condition(self, type_: str, status: bool, reason: str, message: str = "") -> bool:
+        """Set one condition in memory (Kubernetes style); returns True when something changed."""
+        now = timezone.now().isoformat()
+        wanted = {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message}
+        for condition in self.conditions:
+            if condition.get("type") == type_:
+                current = {k: condition.get(k) for k in ("type", "status", "reason", "message")}
+                if current == wanted:
+                    return False
+                if condition.get("status") != wanted["status"]:
+                    condition["lastTransitionTime"] = now
+                condition.update(wanted)
+                return True
+        self.conditions.append({**wanted, "lastTransitionTime": now})
+        return True
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Revision(models.Model):
+    """An immutable snapshot of a deployment's spec. Traffic weights across revisions make canaries."""
+
+    deployment = models.ForeignKey(ModelDeployment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    spec_hash = models.CharField(max_length=16)
+    weight = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    # Observed by the reconciler: ready replica base URLs and counts.
+    endpoints = models.JSONField(default=list, blank=True)
+    desired_replicas = models.PositiveIntegerField(default=0)
+    ready_replicas = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    unscoped_objects = models.Manager()
+    objects = TenantScopedManager("deployment__tenant")
+
+    class Meta:
+        default_manager_name = "unscoped_objects"
+        ordering = ["deployment_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "number"], name="revision_unique_number"),
+            models.CheckConstraint(condition=Q(weight__lte=100), name="revision_weight_le_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}/{self.name}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            stored = Revision.unscoped_objects.filter(pk=self.pk).values_list("spec", flat=True).first()
+            if stored is not None and stored != self.spec:
+                raise ValidationError({"spec": "a revision's spec is immutable; change the deployment instead"})
+        self.spec_hash = spec_digest(self.spec)
+        super().save(*args, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return f"r{self.number}"
+
+
+class DeploymentEvent(models.Model):
+    """Something that happened to a deployment: reconcile results, scaling, rollouts, SLO breaches."""
+
+    class Kind(models.TextChoices):
+        NORMAL = "Normal"
+        WARNING = "Warning"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deployment_events")
+    deployment = models.ForeignKey(ModelDeployment, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.NORMAL)
+    reason = models.CharField(max_length=64)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    unscoped_objects = models.Manager()
+    objects = TenantScopedManager()
+
+    class Meta:
+        default_manager_name = "unscoped_objects"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["deployment", "-created_at"], name="event_deployment_created")]
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message[:40]}"
+
+    @classmethod
+    def record(cls, deployment: ModelDeployment, reason: str, message: str = "", warning: bool = False) -> None:
+        cls.unscoped_objects.create(
+            tenant_id=deployment.tenant_id,
+            deployment=deployment,
+            reason=reason,
+            message=message,
+            kind=cls.Kind.WARNING if warning else cls.Kind.NORMAL,
+        )
+
+
