@@ -190,8 +190,8 @@ def run_once(scenario: Scenario, tmp: Path) -> dict[str, Any]:
     from deployments.reconcile import engine as reconcile
     from quotas.models import Quota
     from tenants.models import ApiKey, Tenant
-    from tests.gateway.conftest import start_gateway, stop
-    from tests.test_localagent import agent_factory
+    from tests.support.gateway import start_gateway, stop
+    from tests.support.localagent import agent_factory
 
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = settings.FRONTDOOR_REDIS_PREFIX

@@ -44,8 +44,8 @@ from bench.common import (
     run_wrk,
     wait_http,
 )
-from controlplane.contracts.channels import CONFIG_NOTIFY, channel_in_db
 from controlplane.contracts.keyformat import generate_key, hash_secret
+from controlplane.contracts.snapshot import DeploymentDoc, KeyDoc, Limits, TenantDoc, deployment_key, publish_document
 
 LITELLM_VERSION = "1.106.12"  # newest that resolves from the registries here (later ones need missing extras)
 LITELLM_VENV = VAR_BENCH / "litellm-venv"
@@ -97,54 +97,50 @@ def start_gateway(children: Children, redis_url: str, prefix: str, pepper: str) 
 
 
 def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url: str) -> tuple[str, int]:
-    """Publish a config snapshot (docs/contracts.md) with one tenant, one key and ``bench-chat``.
+    """Publish a config snapshot (``controlplane.contracts.snapshot``) with one tenant, one key and ``bench-chat``,
+    with the control plane's own store script.
 
     Returns the full API key and the snapshot version. Limits are numbers, not null, so the limiter runs its
     requests/min, tokens/min, concurrency and budget checks on every request, as in production.
     """
     full_key, parsed = generate_key("test")
     tenant = "bench"
-    limits = {"requests_per_minute": HIGH, "tokens_per_minute": HIGH, "max_concurrent_requests": 100_000}
-    version = int(client.incr(f"{prefix}:config:version"))
-    document = {
-        "version": version,
-        "published_at": time.time(),
-        "keys": {
-            parsed.key_id: {
-                "id": 1,
-                "env": parsed.env,  # the gateway refuses a key presented with another environment than its own
-                "hash": hash_secret(parsed.secret, pepper),
-                "tenant": tenant,
-                "scopes": ["inference"],
-                "expires_at": None,
-                "revoked": False,
-                "limits": limits,
-            }
-        },
-        "tenants": {tenant: {"id": 1, "status": "active", "limits": {**limits, "monthly_token_budget": HIGH}}},
+    limits: Limits = {"requests_per_minute": HIGH, "tokens_per_minute": HIGH, "max_concurrent_requests": 100_000}
+    key: KeyDoc = {
+        "id": 1,
+        "env": parsed.env,  # the gateway refuses a key presented with another environment than its own
+        "hash": hash_secret(parsed.secret, pepper),
+        "tenant": tenant,
+        "scopes": ["inference"],
+        "expires_at": None,
+        "revoked": False,
+        "limits": limits,
+    }
+    tenant_doc: TenantDoc = {"id": 1, "status": "active", "limits": {**limits, "monthly_token_budget": HIGH}}
+    deployment: DeploymentDoc = {
+        "id": 1,
+        "tenant": tenant,
+        "name": DEPLOYMENT,
+        "model": UPSTREAM_MODEL,
+        "runtime": "external",
+        "state": "running",
+        "min_replicas": 1,
+        "max_replicas": 1,
+        "max_concurrent_requests": 100_000,
+        "timeout_s": 30,
+        "created": int(time.time()),
+        "revisions": [{"id": 1, "name": "r1", "weight": 100, "endpoints": [upstream_url]}],
+    }
+    version = publish_document(
+        client,
+        prefix,
+        keys={parsed.key_id: key},
+        tenants={tenant: tenant_doc},
+        deployments={deployment_key(tenant, DEPLOYMENT): deployment},
         # The mock upstream is a tenant-given (external) endpoint on loopback, so every request goes through the
         # address policy; an operator-allowed loopback network is what lets it through.
-        "network": {"allowed_networks": ["127.0.0.0/8"], "platform_services": []},
-        "deployments": {
-            f"{tenant}/{DEPLOYMENT}": {
-                "id": 1,
-                "tenant": tenant,
-                "name": DEPLOYMENT,
-                "model": UPSTREAM_MODEL,
-                "runtime": "external",
-                "state": "running",
-                "min_replicas": 1,
-                "max_replicas": 1,
-                "max_concurrent_requests": 100_000,
-                "timeout_s": 30,
-                "created": int(time.time()),
-                "revisions": [{"id": 1, "name": "r1", "weight": 100, "endpoints": [upstream_url]}],
-            }
-        },
-    }
-    client.set(f"{prefix}:config:snapshot", json.dumps(document))
-    db = int(client.get_connection_kwargs().get("db") or 0)
-    client.publish(channel_in_db(prefix, db, CONFIG_NOTIFY), str(version))
+        network={"allowed_networks": ["127.0.0.0/8"], "platform_services": []},
+    )
     return full_key, version
 
 

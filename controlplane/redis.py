@@ -1,9 +1,11 @@
 """One synchronous Redis client per process for the control plane (tasks, publishers), from settings.
 
 Celery's prefork pool forks workers after import, and a connection pool must never cross a fork, so the
-cache is keyed by process id as well as URL. Keys are namespaced with ``FRONTDOOR_REDIS_PREFIX``; use
-``redis_key()`` rather than formatting the prefix by hand (tests change the prefix per test), and
-``redis_channel()`` for pub/sub channels (which also carry the database number: pub/sub ignores databases).
+cache is keyed by process id as well as URL. Keys are namespaced with ``FRONTDOOR_REDIS_PREFIX``, read now (tests
+change the prefix per test): a key another process reads is named by ``controlplane.contracts.redis_names`` given
+``redis_prefix()`` (``deployment_concurrency_key(redis_prefix(), pk)``); a key only the control plane uses by
+``redis_key()``; a pub/sub channel (which also carries the database number: pub/sub ignores databases) by
+``redis_channel()``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import redis
 from django.conf import settings
 
-from controlplane.contracts.channels import channel
+from controlplane.contracts.redis_names import channel
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -44,11 +46,16 @@ def get_redis() -> redis.Redis:
         return client
 
 
+def redis_prefix() -> str:
+    """This installation's key prefix, read now: the first argument of every ``redis_names`` function."""
+    return str(settings.FRONTDOOR_REDIS_PREFIX)
+
+
 def redis_key(*parts: object) -> str:
-    """``<prefix>:<part>:<part>...`` with the prefix read now (docs/contracts.md)."""
-    return ":".join([settings.FRONTDOOR_REDIS_PREFIX, *(str(p) for p in parts)])
+    """``<prefix>:<part>:<part>...`` with the prefix read now, for keys no other process reads."""
+    return ":".join([redis_prefix(), *(str(p) for p in parts)])
 
 
 def redis_channel(name: str) -> str:
-    """The pub/sub channel ``name`` (``controlplane.contracts.channels``) of this installation, read now."""
-    return channel(settings.FRONTDOOR_REDIS_PREFIX, settings.REDIS_URL, name)
+    """The pub/sub channel ``name`` (``controlplane.contracts.redis_names``) of this installation, read now."""
+    return channel(redis_prefix(), settings.REDIS_URL, name)

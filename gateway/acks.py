@@ -17,7 +17,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from controlplane.contracts.drain import ACK_INTERVAL_S, acks_key, encode_ack, new_gateway_id
+from controlplane.contracts.drain import ACK_INTERVAL_S, encode_ack, new_gateway_id
+from controlplane.contracts.redis_names import gateway_acks_key
 from gateway.snapshot import SnapshotStore
 
 log = logging.getLogger("frontdoor.gateway.acks")
@@ -28,7 +29,7 @@ class SnapshotAcks:
 
     def __init__(self, redis: aioredis.Redis, prefix: str, store: SnapshotStore, interval_s: float = ACK_INTERVAL_S):
         self.redis = redis
-        self.key = acks_key(prefix)
+        self.key = gateway_acks_key(prefix)
         self.store = store
         self.interval_s = interval_s
         self.gateway_id = new_gateway_id()

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from controlplane.contracts.channels import CONFIG_NOTIFY, WAKE, channel
+from controlplane.contracts.redis_names import CONFIG_NOTIFY, WAKE, channel
 from gateway.accesslog import AccessLog
 from gateway.acks import SnapshotAcks
 from gateway.asgi import Receive, Scope, Send, request_id_from, respond

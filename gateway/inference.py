@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from controlplane.contracts.redis_names import wake_key
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.auth import INFERENCE_SCOPE
 from gateway.coldhold import serve_holding_refusals
@@ -374,9 +375,8 @@ async def _signal_wake(gw: Gateway, deployment_id: int) -> None:
     if now - gw.wake_sent.get(deployment_id, -WAKE_EVERY_S) < WAKE_EVERY_S:
         return
     gw.wake_sent[deployment_id] = now
-    prefix = gw.config.redis_prefix
     pipe = gw.redis.pipeline(transaction=False)
-    pipe.set(f"{prefix}:wake:{deployment_id}", str(time.time()), ex=60)
+    pipe.set(wake_key(gw.config.redis_prefix, deployment_id), str(time.time()), ex=60)
     pipe.publish(gw.wake_channel, str(deployment_id))
     try:
         await pipe.execute()

@@ -2,8 +2,8 @@
 
 Every limit lives in Redis and is checked and recorded by one Lua script per operation (``gateway/lua/``), so a
 request costs one EVALSHA to admit and one to settle, and N gateway processes see one set of counters. The
-algorithms, keys and failure behaviour are described in docs/limits.md; the interface in
-/work/notes/limiter-interface.md (and docs/contracts.md for the keys other parts read).
+algorithms, keys and failure behaviour are described in docs/limits.md, the keys other parts read in
+docs/contracts.md; ``controlplane.contracts.redis_names`` spells every key name.
 """
 
 from __future__ import annotations
@@ -16,6 +16,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from controlplane.contracts.redis_names import (
+    api_key_scope,
+    budget_key_prefix,
+    concurrency_key,
+    deployment_concurrency_key,
+    request_window_key,
+    tenant_scope,
+    token_total_key,
+    token_window_key,
+)
 from gateway.redispipe import RedisPipe, pack_args
 
 WINDOW_MS = 60_000  # requests/min and tokens/min are sliding windows of one minute
@@ -132,23 +142,21 @@ class Limiter:
             if len(self._keys) >= KEY_CACHE_SIZE:
                 self._keys.clear()  # bounded: rebuilding names is cheap, an unbounded dict is not
             p = self.prefix
-            key, tenant = f"key:{req.key_id}", f"tenant:{req.tenant}"
-            tpm_key, tpm_tenant = f"{p}:tpm:{key}", f"{p}:tpm:{tenant}"
-            conc = (f"{p}:conc:{key}", f"{p}:conc:{tenant}", f"{p}:conc:deployment:{req.deployment_id}")
-            admit = (
-                f"{p}:rpm:{key}",
-                f"{p}:rpm:{tenant}",
-                tpm_key,
-                f"{tpm_key}:total",
-                tpm_tenant,
-                f"{tpm_tenant}:total",
-                *conc,
+            key, tenant = api_key_scope(req.key_id), tenant_scope(req.tenant)
+            tokens = (
+                token_window_key(p, key),
+                token_total_key(p, key),
+                token_window_key(p, tenant),
+                token_total_key(p, tenant),
             )
-            settle = (tpm_key, f"{tpm_key}:total", tpm_tenant, f"{tpm_tenant}:total", *conc)
+            deployment = deployment_concurrency_key(p, req.deployment_id)
+            conc = (concurrency_key(p, key), concurrency_key(p, tenant), deployment)
+            admit = (request_window_key(p, key), request_window_key(p, tenant), *tokens, *conc)
+            settle = (*tokens, *conc)
             keys = _Keys(
                 admit=admit,
                 settle=settle,
-                budget_prefix=f"{p}:budget:{req.tenant}:",
+                budget_prefix=budget_key_prefix(p, req.tenant),
                 admit_head=b"*%d\r\n" % (3 + len(admit) + ADMIT_ARGC) + pack_args(("EVALSHA", ADMIT_SHA, 9, *admit)),
                 settle_head=b"*%d\r\n" % (3 + len(settle) + SETTLE_ARGC)
                 + pack_args(("EVALSHA", SETTLE_SHA, 7, *settle)),

@@ -19,6 +19,8 @@ from bisect import bisect_left
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from controlplane.contracts.redis_names import load_key, revision_inflight_key
+
 log = logging.getLogger("frontdoor.gateway.load")
 
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
@@ -77,13 +79,13 @@ class LoadFigures:
             return
         pipe = redis.pipeline(transaction=False)
         for (dep, rev, second), row in table.items():
-            key = f"{self.prefix}:load:{dep}:{rev}:{second}"
+            key = load_key(self.prefix, dep, rev, second)
             for name, amount in row.items():
                 pipe.hincrby(key, name, amount)
             pipe.expire(key, EXPIRY_S)
         touched: set[str] = set()
         for rid, (dep, rev, expiry) in leases.items():
-            key = f"{self.prefix}:inflight:{dep}:{rev}"
+            key = revision_inflight_key(self.prefix, dep, rev)
             pipe.zadd(key, {rid: expiry})
             touched.add(key)
         now = time.time()

@@ -1,7 +1,8 @@
 """The in-memory config snapshot (keys, tenants, deployments, endpoints) and its reload from Redis.
 
 The control plane writes ``<prefix>:config:snapshot`` and ``<prefix>:config:version`` and publishes on the
-installation's config channel (``<prefix>:db<N>:config:notify``, docs/contracts.md). We load at start, reload on
+installation's config channel (``<prefix>:db<N>:config:notify``); ``controlplane.contracts.snapshot`` owns the
+document's shape and ``controlplane.contracts.redis_names`` the names. We load at start, reload on
 every notice, and poll the version every second so a lost pub/sub message costs at most a second. Until a first
 snapshot is loaded (``SnapshotStore.loaded``) the gateway knows no key at all: it answers 503, never 401. Nothing
 here runs per request except attribute reads on the frozen index.
@@ -23,6 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from controlplane.contracts import snapshot as contract
 from controlplane.contracts.addresses import (
     Address,
     AddressPolicy,
@@ -31,11 +33,11 @@ from controlplane.contracts.addresses import (
     parse_address,
     parse_networks,
 )
+from controlplane.contracts.redis_names import config_snapshot_key, config_version_key
+from controlplane.contracts.snapshot import DEFAULT_KEY_ENV, SnapshotDocument
 from gateway.limits import Limits
 
 log = logging.getLogger("frontdoor.gateway.snapshot")
-
-DEFAULT_KEY_ENV = "live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +119,19 @@ class Snapshot:
         )
 
 
-def _limits(raw: dict[str, Any] | None) -> Limits:
-    raw = raw or {}
+def _limits(raw: contract.Limits | None) -> Limits:
+    if raw is None:
+        return Limits()
     return Limits(
         requests_per_minute=raw.get("requests_per_minute"),
         tokens_per_minute=raw.get("tokens_per_minute"),
         max_concurrent_requests=raw.get("max_concurrent_requests"),
         monthly_token_budget=raw.get("monthly_token_budget"),
     )
+
+
+def _epoch_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None else None
 
 
 def _model_patterns(upstream: str, name: str) -> tuple[tuple[bytes, bytes], ...]:
@@ -157,7 +164,7 @@ def _platform_services(raw: Any) -> set[tuple[Address, int]]:
     return services
 
 
-def address_policy(doc: dict[str, Any], local_services: frozenset[tuple[Address, int]]) -> AddressPolicy:
+def address_policy(doc: SnapshotDocument, local_services: frozenset[tuple[Address, int]]) -> AddressPolicy:
     """The policy for tenant-given endpoints: the ``network`` section, our own listeners, the platform's replicas.
 
     A snapshot without ``network`` allows no private network and names no platform service but ours: non-public
@@ -165,12 +172,12 @@ def address_policy(doc: dict[str, Any], local_services: frozenset[tuple[Address,
     """
     network = doc.get("network")
     if not isinstance(network, dict):
-        network = {}
+        network = {"allowed_networks": [], "platform_services": []}
     # Every endpoint a backend published (any runtime but external) is a replica the platform runs.
     platform_endpoints = [
         str(endpoint)
         for d in (doc.get("deployments") or {}).values()
-        if d.get("runtime") != "external"
+        if d.get("runtime") != contract.EXTERNAL_RUNTIME
         for r in (d.get("revisions") or ())
         for endpoint in (r.get("endpoints") or ())
     ]
@@ -181,7 +188,7 @@ def address_policy(doc: dict[str, Any], local_services: frozenset[tuple[Address,
     )
 
 
-def parse_snapshot(doc: dict[str, Any], local_services: frozenset[tuple[Address, int]] = frozenset()) -> Snapshot:
+def parse_snapshot(doc: SnapshotDocument, local_services: frozenset[tuple[Address, int]] = frozenset()) -> Snapshot:
     """Build the lookup index from a snapshot document (docs/contracts.md "Config snapshot").
 
     ``local_services``: this process's own listeners (and its Redis), refused to tenant-given endpoints.
@@ -195,7 +202,7 @@ def parse_snapshot(doc: dict[str, Any], local_services: frozenset[tuple[Address,
             hash=str(k["hash"]),
             tenant=str(k["tenant"]),
             scopes=frozenset(k.get("scopes") or ()),
-            expires_at=float(k["expires_at"]) if k.get("expires_at") is not None else None,
+            expires_at=_epoch_or_none(k.get("expires_at")),
             revoked=bool(k.get("revoked")),
             limits=_limits(k.get("limits")),
         )
@@ -203,17 +210,17 @@ def parse_snapshot(doc: dict[str, Any], local_services: frozenset[tuple[Address,
     }
     tenants = {
         slug: TenantEntry(
-            id=int(t["id"]), slug=slug, active=t.get("status") == "active", limits=_limits(t.get("limits"))
+            id=int(t["id"]), slug=slug, active=t.get("status") == contract.ACTIVE, limits=_limits(t.get("limits"))
         )
         for slug, t in (doc.get("tenants") or {}).items()
     }
     deployments: dict[tuple[str, str], DeploymentEntry] = {}
     by_tenant: dict[str, list[DeploymentEntry]] = {}
     for d in (doc.get("deployments") or {}).values():
-        if d.get("state") == "deleting":
+        if d.get("state") == contract.DELETING:
             continue
         deployment_model = str(d.get("model") or d["name"])
-        external = d.get("runtime") == "external"
+        external = d.get("runtime") == contract.EXTERNAL_RUNTIME
         revisions = tuple(
             RevisionEntry(
                 id=int(r["id"]),
@@ -263,11 +270,11 @@ class SnapshotStore:
         channel: str,
         local_services: frozenset[tuple[Address, int]] = frozenset(),
     ) -> None:
-        """``channel``: the installation's config notice channel (``controlplane.contracts.channels``)."""
+        """``channel``: the installation's config notice channel (``controlplane.contracts.redis_names``)."""
         self.redis = redis
         self.local_services = local_services
-        self.snapshot_key = f"{prefix}:config:snapshot"
-        self.version_key = f"{prefix}:config:version"
+        self.snapshot_key = config_snapshot_key(prefix)
+        self.version_key = config_version_key(prefix)
         self.channel = channel
         self.current = Snapshot.empty(local_services)
         self._changed = asyncio.Event()
@@ -285,7 +292,7 @@ class SnapshotStore:
             raw = await self.redis.get(self.snapshot_key)
             if raw is None:
                 return False
-            snap = parse_snapshot(orjson.loads(raw), self.local_services)
+            snap = parse_snapshot(contract.decode_document(raw), self.local_services)
             if snap.version <= self.current.version:
                 return False
             self.current = snap

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from controlplane.contracts import usage_events
+from controlplane.contracts.redis_names import revision_inflight_key, usage_stream_key
 from gateway.limits import Limiter, LimitRequest
 from gateway.redispipe import RedisPipe
 
@@ -35,54 +37,32 @@ class UsageRecord:
     ttft_ms: float | None
 
     def flat_fields(self) -> tuple[str | int | float, ...]:
-        """``fields()`` as XADD arguments: name, value, name, value, ..."""
-        return (
-            "rid",
-            self.request_id,
-            "ts",
-            time.time(),
-            "tenant",
-            self.tenant_id,
-            "key",
-            self.key_id,
-            "deployment",
-            self.deployment_id,
-            "revision",
-            "" if self.revision_id is None else self.revision_id,
-            "status",
-            self.status,
-            "prompt_tokens",
-            self.prompt_tokens,
-            "completion_tokens",
-            self.completion_tokens,
-            "latency_ms",
-            round(self.latency_ms, 3),
-            "ttft_ms",
-            "" if self.ttft_ms is None else round(self.ttft_ms, 3),
+        """The event as XADD arguments (name, value, ...), stamped with the time now."""
+        return usage_events.encode_event(
+            request_id=self.request_id,
+            ts=time.time(),
+            tenant_id=self.tenant_id,
+            key_id=self.key_id,
+            deployment_id=self.deployment_id,
+            revision_id=self.revision_id,
+            status=self.status,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_ms=self.latency_ms,
+            ttft_ms=self.ttft_ms,
         )
 
     def fields(self) -> dict[str, str | int | float]:
-        return {
-            "rid": self.request_id,
-            "ts": time.time(),
-            "tenant": self.tenant_id,
-            "key": self.key_id,
-            "deployment": self.deployment_id,
-            "revision": "" if self.revision_id is None else self.revision_id,
-            "status": self.status,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_ms": round(self.latency_ms, 3),
-            "ttft_ms": "" if self.ttft_ms is None else round(self.ttft_ms, 3),
-        }
+        """``flat_fields()`` as the mapping redis-py's ``xadd`` takes."""
+        return usage_events.as_mapping(self.flat_fields())
 
 
 class UsageSink:
     def __init__(self, redis: aioredis.Redis | RedisPipe, prefix: str, limiter: Limiter) -> None:
         self.redis = redis
         self.limiter = limiter
-        self.stream = f"{prefix}:usage"
-        self.inflight_prefix = f"{prefix}:inflight:"
+        self.prefix = prefix
+        self.stream = usage_stream_key(prefix)
 
     async def finish(
         self, limit_request: LimitRequest | None, record: UsageRecord, lease_published: bool = True
@@ -100,7 +80,7 @@ class UsageSink:
             self.limiter.settle_commands(pipe, limit_request, record.prompt_tokens + record.completion_tokens)
         pipe.xadd(self.stream, record.fields())  # type: ignore[arg-type]
         if record.revision_id is not None and lease_published:
-            pipe.zrem(f"{self.inflight_prefix}{record.deployment_id}:{record.revision_id}", record.request_id)
+            pipe.zrem(revision_inflight_key(self.prefix, record.deployment_id, record.revision_id), record.request_id)
         try:
             await pipe.execute()
         except NoScriptError:
@@ -123,9 +103,8 @@ class UsageSink:
         xadd = redis.execute("XADD", self.stream, "*", *record.flat_fields())
         zrem = None
         if record.revision_id is not None and lease_published:
-            zrem = redis.execute(
-                "ZREM", f"{self.inflight_prefix}{record.deployment_id}:{record.revision_id}", record.request_id
-            )
+            key = revision_inflight_key(self.prefix, record.deployment_id, record.revision_id)
+            zrem = redis.execute("ZREM", key, record.request_id)
         # Every future is awaited so none keeps an unread exception; they resolve in this order anyway.
         if settle is not None:
             assert limit_request is not None

@@ -1,5 +1,7 @@
 """Roll the gateway's usage stream (``<prefix>:usage``) up into per-minute ``UsageRollup`` rows, exactly once.
 
+The events' fields are ``controlplane.contracts.usage_events``'s.
+
 Consumer group ``rollup``; one consumer per worker process. Each batch is one Postgres transaction:
 
 1. insert the batch's request ids into ``UsageEventSeen`` (``ON CONFLICT DO NOTHING RETURNING``): only the
@@ -34,7 +36,9 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
-from controlplane.redis import get_redis, redis_key
+from controlplane.contracts import usage_events
+from controlplane.contracts.redis_names import usage_stream_key
+from controlplane.redis import get_redis, redis_prefix
 from deployments.models import ModelDeployment
 from quotas.models import UsageEventSeen, UsageRollup
 from tenants.models import ApiKey, Tenant
@@ -113,7 +117,7 @@ class RollupStats:
 
 
 def stream_key() -> str:
-    return redis_key("usage")
+    return usage_stream_key(redis_prefix())
 
 
 def consumer_name() -> str:
@@ -153,23 +157,23 @@ def parse_event(entry_id: str, fields: dict[str, str] | None) -> UsageEvent | No
     if not fields:
         return None
     try:
-        ts = float(fields.get("ts") or "nan")
+        ts = float(fields.get(usage_events.TS) or "nan")
         if not math.isfinite(ts):
             ts = entry_ms(entry_id) / 1000
-        tenant_id = _int(fields.get("tenant"))
+        tenant_id = _int(fields.get(usage_events.TENANT))
         if tenant_id is None:
             raise ValueError("no tenant")
         return UsageEvent(
             entry_id=entry_id,
-            rid=_request_id(fields.get("rid"), entry_id),
+            rid=_request_id(fields.get(usage_events.RID), entry_id),
             ts=ts,
             tenant_id=tenant_id,
-            key_id=_int(fields.get("key")),
-            deployment_id=_int(fields.get("deployment")),
-            status=_int(fields.get("status"), 0, high=999) or 0,
-            prompt_tokens=_int(fields.get("prompt_tokens"), 0, high=_MAX_COUNT) or 0,
-            completion_tokens=_int(fields.get("completion_tokens"), 0, high=_MAX_COUNT) or 0,
-            latency_ms=min(_MAX_COUNT, max(0, round(float(fields.get("latency_ms") or 0)))),
+            key_id=_int(fields.get(usage_events.KEY)),
+            deployment_id=_int(fields.get(usage_events.DEPLOYMENT)),
+            status=_int(fields.get(usage_events.STATUS), 0, high=999) or 0,
+            prompt_tokens=_int(fields.get(usage_events.PROMPT_TOKENS), 0, high=_MAX_COUNT) or 0,
+            completion_tokens=_int(fields.get(usage_events.COMPLETION_TOKENS), 0, high=_MAX_COUNT) or 0,
+            latency_ms=min(_MAX_COUNT, max(0, round(float(fields.get(usage_events.LATENCY_MS) or 0)))),
         )
     except (TypeError, ValueError, OverflowError) as exc:
         log.warning("skipping malformed usage entry %s (%s): %r", entry_id, exc, fields)

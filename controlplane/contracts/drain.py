@@ -26,24 +26,18 @@ from typing import Any
 
 import orjson
 
+from controlplane.contracts import redis_names
+from controlplane.contracts.snapshot import DELETING
+
 ACK_INTERVAL_S = 1.0  # how often a gateway refreshes its acknowledgement (the version poll runs every second too)
 DEFAULT_ACK_TIMEOUT_S = 15.0  # FRONTDOOR_DRAIN_ACK_TIMEOUT_S
 DEFAULT_DRAIN_TIMEOUT_S = 120.0  # FRONTDOOR_DRAIN_TIMEOUT_S: the longest a replica drains before it is stopped
 
 
-def acks_key(prefix: str) -> str:
-    """The hash of every gateway process's acknowledged snapshot version."""
-    return f"{prefix}:gateway:acks"
-
-
-def config_version_key(prefix: str) -> str:
-    """The published snapshot's version (``controlplane.snapshot.publisher`` writes it, ``gateway.snapshot`` polls it)."""
-    return f"{prefix}:config:version"
-
-
-def config_snapshot_key(prefix: str) -> str:
-    """The published snapshot document (docs/contracts.md, "Config snapshot")."""
-    return f"{prefix}:config:snapshot"
+# The keys the drain rule reads, spelled in redis_names; backends name them through this module.
+acks_key = redis_names.gateway_acks_key
+config_version_key = redis_names.config_version_key
+config_snapshot_key = redis_names.config_snapshot_key
 
 
 def new_gateway_id() -> str:
@@ -77,12 +71,13 @@ def parse_acks(raw: Mapping[Any, Any]) -> dict[str, Ack]:
 
 
 def routed_endpoints(doc: Mapping[str, Any]) -> frozenset[str]:
-    """Every endpoint a gateway routes to with this snapshot document: the endpoints of revisions with a weight above
-    0 of deployments not being deleted (what ``gateway/snapshot.py`` keeps), without trailing slashes."""
+    """Every endpoint a gateway routes to with this snapshot document (``controlplane.contracts.snapshot``, read
+    defensively): the endpoints of revisions with a weight above 0 of deployments not being deleted (what
+    ``gateway/snapshot.py`` keeps), without trailing slashes."""
     found: set[str] = set()
     deployments = doc.get("deployments") or {}
     for deployment in deployments.values() if isinstance(deployments, Mapping) else ():
-        if not isinstance(deployment, Mapping) or deployment.get("state") == "deleting":
+        if not isinstance(deployment, Mapping) or deployment.get("state") == DELETING:
             continue
         for revision in deployment.get("revisions") or ():
             if not isinstance(revision, Mapping) or int(revision.get("weight") or 0) <= 0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from controlplane.contracts.gpu_map import gpu_map_error
+
 
 class ImproperlyConfiguredEnv(ValueError):
     """An environment variable is present but its value cannot be used."""
@@ -79,8 +81,6 @@ def env_gpu_counts(name: str) -> dict[str, int]:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
         raise ImproperlyConfiguredEnv(f"{name} is not JSON: {exc}") from exc
-    if not isinstance(parsed, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in parsed.items()
-    ):
+    if gpu_map_error(parsed) is not None:
         raise ImproperlyConfiguredEnv(f'{name} must map GPU type to a count, e.g. {{"nvidia-h100": 64}}')
     return parsed

@@ -19,7 +19,7 @@ Desired document::
                     "spec": {"runtime": "builtin", "model": "frontdoor/sim-chat", "args": [], "env": {},
                              "gpu_type": "", "gpu_count": 0, "image": ""}}]}
 
-Status document::
+Status document (a revision's entry is ``RevisionStatus.to_wire()``, ``controlplane/contracts/revision_status.py``)::
 
     {"heartbeat": 1764201601.0, "agent_pid": 123, "exists": true, "processes": 2,
      "revisions": {"11": {"desired_replicas": 2, "ready_replicas": 2,
@@ -34,7 +34,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.contracts.channels import LOCAL_NOTIFY, channel
+from controlplane.contracts import redis_names
+from controlplane.contracts.revision_status import RevisionStatus
 
 # A status older than this means no agent is writing it.
 HEARTBEAT_STALE_S = 10.0
@@ -42,29 +43,16 @@ STATUS_TTL_S = 300
 AGENT_NOT_RUNNING = "local agent is not running"
 
 
-def desired_key(prefix: str) -> str:
-    return f"{prefix}:local:desired"
-
-
-def notify_channel(prefix: str, redis_url: str) -> str:
-    return channel(prefix, redis_url, LOCAL_NOTIFY)
-
-
-def status_key(prefix: str, deployment_id: int) -> str:
-    return f"{prefix}:local:status:{deployment_id}"
-
-
-def agent_key(prefix: str) -> str:
-    return f"{prefix}:local:agent"
-
+# The protocol's keys and channel, spelled in redis_names; the agent and the backend name them through this module.
+desired_key = redis_names.local_desired_key
+notify_channel = redis_names.local_notify_channel
+status_key = redis_names.local_status_key
+agent_key = redis_names.local_agent_key
+queue_key = redis_names.replica_queue_key
 
 # Requests waiting in a deployment's replicas' own queues (vLLM's ``vllm:num_requests_waiting``, summed), rewritten
 # every tick; short-lived so a stopped agent's figure soon stops counting. Read by the autoscale tick.
 QUEUE_TTL_S = 5
-
-
-def queue_key(prefix: str, deployment_id: int) -> str:
-    return f"{prefix}:queue:{deployment_id}"
 
 
 # HDEL the field only when it still holds the value we processed, so a newer desired state is never lost.
@@ -139,19 +127,12 @@ def parse_desired(raw: str | bytes) -> DesiredDeployment:
 
 
 @dataclass
-class ObservedRevision:
-    desired_replicas: int = 0
-    ready_replicas: int = 0
-    endpoints: list[str] = field(default_factory=list)
-    waiting_for_capacity: str | None = None
-    message: str = ""
-
-
-@dataclass
 class ObservedDeployment:
+    """What the agent reports for a deployment: whether anything of it is left, its processes, its revisions."""
+
     exists: bool
     processes: int
-    revisions: dict[int, ObservedRevision] = field(default_factory=dict)
+    revisions: dict[int, RevisionStatus] = field(default_factory=dict)
 
     def to_json(self, heartbeat: float, agent_pid: int) -> str:
         return json.dumps(
@@ -160,7 +141,7 @@ class ObservedDeployment:
                 "agent_pid": agent_pid,
                 "exists": self.exists,
                 "processes": self.processes,
-                "revisions": {str(rid): rev.__dict__ for rid, rev in sorted(self.revisions.items())},
+                "revisions": {str(rid): rev.to_wire() for rid, rev in sorted(self.revisions.items())},
             },
             sort_keys=True,
         )

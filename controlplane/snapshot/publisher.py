@@ -1,6 +1,7 @@
 """Publish the gateway's config snapshot (keys, tenants, limits, deployments, endpoints) to Redis.
 
-docs/contracts.md "Config snapshot" is the wire format. Ordering argument (docs/usage.md has the long form):
+``controlplane.contracts.snapshot`` owns the document's shape and the store script; docs/contracts.md "Config
+snapshot" describes it. Ordering argument (docs/usage.md has the long form):
 
 1. A version is allocated *before* Postgres is read (``INCR <prefix>:config:seq``).
 2. The snapshot is read in one REPEATABLE READ transaction, so it is one consistent state of the database
@@ -10,28 +11,40 @@ docs/contracts.md "Config snapshot" is the wire format. Ordering argument (docs/
 
 So the stored snapshot is always the one with the highest version, and a publisher that read Postgres
 earlier (an older version) can never overwrite one that read it later. Every commit that changes what the
-gateway needs triggers a publish after it (controlplane/snapshot/triggers.py), so the last stored snapshot includes it.
-``config:version`` only ever moves together with the snapshot: the gateway never sees a version that has
-no snapshot behind it.
+gateway needs triggers a publish after it (controlplane/snapshot/triggers.py, from ``PROJECTED_FIELDS`` below), so
+the last stored snapshot includes it. ``config:version`` only ever moves together with the snapshot: the gateway
+never sees a version that has no snapshot behind it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import cast
 
 import orjson
 import redis
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, FloatField, Func, Q, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from controlplane.contracts.channels import CONFIG_NOTIFY
-from controlplane.redis import get_redis, redis_channel, redis_key
+from controlplane.contracts import snapshot as contract
+from controlplane.contracts.redis_names import CONFIG_NOTIFY
+from controlplane.contracts.snapshot import (
+    KEY_LIMIT_FIELDS,
+    TENANT_LIMIT_FIELDS,
+    DeploymentDoc,
+    KeyDoc,
+    Limits,
+    NetworkDoc,
+    SnapshotDocument,
+    TenantDoc,
+)
+from controlplane.redis import get_redis, redis_channel, redis_prefix
 from deployments.models import ModelDeployment, Revision, Runtime
 from deployments.network import network_document
 from quotas.models import Quota
@@ -43,38 +56,51 @@ log = logging.getLogger("frontdoor.quotas.publish")
 # precisely; after that they are dropped and refused as unknown keys (fail closed either way).
 DEAD_KEY_GRACE = timedelta(days=30)
 
-TENANT_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests", "monthly_token_budget")
-KEY_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests")
-
-# KEYS: seq, version. Allocate the next version; never at or below the stored one (e.g. seq lost).
-_ALLOCATE_LUA = """
-local v = redis.call('INCR', KEYS[1])
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if v <= current then
-  v = current + 1
-  redis.call('SET', KEYS[1], v)
-end
-return v
-"""
-
-# KEYS: snapshot, version. ARGV: version, document, channel. Store only when newer; 1 if stored.
-_STORE_LUA = """
-local new = tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if new <= current then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[1])
-return 1
-"""
+# What the snapshot projects of each model: the model fields its queries read, in the order each section unpacks
+# its rows (relations by their field name). The triggers republish after a save that touches one of them and after
+# no other (controlplane/snapshot/triggers.py), so a field added here is a field whose change reaches the gateway.
+PROJECTED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
+    ApiKey: ("id", "key_id", "env", "secret_hash", "tenant", "scopes", "expires_at", "revoked_at", *KEY_LIMIT_FIELDS),
+    Tenant: ("id", "slug", "status"),
+    Quota: ("tenant", "id", *TENANT_LIMIT_FIELDS),  # read through the tenant (``quota__``), joined on ``tenant``
+    ModelDeployment: (
+        "id",
+        "tenant",
+        "name",
+        "model",
+        "runtime",
+        "desired_state",
+        "min_replicas",
+        "max_replicas",
+        "max_concurrent_requests",
+        "timeout_s",
+        "created_at",
+        "endpoints",
+    ),
+    Revision: ("id", "deployment", "number", "weight", "endpoints", "spec"),
+}
 
 
-def _quota_defaults() -> dict[str, Any]:
+def _columns(model: type[models.Model], read_as: Mapping[str, str | None], through: str = "") -> list[str]:
+    """The ``values_list`` lookups reading ``PROJECTED_FIELDS[model]``: each field by its name, or by the annotation
+    or related field ``read_as`` names for it (``None``: the relation the query joins on, not a column)."""
+    lookups = (read_as.get(name, name) for name in PROJECTED_FIELDS[model])
+    return [through + lookup for lookup in lookups if lookup is not None]
+
+
+def _quota_defaults() -> Limits:
     """Limits for a tenant without a Quota row: the model's defaults, never 'unlimited' by accident."""
     fields = {f.name: f for f in Quota._meta.concrete_fields}
-    return {name: fields[name].get_default() for name in TENANT_LIMIT_FIELDS}
+    return _tenant_limits(*(fields[name].get_default() for name in TENANT_LIMIT_FIELDS))
+
+
+def _tenant_limits(rpm: int | None, tpm: int | None, concurrent: int | None, budget: int | None) -> Limits:
+    return {
+        "requests_per_minute": rpm,
+        "tokens_per_minute": tpm,
+        "max_concurrent_requests": concurrent,
+        "monthly_token_budget": budget,
+    }
 
 
 def _epoch_of(field: str) -> Func:
@@ -94,26 +120,16 @@ def _urls(text: str | None) -> list[str]:
     return [str(url) for url in value] if isinstance(value, list) else []
 
 
-def _keys_section(now: datetime) -> dict[str, Any]:
+def _keys_section(now: datetime) -> dict[str, KeyDoc]:
     cutoff = now - DEAD_KEY_GRACE
     rows = (
         ApiKey.unscoped_objects.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gte=cutoff))
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gte=cutoff))
         .order_by()
         .annotate(expires_epoch=_epoch_of("expires_at"))
-        .values_list(
-            "id",
-            "key_id",
-            "env",
-            "secret_hash",
-            "tenant__slug",
-            "scopes",
-            "expires_epoch",
-            "revoked_at",
-            *KEY_LIMIT_FIELDS,
-        )
+        .values_list(*_columns(ApiKey, {"tenant": "tenant__slug", "expires_at": "expires_epoch"}))
     )
-    keys: dict[str, Any] = {}
+    keys: dict[str, KeyDoc] = {}
     for pk, key_id, env, secret_hash, tenant, scopes, expires_at, revoked_at, rpm, tpm, concurrent in rows:
         keys[key_id] = {
             "id": pk,
@@ -129,47 +145,39 @@ def _keys_section(now: datetime) -> dict[str, Any]:
     return keys
 
 
-def _tenants_section() -> dict[str, Any]:
+def _tenants_section() -> dict[str, TenantDoc]:
     defaults = _quota_defaults()
     rows = Tenant.objects.order_by().values_list(
-        "id", "slug", "status", "quota__id", *(f"quota__{name}" for name in TENANT_LIMIT_FIELDS)
+        *_columns(Tenant, {}), *_columns(Quota, {"tenant": None}, through="quota__")
     )
-    tenants: dict[str, Any] = {}
+    tenants: dict[str, TenantDoc] = {}
     for pk, slug, status, quota_id, *limits in rows:
         tenants[slug] = {
             "id": pk,
             "status": status,
-            "limits": dict(zip(TENANT_LIMIT_FIELDS, limits, strict=True)) if quota_id is not None else dict(defaults),
+            "limits": _tenant_limits(*limits) if quota_id is not None else defaults.copy(),
         }
     return tenants
 
 
-def _deployments_section() -> dict[str, Any]:
+def _deployments_section() -> dict[str, DeploymentDoc]:
     live = ~Q(desired_state=ModelDeployment.DesiredState.DELETING)
-    deployments: dict[str, Any] = {}
-    by_id: dict[int, dict[str, Any]] = {}
+    deployments: dict[str, DeploymentDoc] = {}
+    by_id: dict[int, DeploymentDoc] = {}
     external_endpoints: dict[int, list[str]] = {}
     rows = (
         ModelDeployment.unscoped_objects.filter(live)
         .order_by()
         .annotate(created_epoch=_epoch_of("created_at"), endpoints_json=_json_text("endpoints"))
         .values_list(
-            "id",
-            "tenant__slug",
-            "name",
-            "model",
-            "runtime",
-            "desired_state",
-            "min_replicas",
-            "max_replicas",
-            "max_concurrent_requests",
-            "timeout_s",
-            "created_epoch",
-            "endpoints_json",
+            *_columns(
+                ModelDeployment,
+                {"tenant": "tenant__slug", "created_at": "created_epoch", "endpoints": "endpoints_json"},
+            )
         )
     )
     for pk, tenant, name, model, runtime, state, min_r, max_r, concurrent, timeout_s, created, endpoints in rows:
-        doc = {
+        doc: DeploymentDoc = {
             "id": pk,
             "tenant": tenant,
             "name": name,
@@ -183,7 +191,7 @@ def _deployments_section() -> dict[str, Any]:
             "created": int(created),
             "revisions": [],
         }
-        deployments[f"{tenant}/{name}"] = doc
+        deployments[contract.deployment_key(tenant, name)] = doc
         by_id[pk] = doc
         if runtime == Runtime.EXTERNAL:
             # An external deployment's replicas are its own endpoint URLs; no backend reports any.
@@ -193,8 +201,12 @@ def _deployments_section() -> dict[str, Any]:
         Revision.unscoped_objects.filter(weight__gt=0)
         .exclude(deployment__desired_state=ModelDeployment.DesiredState.DELETING)
         .order_by("deployment_id", "number")
-        .annotate(endpoints_json=_json_text("endpoints"), model=KeyTextTransform("model", "spec"))
-        .values_list("id", "deployment_id", "number", "weight", "endpoints_json", "model")
+        .annotate(endpoints_json=_json_text("endpoints"), spec_model=KeyTextTransform("model", "spec"))
+        .values_list(
+            *_columns(
+                Revision, {"deployment": "deployment_id", "endpoints": "endpoints_json", "spec": "spec_model"}
+            )
+        )
     )
     for pk, deployment_id, number, weight, endpoints, model in revisions:
         parent = by_id.get(deployment_id)
@@ -213,8 +225,9 @@ def _deployments_section() -> dict[str, Any]:
     return deployments
 
 
-def build_snapshot(version: int = 0) -> dict[str, Any]:
-    """The snapshot document of docs/contracts.md, read from Postgres in four queries (``network`` needs none).
+def build_snapshot(version: int = 0) -> SnapshotDocument:
+    """The snapshot document (``controlplane.contracts.snapshot``), read from Postgres in four queries (``network``
+    needs none).
 
     Outside a transaction the reads run in one REPEATABLE READ, READ ONLY transaction, so keys, tenants and
     deployments come from the same moment. Inside a caller's transaction they share the caller's view.
@@ -227,7 +240,7 @@ def build_snapshot(version: int = 0) -> dict[str, Any]:
         return _build(version)
 
 
-def _build(version: int) -> dict[str, Any]:
+def _build(version: int) -> SnapshotDocument:
     now = timezone.now()
     return {
         "version": version,
@@ -236,22 +249,18 @@ def _build(version: int) -> dict[str, Any]:
         "tenants": _tenants_section(),
         "deployments": _deployments_section(),
         # The address policy the gateway applies before it connects (resolved once per process, no query).
-        "network": network_document(),
+        "network": cast(NetworkDoc, network_document()),
     }
 
 
 def allocate_version(client: redis.Redis) -> int:
     """The next snapshot version: above every version allocated or stored before."""
-    keys = (redis_key("config", "seq"), redis_key("config", "version"))
-    return int(client.eval(_ALLOCATE_LUA, 2, *keys))  # type: ignore[arg-type]
+    return contract.allocate_version(client, redis_prefix())
 
 
 def store_snapshot(client: redis.Redis, version: int, document: bytes) -> bool:
     """Store the snapshot, set the version and notify, atomically, only if ``version`` is the newest; True if so."""
-    keys = (redis_key("config", "snapshot"), redis_key("config", "version"))
-    notify = redis_channel(CONFIG_NOTIFY)
-    stored = client.eval(_STORE_LUA, 2, *keys, version, document, notify)  # type: ignore[arg-type]
-    return bool(stored)
+    return contract.store_snapshot(client, redis_prefix(), version, document, redis_channel(CONFIG_NOTIFY))
 
 
 def publish_config() -> int:
@@ -262,7 +271,7 @@ def publish_config() -> int:
     client = get_redis()
     version = allocate_version(client)
     started = time.perf_counter()
-    document = orjson.dumps(build_snapshot(version))
+    document = contract.encode_document(build_snapshot(version))
     built_ms = (time.perf_counter() - started) * 1000
     if store_snapshot(client, version, document):
         log.info("published config version %d (%d bytes, built in %.0f ms)", version, len(document), built_ms)

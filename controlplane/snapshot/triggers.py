@@ -5,8 +5,9 @@ right after COMMIT (so a revocation reaches the gateway within 2 s without waiti
 publish is logged, not raised: the change is committed, and the periodic ``quotas.publish_config`` task
 republishes within a minute.
 
-Signals do not see ``QuerySet.update()``; code that changes these models with ``update()`` must call
-``request_publish()`` itself (``ApiKey.revoke`` is one).
+Signals do not see ``QuerySet.update()``; code that changes these models with ``update()`` sends
+``controlplane.signals.bulk_change`` (as ``ApiKey.revoke`` does, since a model may not import this module) or, above
+the models, calls ``request_publish()`` itself.
 """
 
 from __future__ import annotations
@@ -20,57 +21,22 @@ from django.db import DatabaseError, models, transaction
 from django.db.models.signals import post_delete, post_save
 from redis.exceptions import RedisError
 
-from deployments.models import ModelDeployment, Revision
-from quotas.models import Quota
-from tenants.models import ApiKey, Tenant
+from controlplane.signals import bulk_change
+from controlplane.snapshot.publisher import PROJECTED_FIELDS
 
 log = logging.getLogger("frontdoor.quotas.publish")
 
-# Fields the snapshot carries, per model. A save(update_fields=...) touching none of them publishes nothing
-# (the reconciler's status writes, last_used_at, names). Both field names and attnames are listed.
+
+def _names_and_attnames(model: type[models.Model], names: tuple[str, ...]) -> frozenset[str]:
+    """Each field's name and attname (``tenant`` and ``tenant_id``): ``update_fields`` may give either."""
+    attnames = (getattr(model._meta.get_field(name), "attname", name) for name in names)
+    return frozenset((*names, *attnames))
+
+
+# The fields the snapshot projects, per model (the publisher's own list). A save(update_fields=...) touching none of
+# them publishes nothing (the reconciler's status writes, last_used_at, names).
 SNAPSHOT_FIELDS: dict[type[models.Model], frozenset[str]] = {
-    ApiKey: frozenset(
-        {
-            "tenant",
-            "tenant_id",
-            "key_id",
-            "secret_hash",
-            "scopes",
-            "expires_at",
-            "revoked_at",
-            "requests_per_minute",
-            "tokens_per_minute",
-            "max_concurrent_requests",
-        }
-    ),
-    Tenant: frozenset({"slug", "status"}),
-    Quota: frozenset(
-        {
-            "tenant",
-            "tenant_id",
-            "requests_per_minute",
-            "tokens_per_minute",
-            "max_concurrent_requests",
-            "monthly_token_budget",
-        }
-    ),
-    ModelDeployment: frozenset(
-        {
-            "tenant",
-            "tenant_id",
-            "name",
-            "model",
-            "runtime",
-            "desired_state",
-            "min_replicas",
-            "max_replicas",
-            "max_concurrent_requests",
-            "timeout_s",
-            "endpoints",
-            "created_at",
-        }
-    ),
-    Revision: frozenset({"deployment", "deployment_id", "number", "weight", "endpoints"}),
+    model: _names_and_attnames(model, names) for model, names in PROJECTED_FIELDS.items()
 }
 
 
@@ -123,7 +89,8 @@ def _on_delete(sender: type[models.Model], using: str | None = None, **_: Any) -
 
 
 def connect_signals() -> None:
-    """Called from ``QuotasConfig.ready()``."""
+    """Called from ``SnapshotConfig.ready()``."""
     for model in SNAPSHOT_FIELDS:
         post_save.connect(_on_save, sender=model, dispatch_uid=f"frontdoor-publish-save-{model._meta.label}")
         post_delete.connect(_on_delete, sender=model, dispatch_uid=f"frontdoor-publish-delete-{model._meta.label}")
+        bulk_change.connect(_on_save, sender=model, dispatch_uid=f"frontdoor-publish-bulk-{model._meta.label}")

@@ -30,7 +30,8 @@ from django.db import transaction
 from django.db.models import F
 
 from controlplane.contracts.env import env_float
-from controlplane.redis import get_redis, redis_key
+from controlplane.contracts.redis_names import deployment_concurrency_key, replica_queue_key, wake_key
+from controlplane.redis import get_redis, redis_key, redis_prefix
 from deployments.models import DeploymentEvent, ModelDeployment, Runtime
 from deployments.scaling.kpa import (
     PANIC_WINDOW_S,
@@ -144,11 +145,12 @@ def tick(now: float | None = None) -> TickResult:
     client = get_redis()
     pipe = client.pipeline(transaction=False)
     now_ms = int(now * 1000)
+    prefix = redis_prefix()
     for deployment in deployments:
-        pipe.zcount(redis_key("conc", "deployment", deployment.pk), now_ms, "+inf")
-        pipe.getdel(redis_key("wake", deployment.pk))
+        pipe.zcount(deployment_concurrency_key(prefix, deployment.pk), now_ms, "+inf")
+        pipe.getdel(wake_key(prefix, deployment.pk))
         pipe.get(state_key(deployment.pk))
-        pipe.get(redis_key("queue", deployment.pk))
+        pipe.get(replica_queue_key(prefix, deployment.pk))
     replies = pipe.execute()
     holdings = _holdings({d.tenant_id for d in deployments})
     windows = (stable_window_s(), panic_window_s(), scale_to_zero_grace_s())

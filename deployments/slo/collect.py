@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Q
 
-from controlplane.redis import get_redis, redis_key
+from controlplane.contracts.redis_names import deployment_concurrency_key, load_key, revision_inflight_key
+from controlplane.redis import get_redis, redis_key, redis_prefix
 from deployments.models import ModelDeployment, Revision, SloSample
 
 logger = logging.getLogger(__name__)
@@ -169,9 +170,10 @@ def read_figures(
     client = get_redis()
     pipe = client.pipeline(transaction=False)
     order: list[tuple[int, int, int]] = []
+    prefix = redis_prefix()
     for dep, rev in pairs:
         for second in range(start, end):
-            pipe.hgetall(redis_key("load", dep, rev, second))
+            pipe.hgetall(load_key(prefix, dep, rev, second))
             order.append((dep, rev, _interval_floor(second)))
     result: dict[tuple[int, int, int], Figures] = {}
     for key, raw in zip(order, pipe.execute(), strict=True):
@@ -185,16 +187,18 @@ def in_flight(deployment_ids: Iterable[int], now: float) -> dict[int, int]:
     ids = list(deployment_ids)
     pipe = get_redis().pipeline(transaction=False)
     now_ms = int(now * 1000)
+    prefix = redis_prefix()
     for dep in ids:
-        pipe.zcount(redis_key("conc", "deployment", dep), now_ms, "+inf")
+        pipe.zcount(deployment_concurrency_key(prefix, dep), now_ms, "+inf")
     return {dep: int(count) for dep, count in zip(ids, pipe.execute(), strict=True)}
 
 
 def revision_in_flight(pairs: Sequence[tuple[int, int]], now: float) -> dict[tuple[int, int], int]:
     """Live per-revision leases the gateway publishes (``<prefix>:inflight:<dep>:<rev>``, scored by expiry in s)."""
     pipe = get_redis().pipeline(transaction=False)
+    prefix = redis_prefix()
     for dep, rev in pairs:
-        pipe.zcount(redis_key("inflight", dep, rev), now, "+inf")
+        pipe.zcount(revision_inflight_key(prefix, dep, rev), now, "+inf")
     return {pair: int(count) for pair, count in zip(pairs, pipe.execute(), strict=True)}
 
 
