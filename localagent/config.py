@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.contracts.drain import DEFAULT_ACK_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S
-from controlplane.contracts.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
+from controlplane.contracts.env import (
+    ImproperlyConfiguredEnv,
+    env_bool,
+    env_float,
+    env_gpu_counts,
+    env_int,
+    env_str,
+)
 
 # Runtimes whose replicas are started from a command template in FRONTDOOR_LOCAL_COMMAND_<RUNTIME>.
 TEMPLATE_RUNTIMES = ("vllm", "tgi", "triton")
@@ -20,23 +26,8 @@ DEFAULT_REPLICA_ENV = ("HF_HUB_OFFLINE", "MODELSERVER_*")
 _PASSTHROUGH_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 
 
-def _gpu_slots(raw: str) -> dict[str, int]:
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ImproperlyConfiguredEnv(f"FRONTDOOR_LOCAL_GPU_SLOTS={raw!r} is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()
-    ):
-        raise ImproperlyConfiguredEnv(
-            f'FRONTDOOR_LOCAL_GPU_SLOTS={raw!r} must map GPU types to counts, e.g. {{"nvidia-h100": 2}}'
-        )
-    return dict(value)
-
-
 def _replica_env(raw: str | None) -> tuple[str, ...]:
+    """Read from ``os.environ`` itself, not ``env_str``: set but empty means "pass nothing", unset the defaults."""
     if raw is None:
         return DEFAULT_REPLICA_ENV
     entries = tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -102,7 +93,7 @@ class AgentConfig:
             redis_url=env_str("REDIS_URL", cls.redis_url),
             prefix=env_str("FRONTDOOR_REDIS_PREFIX", cls.prefix),
             state_dir=Path(env_str("FRONTDOOR_LOCAL_STATE_DIR", str(cls.state_dir))),
-            gpu_slots=_gpu_slots(env_str("FRONTDOOR_LOCAL_GPU_SLOTS", "")),
+            gpu_slots=env_gpu_counts("FRONTDOOR_LOCAL_GPU_SLOTS"),
             commands={rt: cmd for rt, cmd in commands.items() if cmd},
             health_paths={rt: path for rt, path in health.items() if path},
             host=env_str("FRONTDOOR_LOCAL_HOST", cls.host),

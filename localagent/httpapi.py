@@ -1,5 +1,6 @@
 """The agent's loopback control API: ``GET /healthz``, ``GET /status`` (replicas and observed state),
-``POST /resync`` (run a tick now). Desired state never arrives here: it comes through Redis (see protocol.py)."""
+``POST /resync`` (run a tick now). Desired state never arrives here: it comes through Redis
+(see controlplane/contracts/localagent.py)."""
 
 from __future__ import annotations
 

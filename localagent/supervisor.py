@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from controlplane.contracts import localagent as protocol
+from controlplane.contracts.revision_status import RevisionStatus
 from localagent import launch, procs, sandbox
 from localagent.capacity import GpuSlots
 from localagent.config import AgentConfig
@@ -388,7 +389,7 @@ class Supervisor:
         for dep_id in sorted(set(self.desired) | set(by_deployment)):
             running = by_deployment.get(dep_id, [])
             deployment = self.desired.get(dep_id)
-            revisions: dict[int, protocol.ObservedRevision] = {}
+            revisions: dict[int, RevisionStatus] = {}
             for revision in deployment.revisions if deployment else ():
                 revisions[revision.id] = self._observe_revision(revision.id, revision.replicas, running)
             for replica in running:  # revisions being stopped still show until their processes are gone
@@ -399,7 +400,7 @@ class Supervisor:
             observed[dep_id] = protocol.ObservedDeployment(exists=exists, processes=len(running), revisions=revisions)
         return observed
 
-    def _observe_revision(self, revision_id: int, desired: int, running: list[Replica]) -> protocol.ObservedRevision:
+    def _observe_revision(self, revision_id: int, desired: int, running: list[Replica]) -> RevisionStatus:
         # Draining replicas are never ready: the gateways are to stop routing to them (they count as processes).
         serving = {id(r) for r in self.replicas.values()}
         mine = sorted(
@@ -416,7 +417,8 @@ class Supervisor:
         parts.extend(notes.problems)
         if notes.waiting_for_capacity:
             parts.append(notes.waiting_for_capacity)
-        return protocol.ObservedRevision(
+        return RevisionStatus(
+            revision_id=revision_id,
             desired_replicas=desired,
             ready_replicas=len(ready),
             endpoints=[r.endpoint for r in ready],
@@ -466,7 +468,10 @@ class Supervisor:
             ],
             "draining": self.drainer.status(),
             "deployments": {
-                str(dep_id): {"exists": obs.exists, "revisions": {str(k): v.__dict__ for k, v in obs.revisions.items()}}
+                str(dep_id): {
+                    "exists": obs.exists,
+                    "revisions": {str(rid): rev.to_wire() for rid, rev in obs.revisions.items()},
+                }
                 for dep_id, obs in observed.items()
             },
         }
@@ -479,7 +484,6 @@ class Supervisor:
             self._stop(list(self.replicas))
         if stop_children:
             self.drainer.stop_all()
-        if stop_children:
             self.replica_dirs.remove_all()
         self._dirty = True
         self._save()

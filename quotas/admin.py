@@ -8,20 +8,16 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from quotas.models import Quota, UsageEventSeen, UsageRollup
+from quotas.models import NAMESPACE_FIELDS, QUOTA_FIELDS, Quota, UsageEventSeen, UsageRollup
 from tenants import services
 
 
 @admin.register(Quota)
 class QuotaAdmin(admin.ModelAdmin):
+    # The limits that fit a column; the GPU map and the namespace's size are on the change form.
     list_display = [
         "tenant",
-        "max_deployments",
-        "max_replicas",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "max_concurrent_requests",
-        "monthly_token_budget",
+        *(name for name in QUOTA_FIELDS if name != "gpus" and name not in NAMESPACE_FIELDS),
         "updated_at",
     ]
     search_fields = ["tenant__slug"]

@@ -11,21 +11,12 @@ from rest_framework.response import Response
 
 from controlplane.api import TenantScopedViewSet
 from controlplane.permissions import IsAuthenticatedPrincipal
-from quotas.models import Quota
+from quotas.models import QUOTA_FIELDS, Quota
 from tenants import services
 from tenants.models import Role
 
-QUOTA_FIELDS = [
-    "gpus",
-    "max_replicas",
-    "max_deployments",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "max_concurrent_requests",
-    "monthly_token_budget",
-    "cpu_cores",
-    "memory_gib",
-]
+# The body lists the quota's fields in the model's order.
+_BODY_FIELDS = [field.name for field in Quota._meta.concrete_fields if field.name in QUOTA_FIELDS]
 
 
 class QuotaSerializer(serializers.ModelSerializer[Quota]):
@@ -35,7 +26,7 @@ class QuotaSerializer(serializers.ModelSerializer[Quota]):
 
     class Meta:
         model = Quota
-        fields = ["tenant", *QUOTA_FIELDS, "updated_at"]
+        fields = ["tenant", *_BODY_FIELDS, "updated_at"]
         read_only_fields = ["tenant", "updated_at"]
 
 

@@ -35,7 +35,7 @@ from controlplane.console import (
 from controlplane.validators import BIGINT_MAX, INT_MAX
 from quotas import reports
 from quotas.csv_export import staff_usage_csv, tenant_usage_csv
-from quotas.models import Quota
+from quotas.models import QUOTA_FIELDS, Quota
 from tenants import services
 from tenants.models import Tenant
 
@@ -202,16 +202,9 @@ class QuotaForm(forms.Form):
     cpu_cores = forms.IntegerField(max_value=INT_MAX, label="CPU cores (Kubernetes namespace)")
     memory_gib = forms.IntegerField(max_value=INT_MAX, label="Memory GiB (Kubernetes namespace)")
 
-    SCALAR_FIELDS = (
-        "max_deployments",
-        "max_replicas",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "max_concurrent_requests",
-        "monthly_token_budget",
-        "cpu_cores",
-        "memory_gib",
-    )
+    # Every quota field but the GPU map, which is one field per GPU type (added last, in __init__).
+    SCALAR_FIELDS = tuple(name for name in QUOTA_FIELDS if name != "gpus")
+    field_order = SCALAR_FIELDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -6,23 +6,20 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from controlplane.contracts.gpu_map import gpu_map_error
 from controlplane.scoping import TenantScopedManager
 from tenants.models import ApiKey, Tenant
 
 
 def validate_gpu_map(value: object) -> None:
-    """``gpus`` is {gpu type: non-negative int}, with known GPU types only."""
+    """``gpus`` is a GPU map ({gpu type: non-negative int}) of the configured GPU types only.
+
+    Named by the migrations as ``quotas.models.validate_gpu_map``; the rule itself is ``gpu_map_error``.
+    """
     from django.conf import settings
 
-    if not isinstance(value, dict):
-        raise ValidationError("must be an object mapping GPU type to a count")
-    for gpu_type, count in value.items():
-        if gpu_type not in settings.FRONTDOOR_GPU_TYPES:
-            raise ValidationError(
-                f"unknown GPU type {gpu_type!r}; known types: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
-            )
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValidationError(f"GPU count for {gpu_type!r} must be a non-negative integer")
+    if (error := gpu_map_error(value, settings.FRONTDOOR_GPU_TYPES)) is not None:
+        raise ValidationError(error)
 
 
 class Quota(models.Model):
@@ -52,6 +49,24 @@ class Quota(models.Model):
 
     def gpus_of(self, gpu_type: str) -> int:
         return int(self.gpus.get(gpu_type, 0))
+
+
+# What staff set on a quota (every field but its tenant and timestamp), in the order the staff editor and the admin
+# list show them: what the tenant may allocate, its rates and token budget, its Kubernetes namespace's size, its GPUs
+# by type. The REST body lists the same fields in the model's order.
+QUOTA_FIELDS = (
+    "max_deployments",
+    "max_replicas",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent_requests",
+    "monthly_token_budget",
+    "cpu_cores",
+    "memory_gib",
+    "gpus",
+)
+# The namespace's ResourceQuota on Kubernetes; no other backend uses them.
+NAMESPACE_FIELDS = ("cpu_cores", "memory_gib")
 
 
 class UsageRollup(models.Model):

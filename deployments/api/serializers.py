@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.validators import dns1123_label
 from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision
+from deployments.models.deployment import unknown_gpu_type
 from deployments.services import WRITABLE_FIELDS
 
 _REVISION_NAME = re.compile(r"^r?([1-9][0-9]{0,8})$")
@@ -89,10 +89,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
         return value
 
     def validate_gpu_type(self, value: str) -> str:
-        if value and value not in settings.FRONTDOOR_GPU_TYPES:
-            raise serializers.ValidationError(
-                f"unknown GPU type {value!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
-            )
+        if refusal := unknown_gpu_type(value):
+            raise serializers.ValidationError(refusal)
         return value
 
     def validate_rollout(self, value: dict[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,9 @@ def build_backend(name: str) -> Backend:
 
         return KubernetesBackend.from_environment()
     if name == "local":
-        from deployments.backends.local import LocalBackend  # type: ignore[import-not-found,unused-ignore]
+        from deployments.backends.local import LocalBackend
 
-        return LocalBackend()  # type: ignore[no-any-return,unused-ignore]
+        return LocalBackend()
     raise ValueError(f"unknown backend {name!r}: use 'local' or 'kubernetes'")
 
 

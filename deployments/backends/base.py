@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controlplane.contracts.revision_status import RevisionStatus
+
 
 class TransientBackendError(Exception):
     """Worth retrying with backoff: connection errors, 409 conflicts, 429, 5xx."""
@@ -41,6 +43,11 @@ class RevisionSpec:
     replicas: int
     weight: int
 
+    @property
+    def runs_replicas(self) -> bool:
+        """False for runtime ``external``: its endpoint URLs serve it, so a backend has nothing to run or create."""
+        return str(self.spec.get("runtime", "builtin")) != "external"
+
 
 @dataclass(frozen=True)
 class DeploymentSpec:
@@ -58,21 +65,12 @@ class DeploymentSpec:
 
 
 @dataclass
-class RevisionStatus:
-    """What a backend observes for one revision."""
-
-    revision_id: int
-    desired_replicas: int = 0
-    ready_replicas: int = 0
-    endpoints: list[str] = field(default_factory=list)
-    # Set when replicas cannot be placed (pods Pending for GPUs, local GPU slots exhausted): the scheduler's words.
-    waiting_for_capacity: str | None = None
-    message: str = ""
-
-
-@dataclass
 class DeploymentStatus:
-    """What a backend observes for a deployment; ``exists`` is False once every object is gone."""
+    """What a backend observes for a deployment; ``exists`` is False once every object is gone.
+
+    ``revisions`` holds a ``RevisionStatus`` per revision id: the type the local agent reports too, so it is owned by
+    ``controlplane/contracts/revision_status.py``.
+    """
 
     exists: bool
     revisions: dict[int, RevisionStatus] = field(default_factory=dict)

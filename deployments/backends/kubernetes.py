@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,12 +26,13 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from controlplane.contracts.env import env_str
+from controlplane.contracts.revision_status import RevisionStatus
 from deployments.backends import manifests
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,
     PermanentBackendError,
-    RevisionStatus,
     TenantSpec,
     TransientBackendError,
 )
@@ -132,7 +132,7 @@ class KubernetesBackend:
     @classmethod
     def from_environment(cls) -> KubernetesBackend:
         """``FRONTDOOR_K8S_API_URL`` (tests, the fake server) or in-cluster config, else the local kubeconfig."""
-        url = os.environ.get("FRONTDOOR_K8S_API_URL", "").strip()
+        url = env_str("FRONTDOOR_K8S_API_URL").strip()
         configuration = k8s.Configuration()
         if url:
             configuration.host = url

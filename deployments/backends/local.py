@@ -14,21 +14,15 @@ from typing import Any
 import redis
 
 from controlplane.contracts import localagent as protocol
+from controlplane.contracts.revision_status import RevisionStatus
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,
-    RevisionSpec,
-    RevisionStatus,
     TenantSpec,
     TransientBackendError,
 )
 
 WAITING_FOR_AGENT = "waiting for the local agent to pick up the change"
-
-
-def runs_locally(revision: RevisionSpec) -> bool:
-    """Revisions of runtime ``external`` are served by their endpoint URLs: the agent has nothing to run for them."""
-    return str(revision.spec.get("runtime", "builtin")) != "external"
 
 
 def desired_document(deployment: DeploymentSpec) -> dict[str, Any]:
@@ -41,7 +35,7 @@ def desired_document(deployment: DeploymentSpec) -> dict[str, Any]:
         "revisions": [
             {"id": rev.id, "number": rev.number, "replicas": rev.replicas, "weight": rev.weight, "spec": rev.spec}
             for rev in sorted(deployment.revisions, key=lambda r: r.id)
-            if runs_locally(rev)
+            if rev.runs_replicas
         ],
     }
 
@@ -144,7 +138,7 @@ class LocalBackend:
         status = DeploymentStatus(exists=True, api_calls=1)
         reported: dict[str, Any] = (doc or {}).get("revisions", {}) if agent_alive else {}
         for rev in deployment.revisions:
-            if not runs_locally(rev):
+            if not rev.runs_replicas:
                 continue  # the reconciler takes an external revision's endpoints from the deployment
             seen = reported.get(str(rev.id))
             if not agent_alive:
@@ -156,7 +150,7 @@ class LocalBackend:
                     revision_id=rev.id, desired_replicas=rev.replicas, message=WAITING_FOR_AGENT
                 )
             else:
-                observed = _revision_status(rev.id, seen)
+                observed = RevisionStatus.from_wire(rev.id, seen)
                 if observed.desired_replicas != rev.replicas:
                     # A scale the agent has not seen yet: keep serving from the replicas it reports meanwhile.
                     observed.desired_replicas = rev.replicas
@@ -165,7 +159,7 @@ class LocalBackend:
         # Revisions being pruned still show while their processes stop.
         for rid, seen in reported.items():
             if int(rid) not in status.revisions:
-                status.revisions[int(rid)] = _revision_status(int(rid), seen)
+                status.revisions[int(rid)] = RevisionStatus.from_wire(int(rid), seen)
         return status
 
 
@@ -178,14 +172,3 @@ def _decode(raw_status: Any, raw_agent: Any) -> tuple[dict[str, Any] | None, boo
     if doc is not None and now - float(doc.get("heartbeat", 0)) > protocol.HEARTBEAT_STALE_S:
         agent_alive = False
     return doc, agent_alive
-
-
-def _revision_status(revision_id: int, seen: dict[str, Any]) -> RevisionStatus:
-    return RevisionStatus(
-        revision_id=revision_id,
-        desired_replicas=int(seen.get("desired_replicas", 0)),
-        ready_replicas=int(seen.get("ready_replicas", 0)),
-        endpoints=[str(e) for e in seen.get("endpoints", [])],
-        waiting_for_capacity=seen.get("waiting_for_capacity"),
-        message=str(seen.get("message", "")),
-    )

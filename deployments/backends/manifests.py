@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from controlplane.contracts.env import env_str
 from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -75,7 +76,7 @@ class KubeSettings:
     @classmethod
     def from_env(cls) -> KubeSettings:
         placement: dict[str, Any] = dict(DEFAULT_GPU_PLACEMENT)
-        raw = os.environ.get("FRONTDOOR_K8S_GPU_NODE_SELECTORS", "").strip()
+        raw = env_str("FRONTDOOR_K8S_GPU_NODE_SELECTORS").strip()
         if raw:
             try:
                 overrides = json.loads(raw)
@@ -87,15 +88,16 @@ class KubeSettings:
                 # Accept the short form {"gpu": {"label": "value"}} as a bare node selector.
                 is_full = isinstance(value, dict) and ("nodeSelector" in value or "tolerations" in value)
                 placement[gpu_type] = value if is_full else {"nodeSelector": value, "tolerations": [_GPU_TOLERATION]}
-        labels_raw = os.environ.get("FRONTDOOR_K8S_GATEWAY_POD_LABELS", "").strip()
+        labels_raw = env_str("FRONTDOOR_K8S_GATEWAY_POD_LABELS").strip()
         default = cls()
         return cls(
+            # An empty prefix is a real choice (namespaces named after the tenant alone), so it is not a default.
             namespace_prefix=os.environ.get("FRONTDOOR_K8S_NAMESPACE_PREFIX", default.namespace_prefix),
-            gateway_namespace=os.environ.get("FRONTDOOR_K8S_GATEWAY_NAMESPACE", default.gateway_namespace),
-            gateway_name=os.environ.get("FRONTDOOR_K8S_GATEWAY_NAME", default.gateway_name),
+            gateway_namespace=env_str("FRONTDOOR_K8S_GATEWAY_NAMESPACE", default.gateway_namespace),
+            gateway_name=env_str("FRONTDOOR_K8S_GATEWAY_NAME", default.gateway_name),
             gateway_pod_labels=json.loads(labels_raw) if labels_raw else default.gateway_pod_labels,
             gpu_placement=placement,
-            builtin_image=os.environ.get("FRONTDOOR_K8S_BUILTIN_IMAGE", default.builtin_image),
+            builtin_image=env_str("FRONTDOOR_K8S_BUILTIN_IMAGE", default.builtin_image),
         )
 
 
@@ -324,7 +326,7 @@ def revision_dependents(
 
 def http_route(spec: DeploymentSpec, namespace: str, kube: KubeSettings) -> dict[str, Any] | None:
     """The Gateway API HTTPRoute splitting traffic by revision weight; None when no revision runs on Kubernetes."""
-    revisions = [r for r in spec.revisions if runs_on_kubernetes(r)]
+    revisions = [r for r in spec.revisions if r.runs_replicas]
     if not revisions:
         return None
     model_header = f"{spec.tenant.slug}.{spec.name}"
@@ -360,11 +362,6 @@ def http_route(spec: DeploymentSpec, namespace: str, kube: KubeSettings) -> dict
     }
 
 
-def runs_on_kubernetes(revision: RevisionSpec) -> bool:
-    """Revisions of runtime ``external`` point at URLs outside the cluster: nothing to create for them."""
-    return str(revision.spec.get("runtime", "builtin")) != "external"
-
-
 def deployment_objects(
     spec: DeploymentSpec, kube: KubeSettings, owner_uids: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -373,11 +370,11 @@ def deployment_objects(
     uids = owner_uids or {}
     objects: list[dict[str, Any]] = []
     for revision in spec.revisions:
-        if not runs_on_kubernetes(revision):
+        if not revision.runs_replicas:
             continue
         objects.append(revision_deployment(spec, revision, namespace, kube))
     for revision in spec.revisions:
-        if not runs_on_kubernetes(revision):
+        if not revision.runs_replicas:
             continue
         name = revision_object_name(spec.name, revision.number)
         objects.extend(revision_dependents(spec, revision, namespace, uids.get(name)))

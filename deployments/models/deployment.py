@@ -33,6 +33,13 @@ SYSTEM_FIELDS = (
 )
 
 
+def unknown_gpu_type(gpu_type: str) -> str | None:
+    """Why a deployment's ``gpu_type`` is refused: not one of ``FRONTDOOR_GPU_TYPES``. None when known or blank."""
+    if gpu_type and gpu_type not in settings.FRONTDOOR_GPU_TYPES:
+        return f"unknown GPU type {gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
+    return None
+
+
 class Runtime(models.TextChoices):
     VLLM = "vllm"
     TGI = "tgi"
@@ -119,8 +126,8 @@ class ModelDeployment(models.Model):
             errors["min_replicas"] = f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
         if self.gpu_count and not self.gpu_type:
             errors["gpu_type"] = "gpu_type is required when gpu_count > 0"
-        if self.gpu_type and self.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
-            errors["gpu_type"] = f"unknown GPU type {self.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}"
+        if gpu_type_refusal := unknown_gpu_type(self.gpu_type):
+            errors["gpu_type"] = gpu_type_refusal
         if self.runtime == Runtime.EXTERNAL and not self.endpoints:
             errors["endpoints"] = "runtime 'external' needs at least one endpoint URL"
         if errors:
