@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Mod
 
+from controlplane.snapshot.triggers import request_publish
 from deployments.backends.base import (
     Backend,
     DeploymentSpec,
@@ -146,15 +147,6 @@ def _try_lock(deployment_id: int) -> bool:
 
 def _request_publish() -> None:
     """Republish the gateway's snapshot after commit (``QuerySet.update`` fires no signals, so ask explicitly)."""
-    try:
-        from controlplane.snapshot.triggers import request_publish
-    except ImportError:
-        try:
-            from controlplane.snapshot.publisher import publish_config
-        except ImportError:
-            return
-        transaction.on_commit(publish_config)
-        return
     request_publish()
 
 
