@@ -24,6 +24,7 @@ test-deps: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check . || echo "(formatting differences are reported, not fatal)"
 
 typecheck: setup
@@ -40,6 +41,7 @@ pytest: test-deps
 # that verify runs (and the neighbour stops) whatever pytest answers.
 test: test-deps
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy .
 	$(BIN)/python scripts/neighbour_check.py start || exit 1; \
 	status=0; \

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from controlplane.contracts import keyformat
 from controlplane.scoping import TenantScopedManager
+from controlplane.signals import bulk_change
 from controlplane.validators import dns1123_label
 
 
@@ -156,13 +157,12 @@ class ApiKey(models.Model):
 
     def revoke(self) -> bool:
         """Revoke once; returns False when it was already revoked (a second revoke changes nothing)."""
-        updated = ApiKey.unscoped_objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        unrevoked = ApiKey.unscoped_objects.filter(pk=self.pk, revoked_at__isnull=True)
+        updated = unrevoked.update(revoked_at=timezone.now())
         self.refresh_from_db(fields=["revoked_at"])
         if updated:
-            # .update() sends no post_save: ask for the gateway snapshot explicitly (published after commit).
-            from controlplane.snapshot.triggers import request_publish
-
-            request_publish()
+            # .update() sends no post_save: say so, and the snapshot's triggers republish after commit.
+            bulk_change.send(sender=ApiKey, update_fields=frozenset({"revoked_at"}), using=unrevoked.db)
         return bool(updated)
 
 
