@@ -1,6 +1,6 @@
 """Console pages for API keys, members, invitations, the audit log and the tenant's settings. Changes go through
-``tenants.services`` (the functions the REST API calls), ``tenants.invitations`` and ``TenantSettings``'s own
-methods; roles match the REST API's: keys are read by members and managed by admins, members are listed to everyone
+``tenants.services`` (the functions the REST API calls), ``tenants.invitations`` and ``tenants.webhook_settings``;
+roles match the REST API's: keys are read by members and managed by admins, members are listed to everyone
 and managed by admins, the audit log and the settings are for admins.
 """
 

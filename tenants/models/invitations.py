@@ -1,7 +1,7 @@
 """Invitations: an admin invites someone by email; the link, opened while signed in, makes them a member.
 
 Only the SHA-256 of the token is stored (like API keys, the link is shown once, to the admin who made it).
-Kept apart from ``tenants/models.py`` and imported at its bottom so Django registers it under ``tenants``.
+Re-exported by ``tenants.models``, so Django registers it under the ``tenants`` app.
 """
 
 from __future__ import annotations
