@@ -11,7 +11,14 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from tests import isolation
+from tests.support import isolation
+
+# Fixtures shared by several folders live in plugins rather than in modules that tests import.
+pytest_plugins = [
+    "tests.fixtures.broker",
+    "tests.fixtures.localagent",
+    "tests.fixtures.platform",
+]
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

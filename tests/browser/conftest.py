@@ -5,22 +5,21 @@
 - ``sign_in(page, user)``: signs in through the real form (personas get the password ``PASSWORD``).
 - ``stack``: the real processes around the console — a Celery worker (``--pool=solo``, with an embedded beat that
   resyncs every second) on the test database, the local agent (real model-server replicas) and the gateway, all on
-  this test's Redis prefix; reused from tests/test_localagent.py and tests/gateway/conftest.py.
+  this test's Redis prefix; reused from tests/support/localagent.py and tests/support/gateway.py.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.support.browser import DESKTOP, Stack
+from tests.support.worker import Worker
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 def pytest_configure(config: pytest.Config) -> None:
     # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from such a thread unless
     # told the loop is not serving anything (it is not: it only drives the browser). Set in the browser run only
-    # (a hook, not at import: other test modules import helpers from here).
+    # (a hook, not at import).
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
@@ -45,10 +44,6 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 PASSWORD = "browser-test-password-1"
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "img"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -109,97 +104,12 @@ def sign_in(console_url: str, with_password: Callable[[User], User]) -> Callable
     return go
 
 
-def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
-    """Save a screenshot for docs/console.md."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
-    page.screenshot(path=str(path), full_page=full_page)
-    return path
-
-
-# ---------------------------------------------------------------- the processes around the console
-
-
-class Worker:
-    """``celery -A controlplane worker --pool=solo -B`` against the test database and this test's Redis prefix.
-
-    It consumes the run's own Celery queue, and its beat sends there: the run's queue and Celery key prefix come with
-    ``os.environ`` (tests/isolation.py), so an installation's worker on this Redis never sees these tasks.
-    """
-
-    def __init__(self, tmp: Path, prefix: str, env: dict[str, str]) -> None:
-        from django.conf import settings
-        from django.db import connection
-
-        self.log_path = tmp / "worker.log"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-            "REDIS_URL": settings.REDIS_URL,
-            "CELERY_BROKER_URL": settings.REDIS_URL,
-            "FRONTDOOR_REDIS_PREFIX": prefix,
-            "FRONTDOOR_RESYNC_SECONDS": "1",
-            "FRONTDOOR_ROLLUP_SECONDS": "1",
-            "LOG_LEVEL": "WARNING",
-            **env,
-        }
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "controlplane",
-                    "worker",
-                    "--pool=solo",
-                    "-Q",
-                    settings.CELERY_TASK_DEFAULT_QUEUE,
-                    "-B",
-                    "-s",
-                    str(tmp / "beat-schedule"),
-                    "-n",
-                    f"browser-{uuid.uuid4().hex[:6]}@%h",
-                    "--without-heartbeat",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "WARNING",
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-
-@dataclass
-class Stack:
-    gateway_url: str
-    worker: Worker
-
-    def logs(self) -> str:
-        return self.worker.log()
-
-
 @pytest.fixture
 def stack(live_server: Any, redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Stack]:
     from django.conf import settings
 
-    from tests.gateway.conftest import start_gateway, stop
-    from tests.test_localagent import agent_factory
+    from tests.support.gateway import start_gateway, stop
+    from tests.support.localagent import agent_factory
 
     with agent_factory(redis_url, redis_prefix, tmp_path) as make_agent:
         agent = make_agent()

@@ -22,7 +22,7 @@ from django.utils import timezone
 from deployments.models import ModelDeployment, Revision
 from quotas.models import Quota, UsageRollup
 from tenants.models import ApiKey, Membership, Tenant
-from tests.browser.conftest import PHONE, Stack, screenshot
+from tests.support.browser import PHONE, Stack, screenshot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.forms.models import model_to_dict
 from django.test import Client
 
-from quotas.models import Quota
+from quotas.admin import QuotaAdmin
+from quotas.api import QuotaSerializer
+from quotas.console import QuotaForm
+from quotas.models import QUOTA_FIELDS, Quota
 from tenants.models import AuditEvent, Tenant
 
 URL = "/staff/tenants/acme/quota/"
@@ -84,3 +89,37 @@ def test_it_answers_htmx_with_the_form_only(
     response = client_as(staff).post(URL, form_data(cpu_cores=0), HTTP_HX_REQUEST="true")
     assert response.status_code == 422
     assert "<html" not in response.content.decode() and "has-error" in response.content.decode()
+
+
+def test_it_shows_every_quota_field_in_order_with_its_label(
+    staff: User, acme: Tenant, client_as: Callable[[User | None], Client]
+) -> None:
+    page = client_as(staff).get(URL).content.decode()
+    labels = re.findall(r'<label for="id_([^"]+)">([^<]*):</label>', page)
+    assert labels == [
+        ("max_deployments", "Max deployments"),
+        ("max_replicas", "Max replicas"),
+        ("requests_per_minute", "Requests per minute"),
+        ("tokens_per_minute", "Tokens per minute"),
+        ("max_concurrent_requests", "Max concurrent requests"),
+        ("monthly_token_budget", "Monthly token budget"),
+        ("cpu_cores", "CPU cores (Kubernetes namespace)"),
+        ("memory_gib", "Memory GiB (Kubernetes namespace)"),
+        *((f"gpus_{gpu_type}", f"{gpu_type} GPUs") for gpu_type in settings.FRONTDOOR_GPU_TYPES),
+    ]
+
+
+def test_the_editor_the_api_and_the_admin_cover_the_same_quota_fields() -> None:
+    assert {*QuotaForm.SCALAR_FIELDS, "gpus"} == set(QUOTA_FIELDS)
+    assert set(QuotaForm.base_fields) == set(QuotaForm.SCALAR_FIELDS)  # a new quota field gets its form field
+    assert set(QuotaSerializer.Meta.fields) == {"tenant", *QUOTA_FIELDS, "updated_at"}
+    assert QuotaAdmin.list_display == [
+        "tenant",
+        "max_deployments",
+        "max_replicas",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+        "monthly_token_budget",
+        "updated_at",
+    ]

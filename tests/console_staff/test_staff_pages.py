@@ -15,7 +15,7 @@ from deployments.models import ModelDeployment, SloSample
 from quotas import reports
 from quotas.models import Quota, UsageRollup
 from tenants.models import Tenant
-from tests.console_staff.conftest import make_deployment
+from tests.support.staff import make_deployment
 
 
 def many_tenants(count: int) -> list[Tenant]:

@@ -9,7 +9,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import Key, Process, World
+from tests.support.gateway import Key, Process, World
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

@@ -20,7 +20,9 @@ import openai
 import pytest
 import redis
 
-from tests.gateway.conftest import (
+from tests.gateway.pki import Authority, server_context
+from tests.gateway.scripted import scripted_upstream
+from tests.support.gateway import (
     BASE_PREFIX,
     ROOT,
     Key,
@@ -32,8 +34,6 @@ from tests.gateway.conftest import (
     stop,
     usage_events,
 )
-from tests.gateway.pki import Authority, server_context
-from tests.gateway.scripted import scripted_upstream
 
 EMBED_MODEL = "frontdoor/sim-embed"
 

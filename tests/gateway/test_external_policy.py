@@ -16,7 +16,8 @@ import httpx2 as httpx
 import pytest
 import redis
 
-from tests.gateway.conftest import (
+from tests.gateway.scripted import Answer, ScriptedUpstream, scripted_upstream
+from tests.support.gateway import (
     BASE_PREFIX,
     REDIS_URL,
     Key,
@@ -27,7 +28,6 @@ from tests.gateway.conftest import (
     start_gateway,
     stop,
 )
-from tests.gateway.scripted import Answer, ScriptedUpstream, scripted_upstream
 
 REDIS_PORT = urlsplit(REDIS_URL).port or 6379
 AGENT_PORT = free_port()  # stands for the local agent's control API, listed as a platform service

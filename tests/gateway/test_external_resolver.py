@@ -19,8 +19,8 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import GatewayConfig
-from tests.gateway.conftest import BASE_PREFIX, PEPPER, REDIS_URL, World, clear_prefix, free_port
 from tests.gateway.scripted import ScriptedUpstream, scripted_upstream
+from tests.support.gateway import BASE_PREFIX, PEPPER, REDIS_URL, World, clear_prefix, free_port
 
 
 class FakeResolver:

@@ -16,11 +16,12 @@ import pytest
 import redis
 
 from controlplane.contracts.jsonlimits import MAX_JSON_DEPTH
+from controlplane.contracts.redis_names import api_key_scope, request_window_key, tenant_scope
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.validation import CHAT, COMPLETIONS, EMBEDDINGS, parse_request
-from tests.gateway.conftest import BASE_PREFIX, Key, Process, World, clear_prefix, start_gateway, stop, usage_events
 from tests.gateway.scripted import Answer, scripted_upstream
+from tests.support.gateway import BASE_PREFIX, Key, Process, World, clear_prefix, start_gateway, stop, usage_events
 
 DEPTHS = [65, 300, 600, 5000]
 
@@ -124,8 +125,8 @@ def test_it_refuses_deep_nesting_with_a_400_before_admission(
     assert set(error) == {"message", "type", "param", "code"}
     assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "nesting_too_deep", None)
     prefix = depth_world.prefix
-    assert not redis_client.exists(f"{prefix}:rpm:key:{limited_key.key_id}")
-    assert not redis_client.exists(f"{prefix}:rpm:tenant:{limited_key.tenant}")
+    assert not redis_client.exists(request_window_key(prefix, api_key_scope(limited_key.key_id)))
+    assert not redis_client.exists(request_window_key(prefix, tenant_scope(limited_key.tenant)))
     assert usage_events(redis_client, prefix, limited_key) == []
     log = depth_gateway.log()
     assert "Traceback" not in log and "RecursionError" not in log
@@ -142,7 +143,7 @@ def test_the_limiter_still_counts_a_plain_request_of_the_same_key(
         timeout=10,
     )
     assert response.status_code == 200
-    assert redis_client.zcard(f"{depth_world.prefix}:rpm:key:{limited_key.key_id}") == 1
+    assert redis_client.zcard(request_window_key(depth_world.prefix, api_key_scope(limited_key.key_id))) == 1
 
 
 def test_an_upstream_answer_nested_past_what_can_be_encoded_is_a_502_without_a_traceback(

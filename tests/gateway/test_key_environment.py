@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx2 as httpx
 
-from tests.gateway.conftest import Key, Process, World
+from tests.support.gateway import Key, Process, World
 
 WRONG_KEY = {
     "error": {

@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from controlplane.contracts import redis_names as names
 from gateway.limits import (
     CONCURRENCY_LIMIT_EXCEEDED,
     INSUFFICIENT_QUOTA,
@@ -174,9 +175,10 @@ def test_it_refuses_past_the_monthly_budget_and_settles_the_reservation(with_lim
         requests = [request(tenant_limits=budget, est=300) for _ in range(4)]
         verdicts = await admit_all(limiter, requests)
         await limiter.settle(requests[0], 50)  # 300 reserved, 50 used: 250 back
-        used_after_settle = await read_int(client, f"{redis_prefix}:budget:acme:{month}")
+        budget_key = names.budget_key_prefix(redis_prefix, "acme") + month
+        used_after_settle = await read_int(client, budget_key)
         again = await limiter.admit(request(tenant_limits=budget, est=300))
-        return verdicts, used_after_settle, again, await read_int(client, f"{redis_prefix}:budget:acme:{month}")
+        return verdicts, used_after_settle, again, await read_int(client, budget_key)
 
     verdicts, used_after_settle, again, used_now = with_limiter(scenario)
     assert [v.allowed for v in verdicts] == [True, True, True, False]
@@ -197,10 +199,10 @@ def test_it_settles_the_budget_in_the_month_it_was_reserved(with_limiter: Any, r
 
     async def scenario(limiter: Limiter, client: aioredis.Redis) -> tuple[int, int]:
         assert (await limiter.admit(req)).allowed
-        this_month = f"{redis_prefix}:budget:acme:{datetime.now(UTC).strftime('%Y%m')}"
-        old_month = f"{redis_prefix}:budget:acme:202510"
+        this_month = names.budget_key_prefix(redis_prefix, "acme") + datetime.now(UTC).strftime("%Y%m")
+        old_month = names.budget_key_prefix(redis_prefix, "acme") + "202510"
         # Rewrite the admission as if it happened in October: the lease score is admission time + ttl.
-        await client.zadd(f"{redis_prefix}:conc:deployment:9", {req.request_id: last_month_ms + 30_000})
+        await client.zadd(names.deployment_concurrency_key(redis_prefix, 9), {req.request_id: last_month_ms + 30_000})
         await client.set(old_month, 300, ex=60)
         await client.set(this_month, 0, ex=60)
         await limiter.settle(req, 120)
@@ -218,7 +220,8 @@ def test_it_corrects_the_token_window_to_actual_use(with_limiter: Any, redis_pre
         refused_before = not (await limiter.admit(second)).allowed
         await limiter.settle(first, 100)
         admitted_after = (await limiter.admit(second)).allowed
-        return refused_before, admitted_after, await read_int(client, f"{redis_prefix}:tpm:key:k1:total")
+        tokens_key = names.token_total_key(redis_prefix, names.api_key_scope("k1"))
+        return refused_before, admitted_after, await read_int(client, tokens_key)
 
     assert with_limiter(scenario) == (True, True, 700)
 
@@ -233,8 +236,8 @@ def test_it_settles_only_once(with_limiter: Any, redis_prefix: str) -> None:
         await limiter.settle(req, 100)
         month = datetime.now(UTC).strftime("%Y%m")
         return (
-            await read_int(client, f"{redis_prefix}:budget:acme:{month}"),
-            await read_int(client, f"{redis_prefix}:tpm:tenant:acme:total"),
+            await read_int(client, names.budget_key_prefix(redis_prefix, "acme") + month),
+            await read_int(client, names.token_total_key(redis_prefix, names.tenant_scope("acme"))),
         )
 
     assert with_limiter(scenario) == (100, 100)
@@ -250,7 +253,7 @@ def test_it_purges_expired_leases(with_limiter: Any, redis_prefix: str) -> None:
         await asyncio.sleep(0.1)
         later = request(key_limits=Limits(max_concurrent_requests=1))
         admitted = (await limiter.admit(later)).allowed
-        return blocked, admitted, await client.zrange(f"{redis_prefix}:conc:deployment:9", 0, -1)
+        return blocked, admitted, await client.zrange(names.deployment_concurrency_key(redis_prefix, 9), 0, -1)
 
     blocked, admitted, deployment_leases = with_limiter(scenario)
     assert blocked and admitted
@@ -299,8 +302,8 @@ def test_it_records_nothing_when_one_limit_refuses(with_limiter: Any, redis_pref
         refused = not (await limiter.admit(request(key_limits=limits))).allowed
         return (
             refused,
-            await client.zcard(f"{redis_prefix}:rpm:key:k1"),
-            await read_int(client, f"{redis_prefix}:tpm:key:k1:total"),
+            await client.zcard(names.request_window_key(redis_prefix, names.api_key_scope("k1"))),
+            await read_int(client, names.token_total_key(redis_prefix, names.api_key_scope("k1"))),
         )
 
     assert with_limiter(scenario) == (True, 1, 100)
@@ -313,7 +316,7 @@ def test_it_keeps_only_the_deployment_gauge_when_nothing_is_limited(with_limiter
 
     verdict, keys = with_limiter(scenario)
     assert verdict.allowed and verdict.headers == {}
-    assert keys == [f"{redis_prefix}:conc:deployment:9".encode()]
+    assert keys == [names.deployment_concurrency_key(redis_prefix, 9).encode()]
 
 
 def test_it_sets_an_expiry_on_every_key(with_limiter: Any, redis_prefix: str) -> None:
@@ -341,8 +344,8 @@ def test_it_queues_the_settle_on_a_pipeline(with_limiter: Any, redis_prefix: str
         limiter.settle_commands(pipe, req, 10)
         pipe.incr(f"{redis_prefix}:other")
         await pipe.execute()
-        return await client.zcard(f"{redis_prefix}:conc:key:k1"), await client.zcard(
-            f"{redis_prefix}:conc:deployment:9"
+        return await client.zcard(names.concurrency_key(redis_prefix, names.api_key_scope("k1"))), await client.zcard(
+            names.deployment_concurrency_key(redis_prefix, 9)
         )
 
     assert with_limiter(scenario) == (0, 0)
@@ -438,7 +441,8 @@ def test_it_never_overspends_a_budget_under_concurrency(workers: Workers, redis_
     async def recorded() -> int:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            return await read_int(client, f"{redis_prefix}:budget:frugal:{time.strftime('%Y%m', time.gmtime())}")
+            month = time.strftime("%Y%m", time.gmtime())
+            return await read_int(client, names.budget_key_prefix(redis_prefix, "frugal") + month)
         finally:
             await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.gateway.conftest import PEPPER, REDIS_URL, ROOT, Process, World, start_gateway, stop, wait_http
+from tests.support.gateway import PEPPER, REDIS_URL, ROOT, Process, World, start_gateway, stop, wait_http
 
 TOKEN = "metrics-scrape-token"
 

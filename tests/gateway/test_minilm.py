@@ -22,7 +22,7 @@ import openai
 import pytest
 from openai.types import CreateEmbeddingResponse
 
-from tests.gateway.conftest import ROOT, Key, Process, World, free_port, start_gateway, stop, wait_http
+from tests.support.gateway import ROOT, Key, Process, World, free_port, start_gateway, stop, wait_http
 
 pytestmark = [
     pytest.mark.embeddings,

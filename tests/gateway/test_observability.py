@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis
 
-from tests.gateway.conftest import Key, Process, World
+from tests.support.gateway import Key, Process, World
 
 CHAT = "/v1/chat/completions"
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 import redis
 
-from tests.gateway.conftest import Key, Process, World, usage_events
+from tests.support.gateway import Key, Process, World, usage_events
 
 
 @pytest.fixture(scope="module")

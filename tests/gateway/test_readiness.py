@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from controlplane.contracts.keyformat import generate_key
-from tests.gateway.conftest import BASE_PREFIX, Process, World, clear_prefix, free_port, start_gateway, stop
+from tests.support.gateway import BASE_PREFIX, Process, World, clear_prefix, free_port, start_gateway, stop
 
 CHAT_BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 

@@ -11,7 +11,7 @@ import httpx2 as httpx
 import pytest
 import redis
 
-from tests.gateway.conftest import Key, Process, World, free_port, start_gateway, stop
+from tests.support.gateway import Key, Process, World, free_port, start_gateway, stop
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}

@@ -19,7 +19,8 @@ import httpx2 as httpx
 import pytest
 import redis
 
-from tests.gateway.conftest import ROOT, Process, World, free_port, start_gateway, stop, wait_http
+from controlplane.contracts.redis_names import wake_key
+from tests.support.gateway import ROOT, Process, World, free_port, start_gateway, stop, wait_http
 
 CHAT = "/v1/chat/completions"
 
@@ -38,7 +39,7 @@ def in_background(gateway: Process, key: str) -> tuple[threading.Thread, list[ht
 
 def wait_for_wake(client: redis.Redis, prefix: str, deployment_id: int) -> None:
     deadline = time.monotonic() + 10
-    while client.get(f"{prefix}:wake:{deployment_id}") is None:
+    while client.get(wake_key(prefix, deployment_id)) is None:
         assert time.monotonic() < deadline, "no wake signal"
         time.sleep(0.02)
 
@@ -125,7 +126,7 @@ def test_a_held_refused_request_gets_deployment_starting_when_no_replica_comes(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "deployment_starting"
     assert int(response.headers["retry-after"]) >= 1
-    assert redis_client.ttl(f"{prefix}:wake:{dep['id']}") > 0
+    assert redis_client.ttl(wake_key(prefix, dep["id"])) > 0
 
 
 @pytest.fixture
@@ -163,4 +164,4 @@ def test_an_error_after_the_request_was_sent_is_not_held(
     response = chat(gateway, key.full)
 
     assert response.status_code == 502
-    assert redis_client.get(f"{prefix}:wake:{dep['id']}") is None
+    assert redis_client.get(wake_key(prefix, dep["id"])) is None

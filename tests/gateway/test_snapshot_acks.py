@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from controlplane.contracts.drain import Ack, acks_key, parse_acks
-from tests.gateway.conftest import World, start_gateway, stop
+from tests.support.gateway import World, start_gateway, stop
 
 
 def acks(client: redis.Redis, prefix: str) -> dict[str, Ack]:

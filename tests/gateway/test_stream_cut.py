@@ -20,8 +20,8 @@ import orjson
 import pytest
 import redis
 
-from tests.gateway.conftest import Key, Process, World, start_modelserver, stop, usage_events
 from tests.gateway.scripted import Answer, scripted_upstream
+from tests.support.gateway import Key, Process, World, start_modelserver, stop, usage_events
 
 CHAT = "/v1/chat/completions"
 LONG_CHAT = {"model": "chat", "messages": [{"role": "user", "content": "write a long story"}], "max_tokens": 400}

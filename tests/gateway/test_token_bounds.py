@@ -22,11 +22,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controlplane.contracts.redis_names import budget_key_prefix
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.generation import upstream_body
 from gateway.validation import CHAT, COMPLETIONS, parse_request
-from tests.gateway.conftest import (
+from tests.gateway.scripted import scripted_upstream
+from tests.support.gateway import (
     BASE_PREFIX,
     Key,
     Process,
@@ -37,7 +39,6 @@ from tests.gateway.conftest import (
     stop,
     usage_events,
 )
-from tests.gateway.scripted import scripted_upstream
 
 CONFIG = GatewayConfig()
 CAP = CONFIG.max_tokens_cap
@@ -294,7 +295,7 @@ def test_concurrent_requests_with_a_small_max_completion_tokens_cannot_overspend
     served = statuses.count(200)
     assert served >= 1
     assert metered_tokens(redis_client, bounds_world, key, served) <= budget
-    [counter] = redis_client.scan_iter(match=f"{bounds_world.prefix}:budget:{tenant}:*")
+    [counter] = redis_client.scan_iter(match=budget_key_prefix(bounds_world.prefix, tenant) + "*")
     assert int(redis_client.get(counter) or 0) <= budget
 
 

@@ -6,10 +6,9 @@ import asyncio
 import time
 
 import httpx2 as httpx
-import orjson
 import pytest
 
-from tests.gateway.conftest import Key, Process, World
+from tests.support.gateway import Key, Process, World
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -57,17 +56,8 @@ def test_it_picks_up_a_snapshot_whose_notice_was_lost_within_2_s(
     world.publish(gateway, second_gateway)
     assert status(second_gateway, key) == 200
     world.keys[key.key_id]["revoked"] = True
-    # Write the snapshot and version as the control plane does, but lose the PUBLISH: the 1 s poll must catch it.
-    client, prefix = world.client, world.prefix
-    version = int(client.incr(f"{prefix}:config:version"))
-    doc = {
-        "version": version,
-        "published_at": time.time(),
-        "keys": world.keys,
-        "tenants": world.tenants,
-        "deployments": world.deployments,
-    }
-    client.set(f"{prefix}:config:snapshot", orjson.dumps(doc))
+    # Store the snapshot and version as the control plane does, but lose the notice: the 1 s poll must catch it.
+    world.publish(notify_channel=f"{world.prefix}:db0:nobody-listens")
     elapsed = seconds_until_refused(second_gateway, key)
     print(f"a snapshot without its notice was loaded in {elapsed * 1000:.0f} ms")
     assert elapsed <= REVOCATION_DEADLINE_S

@@ -23,7 +23,8 @@ import redis
 from gateway.batching import EmbeddingsBatcher
 from gateway.config import GatewayConfig
 from gateway.validation import CHAT, EMBEDDINGS, parse_request
-from tests.gateway.conftest import (
+from tests.gateway.scripted import Answer, ScriptedUpstream, scripted_upstream
+from tests.support.gateway import (
     BASE_PREFIX,
     Key,
     Process,
@@ -33,7 +34,6 @@ from tests.gateway.conftest import (
     stop,
     usage_events,
 )
-from tests.gateway.scripted import Answer, ScriptedUpstream, scripted_upstream
 
 HOSTILE = {
     "a string": "abc",

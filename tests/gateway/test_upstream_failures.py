@@ -13,8 +13,8 @@ import orjson
 import pytest
 import redis
 
-from controlplane.contracts.channels import WAKE, channel
-from tests.gateway.conftest import (
+from controlplane.contracts.redis_names import WAKE, channel, wake_key
+from tests.support.gateway import (
     REDIS_URL,
     Key,
     Process,
@@ -194,7 +194,7 @@ def test_it_holds_a_request_for_a_cold_deployment_and_serves_it_once_a_replica_a
             break
     wake.close()
     assert message is not None and message["data"] == str(dep["id"]).encode()
-    assert redis_client.ttl(f"{prefix}:wake:{dep['id']}") > 0
+    assert redis_client.ttl(wake_key(prefix, dep["id"])) > 0
     dep["revisions"][0]["endpoints"] = [upstream.url]
     world.publish()
     waiter.join(10)

@@ -23,8 +23,8 @@ import pytest
 from controlplane.contracts.addresses import AddressPolicy, Target, parse_networks
 from gateway.upstream import UpstreamConnectError, UpstreamPool, UpstreamReset
 from gateway.upstream_library import LibraryTransport
-from tests.gateway.conftest import free_port
 from tests.gateway.pki import Authority, server_context
+from tests.support.gateway import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LOOPBACK = AddressPolicy(allowed_networks=parse_networks(["127.0.0.0/8"]))

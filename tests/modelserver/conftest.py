@@ -1,11 +1,12 @@
-"""Model server fixtures: real server processes on free ports (see ms_harness.py)."""
+"""Model server fixtures: real server processes on free ports (see tests/support/modelserver.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 import pytest
-from ms_harness import RunningServer, start_server
+
+from tests.support.modelserver import RunningServer, start_server
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,67 @@
+"""Production settings: hardened enough for ``check --deploy``, and refusing unsafe configuration."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    unwanted = {"DEBUG", "SECRET_KEY", "FRONTDOOR_KEY_PEPPER", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in unwanted}
+    env.update(
+        FRONTDOOR_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        FRONTDOOR_KEY_PEPPER=secrets.token_urlsafe(48),
+        ALLOWED_HOSTS="frontdoor.example.com",
+        DJANGO_SETTINGS_MODULE="controlplane.settings",
+    )
+    env.update(overrides)
+    return env
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_settings_pass_the_deploy_checks() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_debug_is_refused_in_production() -> None:
+    result = manage("check", env=production_env(DEBUG="true"))
+    assert result.returncode != 0
+    assert "DEBUG=true is refused" in result.stderr
+
+
+def test_a_missing_secret_key_is_refused_in_production() -> None:
+    env = production_env()
+    del env["SECRET_KEY"]
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_a_short_key_pepper_is_refused_in_production() -> None:
+    result = manage("check", env=production_env(FRONTDOOR_KEY_PEPPER="short"))
+    assert result.returncode != 0
+    assert "FRONTDOOR_KEY_PEPPER" in result.stderr
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secrets.token_urlsafe(64) + "\n")
+    env = production_env()
+    del env["SECRET_KEY"]
+    env["SECRET_KEY_FILE"] = str(secret_file)
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
