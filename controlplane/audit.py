@@ -100,7 +100,7 @@ def record_audit(
 ) -> AuditEvent:
     """Write one audit event. ``obj`` may be None (e.g. for bulk actions); pass ``object_type`` then.
 
-    ``request_or_principal`` is a request (DRF or Django), a ``controlplane.api.Principal``, an ``Actor``,
+    ``request_or_principal`` is a request (DRF or Django), a ``controlplane.access.Principal``, an ``Actor``,
     or None for system work (workers). ``request_id`` overrides the one taken from the request.
     """
     actor = _actor_of(request_or_principal)

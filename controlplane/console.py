@@ -1,7 +1,7 @@
 """The console's scoping chokepoint: one place that turns ``/t/<slug>/...`` into a tenant and a role.
 
-It mirrors ``controlplane.api.TenantScopedViewSet`` and reuses its ``resolve_principal``: a signed-out visitor is sent
-to the sign-in page, someone with no access to the tenant gets a 404 (never a 403 that confirms the tenant exists),
+The decision is ``controlplane.access.tenant_access``, the one the REST API takes: a signed-out visitor is sent to
+the sign-in page, someone with no access to the tenant gets a 404 (never a 403 that confirms the tenant exists),
 a role too weak for the page or the action gets a 403, and a suspended tenant refuses changes except from staff.
 
 Views are ``TenantConsoleView`` subclasses with ``read_role``/``write_role``; ``self.tenant``, ``self.principal`` and
@@ -11,7 +11,6 @@ the template context (``tenant``, ``role``, ``can_write``, ``nav_tenants`` …) 
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -22,7 +21,8 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views import View
 
-from controlplane.api import Principal, resolve_principal
+from controlplane.access import Principal, principal_for, tenant_access
+from controlplane.domain_errors import Forbidden, NotFound
 from tenants.models import Membership, Role, Tenant, role_at_least
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -31,7 +31,7 @@ PAGE_SIZE = 50
 
 def console_principal(request: HttpRequest, tenant: Tenant) -> Principal:
     """The signed-in user's principal in ``tenant`` by the REST API's own rules (the console has no API keys)."""
-    return resolve_principal(SimpleNamespace(auth=None, user=request.user), tenant)  # type: ignore[arg-type]
+    return principal_for(request.user, None, tenant)
 
 
 def nav_tenants(request: HttpRequest) -> list[dict[str, str]]:
@@ -90,18 +90,20 @@ class TenantConsoleView(LoginRequiredMixin, View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return self.handle_no_permission()
-        tenant = Tenant.objects.filter(slug=kwargs.get("tenant", "")).first()
-        if tenant is None:
-            raise Http404("no such tenant")
-        principal = console_principal(request, tenant)
-        if principal.role is None:
-            raise Http404("no such tenant")
-        self.tenant, self.principal = tenant, principal
-        needed = self.read_role if request.method in SAFE_METHODS else self.write_role
-        if not role_at_least(principal.role, needed):
-            raise PermissionDenied(f"this needs the '{needed}' role in tenant '{tenant.slug}'")
-        if request.method not in SAFE_METHODS and not tenant.is_active and not principal.is_staff:
-            raise PermissionDenied("this tenant is suspended; changes are refused")
+        writes = request.method not in SAFE_METHODS
+        try:
+            access = tenant_access(
+                str(kwargs.get("tenant", "")),
+                user=request.user,
+                key=None,
+                required_role=self.write_role if writes else self.read_role,
+                writes=writes,
+            )
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from exc
+        self.tenant, self.principal = access.tenant, access.principal
         return super().dispatch(request, *args, **kwargs)
 
     def can(self, role: str) -> bool:

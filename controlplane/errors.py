@@ -1,7 +1,8 @@
 """One error shape for the REST API: ``{"error": {"type", "code", "message", "fields"}}``.
 
 ``fields`` maps each offending field to its messages, so clients and the console can show them inline.
-Database integrity errors (a race the validators could not see) become 409s instead of 500s.
+Database integrity errors (a race the validators could not see) become 409s instead of 500s. The services'
+domain errors (``controlplane.domain_errors``) get their status here and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from controlplane import domain_errors
 
 
 def _flatten(detail: Any) -> Any:
@@ -47,7 +50,33 @@ def error_body(status_code: int, code: str, message: str, fields: dict[str, Any]
     }
 
 
+# Most specific first: a subclass not listed gets its nearest listed base's status.
+DOMAIN_STATUS: tuple[tuple[type[domain_errors.DomainError], int], ...] = (
+    (domain_errors.Invalid, status.HTTP_400_BAD_REQUEST),
+    (domain_errors.NotFound, status.HTTP_404_NOT_FOUND),
+    (domain_errors.Forbidden, status.HTTP_403_FORBIDDEN),
+    (domain_errors.Conflict, status.HTTP_409_CONFLICT),
+    (domain_errors.QuotaExceeded, status.HTTP_422_UNPROCESSABLE_ENTITY),
+)
+
+
+def domain_status(exc: domain_errors.DomainError) -> int:
+    """The HTTP status of a domain error (400 for one no entry covers)."""
+    return next((code for kind, code in DOMAIN_STATUS if isinstance(exc, kind)), status.HTTP_400_BAD_REQUEST)
+
+
+def domain_error_body(exc: domain_errors.DomainError) -> dict[str, Any]:
+    """The error body of a domain error, the same as the DRF exception it replaced gave."""
+    code = domain_status(exc)
+    if isinstance(exc, domain_errors.Invalid):
+        fields = _flatten(exc.fields)
+        return error_body(code, exc.code, _summary(fields) or exc.default_message, fields)
+    return error_body(code, exc.code, exc.message)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, domain_errors.DomainError):
+        return Response(domain_error_body(exc), status=domain_status(exc))
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, RequestDataTooBig):  # a body without a declared length, cut off while being read

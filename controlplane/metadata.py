@@ -13,6 +13,8 @@ from rest_framework import exceptions
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.request import Request, clone_request
 
+from controlplane.domain_errors import DomainError
+
 
 class ScopedMetadata(SimpleMetadata):
     def determine_actions(self, request: Request, view: Any) -> dict[str, Any]:
@@ -23,7 +25,7 @@ class ScopedMetadata(SimpleMetadata):
                 view.check_permissions(view.request)
                 if hasattr(view, "check_role"):
                     view.check_role(view.request)
-            except exceptions.APIException:
+            except (exceptions.APIException, DomainError):
                 continue
             finally:
                 view.request = request

@@ -27,7 +27,7 @@ from django.utils import timezone
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
-from controlplane.api import Principal
+from controlplane.access import Principal
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
 from deployments.services import DeploymentDeleting, set_traffic
 from deployments.slo import collect as slo

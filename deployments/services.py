@@ -22,7 +22,7 @@ from django.db import transaction
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
-from controlplane.api import Principal
+from controlplane.access import Principal
 from controlplane.audit import diff_fields, record_audit
 from controlplane.contracts.addresses import AddressRefused, split_url
 from controlplane.contracts.replica_env import args_errors, env_errors

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
+from controlplane.access import listed_tenants
 from controlplane.api import TenantScopedViewSet
 from controlplane.idempotency import IdempotentMixin
 from controlplane.permissions import IsAuthenticatedPrincipal
@@ -67,32 +68,24 @@ class TenantListViewSet(IdempotentMixin, mixins.ListModelMixin, GenericViewSet[T
     ordering = ["slug"]
 
     def _roles(self) -> dict[int, str]:
-        user = self.request.user
-        if isinstance(self.request.auth, ApiKey) or not user.is_authenticated or user.is_staff:
-            return {}
-        return dict(Membership.objects.unscoped().filter(user_id=user.pk).values_list("tenant_id", "role"))
+        """The caller's role per listed tenant (``controlplane.access`` decides; staff own every tenant)."""
+        key = self.request.auth if isinstance(self.request.auth, ApiKey) else None
+        roles = listed_tenants(self.request.user, key)
+        if roles is None:
+            return {pk: Role.OWNER for pk in Tenant.objects.values_list("pk", flat=True)}
+        return roles
 
     def get_queryset(self) -> QuerySet[Tenant]:
         key = self.request.auth if isinstance(self.request.auth, ApiKey) else None
-        if key is not None:
-            if not {Scope.READ, Scope.MANAGE} & set(key.scopes):
-                raise exceptions.PermissionDenied("this API key has neither the 'read' nor the 'manage' scope")
-            return Tenant.objects.filter(pk=key.tenant_id)
-        user = self.request.user
-        if user.is_staff:
-            return Tenant.objects.all()
-        return Tenant.objects.filter(pk__in=list(self._roles()))
+        roles = listed_tenants(self.request.user, key)
+        return Tenant.objects.all() if roles is None else Tenant.objects.filter(pk__in=list(roles))
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = dict(super().get_serializer_context())
-        if not getattr(self, "swagger_fake_view", False) and self.request.user.is_authenticated:
-            roles = self._roles()
-            if self.request.user.is_staff:
-                roles = {pk: Role.OWNER for pk in Tenant.objects.values_list("pk", flat=True)}
-            context["roles"] = roles
-        key = self.request.auth if isinstance(self.request.auth, ApiKey) else None
-        if key is not None:
-            context["roles"] = {key.tenant_id: Role.ADMIN if Scope.MANAGE in key.scopes else Role.VIEWER}
+        if not getattr(self, "swagger_fake_view", False) and (
+            self.request.user.is_authenticated or isinstance(self.request.auth, ApiKey)
+        ):
+            context["roles"] = self._roles()
         return context
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

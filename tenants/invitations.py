@@ -22,7 +22,7 @@ from tenants import services
 from tenants.models import Invitation, Membership, Role, Tenant
 
 if TYPE_CHECKING:
-    from controlplane.api import Principal
+    from controlplane.access import Principal
 
 INVITABLE_ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN)
 

@@ -3,7 +3,7 @@
 Each function changes rows atomically, records an audit event in the same transaction, and asks for the
 gateway's config snapshot to be republished after commit. Permission rules that depend on *who* acts (only an
 owner or staff may grant or take away the owner role) live here too, so both front ends enforce them; ``by``
-is the acting ``controlplane.api.Principal`` (None = the system, e.g. a management command).
+is the acting ``controlplane.access.Principal`` (None = the system, e.g. a management command).
 
 ``audit_from`` is what ``controlplane.audit.record_audit`` attributes the event to (usually the request, which
 also carries the request id); it defaults to ``by``.
@@ -27,7 +27,7 @@ from quotas.models import Quota
 from tenants.models import ApiKey, Membership, Role, Scope, Tenant
 
 if TYPE_CHECKING:
-    from controlplane.api import Principal
+    from controlplane.access import Principal
 
 
 class Conflict(exceptions.APIException):
