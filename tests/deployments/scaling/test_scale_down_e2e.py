@@ -3,7 +3,7 @@ real processes (local agent, built-in model-server replicas, a gateway, Redis, P
 
 Scaling runs the control plane as `make run` does: a Celery worker with beat (autoscale tick every 2 s, resync every
 5 s, reconciles with their follow-ups), shortened windows, committed data, the REST API read through the test client.
-The revision tests run the control plane's work in this process (``test_autoscale_e2e.py``'s ``ControlPlane``:
+The revision tests run the control plane's work in this process (``tests/support/controlplane.py``'s ``ControlPlane``:
 reconcile and publish every 0.25 s). Clients send chat completions, half of them streamed, and count per phase: a
 failed request is any answer but 200, a cut stream one that does not end with ``data: [DONE]``. Every phase must
 have 0 of both, and a burst of 20 concurrent requests sent as soon as the API reports zero replicas must be served
@@ -33,7 +33,7 @@ from deployments.models import ModelDeployment, Revision
 from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
-from tests.deployments.scaling.test_autoscale_e2e import ControlPlane, celery_worker_with_beat
+from tests.support.controlplane import ControlPlane, celery_worker_with_beat
 from tests.support.gateway import Process, start_gateway, stop
 from tests.support.localagent import Agent, agent_factory
 
