@@ -1,7 +1,8 @@
 """One "gateway process" for the cross-process exactness tests in test_limits.py.
 
-Usage: ``python limits_worker.py REDIS_URL PREFIX``. It prints ``ready``, then answers commands read from stdin,
-one per line, each with one JSON line on stdout:
+Usage: ``python limits_worker.py REDIS_URL PREFIX PATH``, PATH being ``redis-py`` or ``redispipe`` (the client the
+limiter is given, as ``tests/support/limiter_paths.py`` builds it). It prints ``ready``, then answers commands read
+from stdin, one per line, each with one JSON line on stdout:
 
 - ``admit {"key": ..., "tenant": ..., "n": 250, "rpm": 100, "budget": null, "est": 1, "at": <epoch s>}``: fires
   n admits at once (asyncio) at wall-clock time ``at`` and answers ``{"admitted": <count>}``; the admitted
@@ -21,17 +22,17 @@ import sys
 import time
 import uuid
 
-import redis.asyncio as aioredis
-
 from gateway.limits import Limiter, LimitRequest, Limits
+from tests.support.limiter_paths import close_hot_redis, open_hot_redis, ping_all
+
+CONNECTIONS = 64  # redis-py's pool; RedisPipe always sends everything over one connection
 
 
-async def main(redis_url: str, prefix: str) -> None:
-    pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64)
-    client = aioredis.Redis(connection_pool=pool)
+async def main(redis_url: str, prefix: str, path: str) -> None:
+    client = open_hot_redis(path, redis_url, max_connections=CONNECTIONS)
     limiter = Limiter(client, prefix)
     await limiter.load_scripts()
-    await asyncio.gather(*(client.ping() for _ in range(64)))  # open the pool now, not during the race
+    await ping_all(client, CONNECTIONS)  # open the connections now, not during the race
     kept: list[LimitRequest] = []
     loop = asyncio.get_running_loop()
     print("ready", flush=True)
@@ -63,8 +64,8 @@ async def main(redis_url: str, prefix: str) -> None:
             await asyncio.gather(*(limiter.settle(r, a) for r, a in zip(kept, actual, strict=True)))
             kept = []
             print(json.dumps({"actual": sum(actual)}), flush=True)
-    await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+    await close_hot_redis(client)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))

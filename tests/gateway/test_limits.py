@@ -1,5 +1,9 @@
 """The limiter against real Redis: every limit admits exactly its limit, settles correct it, leases expire, and two
-OS processes racing for the same counters never admit more than the limit."""
+OS processes racing for the same counters never admit more than the limit.
+
+Every test runs on both of the limiter's paths to Redis (``tests/support/limiter_paths.py``): redis-py, which the
+gateway keeps for TLS and unix-socket URLs, and the pipelined ``RedisPipe`` it uses for plain ``redis://``. The
+two pack the same scripts' keys and arguments differently (the pipe from cached RESP), so each must pass alone."""
 
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from gateway.limits import (
     Limits,
     format_reset,
 )
+from gateway.redispipe import RedisPipe
+from tests.support.limiter_paths import LIMITER_PATHS, close_hot_redis, open_hot_redis
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -60,16 +66,25 @@ def request(
     )
 
 
+@pytest.fixture(params=LIMITER_PATHS)
+def limiter_path(request: pytest.FixtureRequest) -> str:
+    """The client the limiter is given: ``redis-py`` or ``redispipe``."""
+    return str(request.param)
+
+
 @pytest.fixture
-def with_limiter(redis_url: str, redis_prefix: str) -> Callable[..., Any]:
-    """Runs ``fn(limiter, redis)`` on a fresh event loop with a client of its own."""
+def with_limiter(redis_url: str, redis_prefix: str, limiter_path: str) -> Callable[..., Any]:
+    """Runs ``fn(limiter, redis)`` on a fresh event loop: the limiter on ``limiter_path``'s client, ``redis`` a
+    redis-py client of its own for looking at the keys (so what a test reads never went through the path tested)."""
 
     def run(fn: Callable[[Limiter, aioredis.Redis], Awaitable[T]], window_ms: int = 60_000) -> T:
         async def main() -> T:
+            hot = open_hot_redis(limiter_path, redis_url)
             client = aioredis.Redis.from_url(redis_url)
             try:
-                return await fn(Limiter(client, redis_prefix, window_ms=window_ms), client)
+                return await fn(Limiter(hot, redis_prefix, window_ms=window_ms), client)
             finally:
+                await close_hot_redis(hot)
                 await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
 
         return asyncio.run(main())
@@ -337,27 +352,39 @@ def test_it_sets_an_expiry_on_every_key(with_limiter: Any, redis_prefix: str) ->
 
 
 def test_it_queues_the_settle_on_a_pipeline(with_limiter: Any, redis_prefix: str) -> None:
-    async def scenario(limiter: Limiter, client: aioredis.Redis) -> tuple[int, int]:
-        req = request(key_limits=Limits(max_concurrent_requests=1))
+    """As the usage sink does: on redis-py the settle is queued on a pipeline, on ``RedisPipe`` its packed command
+    leaves in the same write as the next one."""
+
+    async def scenario(limiter: Limiter, client: aioredis.Redis) -> tuple[int, int, int]:
+        req = request(key_limits=Limits(max_concurrent_requests=1, tokens_per_minute=1000), est=100)
         assert (await limiter.admit(req)).allowed
-        pipe = client.pipeline(transaction=False)
-        limiter.settle_commands(pipe, req, 10)
-        pipe.incr(f"{redis_prefix}:other")
-        await pipe.execute()
-        return await client.zcard(names.concurrency_key(redis_prefix, names.api_key_scope("k1"))), await client.zcard(
-            names.deployment_concurrency_key(redis_prefix, 9)
+        hot, other = limiter.redis, f"{redis_prefix}:other"
+        if isinstance(hot, RedisPipe):
+            settled, _ = await asyncio.gather(
+                hot.execute_packed(limiter.settle_packed(req, 10)), hot.execute("INCR", other)
+            )
+        else:
+            pipe = hot.pipeline(transaction=False)
+            limiter.settle_commands(pipe, req, 10)
+            pipe.incr(other)
+            settled, _ = await pipe.execute()
+        assert settled == 1  # the script found the lease it released
+        return (
+            await client.zcard(names.concurrency_key(redis_prefix, names.api_key_scope("k1"))),
+            await client.zcard(names.deployment_concurrency_key(redis_prefix, 9)),
+            await read_int(client, names.token_total_key(redis_prefix, names.api_key_scope("k1"))),
         )
 
-    assert with_limiter(scenario) == (0, 0)
+    assert with_limiter(scenario) == (0, 0, 10)  # leases released, the reservation corrected to the actual use
 
 
-def test_it_raises_redis_errors_to_the_caller() -> None:
+def test_it_raises_redis_errors_to_the_caller(limiter_path: str) -> None:
     async def scenario() -> None:
-        client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+        client = open_hot_redis(limiter_path, "redis://127.0.0.1:1/0", timeout_s=0.5)  # nothing listens there
         try:
             await Limiter(client, "unused").admit(request())
         finally:
-            await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+            await close_hot_redis(client)
 
     with pytest.raises(RedisError):
         asyncio.run(scenario())
@@ -376,12 +403,12 @@ def test_it_formats_resets_like_openai(ms: int, text: str) -> None:
 class Workers:
     """Two ``limits_worker.py`` processes, driven in lock step over their stdin."""
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
+    def __init__(self, redis_url: str, prefix: str, path: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         worker = str(Path(__file__).with_name("limits_worker.py"))
         self.procs = [
             subprocess.Popen(
-                [sys.executable, worker, redis_url, prefix],
+                [sys.executable, worker, redis_url, prefix, path],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -417,8 +444,8 @@ class Workers:
 
 
 @pytest.fixture
-def workers(redis_url: str, redis_prefix: str) -> Any:
-    pair = Workers(redis_url, redis_prefix)
+def workers(redis_url: str, redis_prefix: str, limiter_path: str) -> Any:
+    pair = Workers(redis_url, redis_prefix, limiter_path)
     yield pair
     pair.close()
 
