@@ -200,7 +200,6 @@ def run_once(scenario: Scenario, tmp: Path) -> dict[str, Any]:
     Quota.unscoped_objects.create(tenant=tenant, max_replicas=scenario.max_replicas + 2)
     deployment = services.create_deployment(
         tenant,
-        None,
         {
             "name": "chat",
             "runtime": "builtin",
@@ -210,6 +209,7 @@ def run_once(scenario: Scenario, tmp: Path) -> dict[str, Any]:
             "target_concurrency": scenario.target_concurrency,
             "args": ["--stall-ms", str(scenario.stall_ms), "--max-num-seqs", str(scenario.max_num_seqs)],
         },
+        actor=None,
     )
     _, key = ApiKey.issue(tenant=tenant, name="load", scopes=["inference"])
     backend = LocalBackend(redis_url=redis_url, prefix=prefix)

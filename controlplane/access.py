@@ -53,6 +53,11 @@ def key_role(scopes: Iterable[str]) -> str | None:
     return Role.ADMIN if Scope.MANAGE in held else Role.VIEWER if Scope.READ in held else None
 
 
+def staff_principal(user_id: int) -> Principal:
+    """A platform staff user, who acts as an owner of every tenant (also where no tenant exists yet)."""
+    return Principal(user_id, None, Role.OWNER, True)
+
+
 def principal_for(user: Any, key: ApiKey | None, tenant: Tenant) -> Principal:
     """The caller's effective role in ``tenant``. ``user`` may be anonymous; a key, when given, decides alone."""
     if key is not None:
@@ -60,7 +65,7 @@ def principal_for(user: Any, key: ApiKey | None, tenant: Tenant) -> Principal:
     if not user or not user.is_authenticated:
         return Principal(None, None, None, False)
     if user.is_staff:
-        return Principal(user.pk, None, Role.OWNER, True)
+        return staff_principal(user.pk)
     membership = Membership.objects.for_tenant(tenant).filter(user_id=user.pk).only("role").first()
     return Principal(user.pk, None, membership.role if membership else None, False)
 

@@ -67,6 +67,11 @@ class TenantScopedViewSet(GenericViewSet):
             staff_only=(self.action or "") in self.staff_actions,
         )
 
+    @property
+    def request_id(self) -> str:
+        """The request's id (from the request-id middleware), for the audit events the services write."""
+        return str(getattr(self.request, "request_id", "") or "")
+
     def scope_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Narrow the tenant's rows further (filters, select_related); never widen them."""
         return queryset

@@ -7,12 +7,19 @@ a role too weak for the page or the action gets a 403, and a suspended tenant re
 Views are ``TenantConsoleView`` subclasses with ``read_role``/``write_role``; ``self.tenant``, ``self.principal`` and
 the template context (``tenant``, ``role``, ``can_write``, ``nav_tenants`` …) are set before the handler runs.
 ``render_page_or_partial``: the full page, or only its partial when the request comes from htmx.
+
+A service's refusal (``controlplane.domain_errors``) is shown through ``console_refusal``/``show_refusal``, the one
+place the console maps them: the REST API's statuses (``controlplane.errors``), except ``Invalid``, which is 422
+here as for every refused form; a one-line message (the field messages joined for ``Invalid``); field messages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
@@ -22,11 +29,13 @@ from django.shortcuts import redirect, render
 from django.views import View
 
 from controlplane.access import Principal, principal_for, tenant_access
-from controlplane.domain_errors import Forbidden, NotFound
+from controlplane.domain_errors import DomainError, Forbidden, Invalid, NotFound
+from controlplane.errors import domain_status
 from tenants.models import Membership, Role, Tenant, role_at_least
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PAGE_SIZE = 50
+INVALID_STATUS = 422
 
 
 def console_principal(request: HttpRequest, tenant: Tenant) -> Principal:
@@ -76,6 +85,53 @@ def render_page_or_partial(
     """The full page, or only ``partial`` when htmx asked (the page template includes the same partial)."""
     template = partial if getattr(request, "htmx", False) else page
     return render(request, template, context, status=status)
+
+
+@dataclass(frozen=True)
+class ConsoleRefusal:
+    """A service's refusal as a console page shows it."""
+
+    status: int
+    message: str
+    fields: dict[str, list[str]] = field(default_factory=dict)  # empty unless the input itself was refused
+
+
+def _messages(value: Any) -> list[str]:
+    """A field's messages as strings, nested ones flattened in order."""
+    if isinstance(value, dict):
+        return [message for item in value.values() for message in _messages(item)]
+    if isinstance(value, list | tuple):
+        return [message for item in value for message in _messages(item)]
+    return [str(value)]
+
+
+def console_refusal(exc: DomainError) -> ConsoleRefusal:
+    """The status, the one-line message and the field messages of a service's refusal."""
+    if isinstance(exc, Invalid):
+        fields = {str(name): _messages(messages) for name, messages in exc.fields.items()}
+        joined = "; ".join(message for messages in fields.values() for message in messages)
+        return ConsoleRefusal(INVALID_STATUS, joined or exc.message, fields)
+    return ConsoleRefusal(domain_status(exc), exc.message)
+
+
+def show_refusal(
+    form: forms.Form, exc: DomainError, *, field_for: Callable[[str, str], str | None] | None = None
+) -> None:
+    """Put a service's refusal on ``form``: each field message on its field, the rest on the whole form.
+
+    ``field_for(name, message)`` says which form field a field message belongs on (None: the whole form); without
+    it, the field of the same name when the form has one.
+    """
+    refusal = console_refusal(exc)
+    if not refusal.fields:
+        form.add_error(None, refusal.message)
+        return
+    for name, messages in refusal.fields.items():
+        if field_for is None:
+            form.add_error(name if name in form.fields else None, messages)
+        else:
+            for message in messages:
+                form.add_error(field_for(name, message), message)
 
 
 class TenantConsoleView(LoginRequiredMixin, View):

@@ -34,6 +34,15 @@ class Invalid(DomainError):
         self.fields: dict[str, Any] = fields if isinstance(fields, dict) else {"non_field_errors": list(fields)}
         super().__init__("; ".join(f"{name}: {messages}" for name, messages in self.fields.items()))
 
+    @classmethod
+    def from_validation_error(cls, error: Any) -> Invalid:
+        """The refusal a Django ``ValidationError`` states (a model's ``full_clean``), with its messages unchanged.
+
+        Field messages when it has them, else its messages for the whole input. Duck-typed, so this module stays
+        free of any framework.
+        """
+        return cls(error.message_dict if hasattr(error, "error_dict") else list(error.messages))
+
 
 class NotFound(DomainError):
     """The object does not exist for this caller (also said when it exists but the caller may not know it)."""

@@ -15,7 +15,7 @@ from django.db import IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 from controlplane import domain_errors
 
@@ -76,6 +76,7 @@ def domain_error_body(exc: domain_errors.DomainError) -> dict[str, Any]:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, domain_errors.DomainError):
+        set_rollback()  # as DRF's own handler does for its exceptions: a refused request commits nothing
         return Response(domain_error_body(exc), status=domain_status(exc))
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)

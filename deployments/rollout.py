@@ -11,6 +11,9 @@ A rollout moves traffic to ``revision`` in ``steps`` (default 10 → 25 → 50 �
    the stable revision, the rollout rolled back, and a Warning event that says why.
 
 Traffic changes go through ``deployments.services.set_traffic`` (audited, generation bumped, reconcile enqueued).
+``start_rollout`` and ``act`` follow the services' actor convention (``actor`` keyword-only and required, ``None``
+for the system; ``request_id`` for the audit events); the controller's own steps act as the system. Refusals are
+``controlplane.domain_errors``: ``Invalid``, ``RolloutConflict``, ``Deleting``.
 """
 
 from __future__ import annotations
@@ -21,28 +24,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import status
-from rest_framework.exceptions import APIException
 
 from controlplane.access import Principal
+from controlplane.domain_errors import Deleting, Invalid, RolloutConflict
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
-from deployments.services import DeploymentDeleting, set_traffic
+from deployments.services import set_traffic
 from deployments.slo import collect as slo
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STEPS = (10, 25, 50, 100)
-
-
-class RolloutConflict(APIException):
-    """A rollout is already running (or none is, for an action that needs one): the API answers 409."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "rollout_conflict"
-    default_detail = "rollout conflict"
 
 
 @dataclass(frozen=True)
@@ -96,9 +89,9 @@ def _validate_steps(steps: Sequence[Any]) -> list[int]:
         or not steps
         or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 100 for s in steps)
     ):
-        raise ValidationError({"steps": ["a list of traffic percentages between 1 and 100"]})
+        raise Invalid({"steps": ["a list of traffic percentages between 1 and 100"]})
     if list(steps) != sorted(set(steps)) or steps[-1] != 100:
-        raise ValidationError({"steps": ["steps must increase and end at 100"]})
+        raise Invalid({"steps": ["steps must increase and end at 100"]})
     return [int(s) for s in steps]
 
 
@@ -111,7 +104,6 @@ def running_rollout(deployment: ModelDeployment) -> Rollout | None:
 @transaction.atomic
 def start_rollout(
     deployment: ModelDeployment,
-    principal: Principal | None,
     *,
     revision_number: int,
     steps: Sequence[int] = DEFAULT_STEPS,
@@ -119,22 +111,24 @@ def start_rollout(
     max_error_rate_delta: float = 0.05,
     max_p95_ratio: float = 1.5,
     min_requests: int = 10,
+    actor: Principal | None,
+    request_id: str = "",
 ) -> Rollout:
     """Start moving traffic to revision ``revision_number``; its first step's weight is set at once."""
     steps = _validate_steps(list(steps))
     # Race: two starts for one deployment; the deployment row lock orders them (the partial unique index backs it).
     current = ModelDeployment.objects.for_tenant(deployment.tenant_id).select_for_update().get(pk=deployment.pk)
     if current.desired_state == ModelDeployment.DesiredState.DELETING:
-        raise DeploymentDeleting()
+        raise Deleting()
     if running_rollout(current) is not None:
         raise RolloutConflict("a rollout is already running; promote or roll it back first")
     revisions = {r.number: r for r in Revision.unscoped_objects.filter(deployment=current)}
     canary = revisions.get(revision_number)
     if canary is None:
-        raise ValidationError({"revision": [f"there is no revision r{revision_number}"]})
+        raise Invalid({"revision": [f"there is no revision r{revision_number}"]})
     serving = [r for r in revisions.values() if r.weight > 0 and r.pk != canary.pk]
     if not serving:
-        raise ValidationError({"revision": [f"r{revision_number} is the only serving revision; nothing to compare"]})
+        raise Invalid({"revision": [f"r{revision_number} is the only serving revision; nothing to compare"]})
     stable = max(serving, key=lambda r: (r.weight, r.number))
     problems = {}
     if not 0 <= max_error_rate_delta <= 1:
@@ -146,7 +140,7 @@ def start_rollout(
     if min_requests < 0:
         problems["min_requests"] = ["0 or more"]
     if problems:
-        raise ValidationError(problems)
+        raise Invalid(problems)
     now = timezone.now()
     rollout = Rollout.unscoped_objects.create(
         tenant_id=current.tenant_id, deployment=current, revision=canary, stable_revision=stable, steps=steps,
@@ -157,15 +151,17 @@ def start_rollout(
         current, "RolloutStarted",
         f"canary {canary.name} against {stable.name} in steps {', '.join(map(str, steps))}% (pause {pause_s} s)",
     )
-    _set_weight(rollout, current, principal, steps[0])
+    _set_weight(rollout, current, steps[0], actor=actor, request_id=request_id)
     if steps[0] == 100:
         _finish(rollout, current, Rollout.Status.SUCCEEDED, "the first step is 100%", now)
     return rollout
 
 
-def _set_weight(rollout: Rollout, deployment: ModelDeployment, principal: Principal | None, weight: int) -> None:
+def _set_weight(
+    rollout: Rollout, deployment: ModelDeployment, weight: int, *, actor: Principal | None, request_id: str = ""
+) -> None:
     weights = {rollout.stable_revision.number: 100 - weight, rollout.revision.number: weight}
-    set_traffic(deployment, principal, weights)
+    set_traffic(deployment, weights, actor=actor, request_id=request_id)
 
 
 def _finish(rollout: Rollout, deployment: ModelDeployment, status: str, reason: str, now: datetime) -> None:
@@ -217,7 +213,7 @@ def advance(rollout_id: int, now: datetime | None = None) -> str:
         deployment = rollout.deployment
         breach = comparison.breach(rollout)
         if breach is not None:
-            _rollback(rollout, deployment, None, breach, now)
+            _rollback(rollout, deployment, breach, now, actor=None)
             return "rolled back"
         if comparison.canary_requests < rollout.min_requests:
             return f"waiting for {rollout.min_requests} canary requests ({comparison.canary_requests} so far)"
@@ -230,8 +226,8 @@ def _next_step(rollout: Rollout, deployment: ModelDeployment, now: datetime, com
     rollout.save(update_fields=["step_index", "step_started_at", "step_ready_at"])
     weight = rollout.current_weight
     try:
-        _set_weight(rollout, deployment, None, weight)
-    except DeploymentDeleting:
+        _set_weight(rollout, deployment, weight, actor=None)
+    except Deleting:
         _finish(rollout, deployment, Rollout.Status.ROLLED_BACK, "the deployment is being deleted", now)
         return "deployment deleting"
     DeploymentEvent.record(
@@ -250,9 +246,16 @@ def _ms(value: float | None) -> str:
 
 
 def _rollback(
-    rollout: Rollout, deployment: ModelDeployment, principal: Principal | None, reason: str, now: datetime
+    rollout: Rollout,
+    deployment: ModelDeployment,
+    reason: str,
+    now: datetime,
+    *,
+    actor: Principal | None,
+    request_id: str = "",
 ) -> None:
-    set_traffic(deployment, principal, {rollout.stable_revision.number: 100, rollout.revision.number: 0})
+    weights = {rollout.stable_revision.number: 100, rollout.revision.number: 0}
+    set_traffic(deployment, weights, actor=actor, request_id=request_id)
     _finish(rollout, deployment, Rollout.Status.ROLLED_BACK, reason, now)
 
 
@@ -263,14 +266,14 @@ def tick(now: datetime | None = None) -> dict[int, str]:
     for rollout_id in ids:
         try:
             outcomes[rollout_id] = advance(rollout_id, now)
-        except ValidationError as exc:  # e.g. a revision deleted under the rollout: end it rather than loop
+        except Invalid as exc:  # e.g. a revision deleted under the rollout: end it rather than loop
             logger.warning("rollout %s cannot advance: %s", rollout_id, exc)
             outcomes[rollout_id] = f"error: {exc}"
     return outcomes
 
 
 @transaction.atomic
-def act(deployment: ModelDeployment, principal: Principal | None, action: str) -> Rollout:
+def act(deployment: ModelDeployment, action: str, *, actor: Principal | None, request_id: str = "") -> Rollout:
     """A manual ``promote`` | ``pause`` | ``resume`` | ``rollback`` of the running rollout."""
     found = running_rollout(deployment)
     if found is None:
@@ -297,10 +300,10 @@ def act(deployment: ModelDeployment, principal: Principal | None, action: str) -
     elif action == "promote":
         rollout.step_index = len(rollout.steps) - 1
         rollout.save(update_fields=["step_index"])
-        _set_weight(rollout, current, principal, 100)
+        _set_weight(rollout, current, 100, actor=actor, request_id=request_id)
         _finish(rollout, current, Rollout.Status.SUCCEEDED, "promoted by hand", now)
     elif action == "rollback":
-        _rollback(rollout, current, principal, "rolled back by hand", now)
+        _rollback(rollout, current, "rolled back by hand", now, actor=actor, request_id=request_id)
     else:
-        raise ValidationError({"action": [f"unknown action {action!r}"]})
+        raise Invalid({"action": [f"unknown action {action!r}"]})
     return rollout

@@ -5,9 +5,11 @@ quota row lock where the change asks for more capacity, writes an audit event, b
 reconciler must act, and enqueues a reconcile that is sent only once the transaction commits. No I/O with
 backends happens here: the reconciler does that.
 
-Errors: invalid input raises Django's ``ValidationError`` with a dict of field messages (the API turns it into a
-400), quota refusals raise ``quotas.admission.QuotaExceeded`` (422), changes to a deployment being deleted raise
-``DeploymentDeleting`` (409).
+Every function takes the acting principal as ``actor`` (keyword-only and required: ``None`` is the system, e.g. a
+rollout step or a management command) and the request's id as ``request_id`` for the audit event, the convention
+of every service. Refusals are ``controlplane.domain_errors``: invalid input is ``Invalid`` with field messages,
+a quota refusal ``QuotaExceeded``, a change to a deployment being deleted ``Deleting``; each front end gives them
+its own status.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from rest_framework import status
-from rest_framework.exceptions import APIException
 
 from controlplane.access import Principal
 from controlplane.audit import diff_fields, record_audit
 from controlplane.contracts.addresses import AddressRefused, split_url
 from controlplane.contracts.replica_env import args_errors, env_errors
+from controlplane.domain_errors import Deleting, Invalid
 from deployments import network
 from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
 from deployments.reconcile.enqueue import enqueue_reconcile
@@ -61,16 +62,8 @@ _CAPACITY_FIELDS = frozenset({"gpu_type", "gpu_count", "max_replicas", "desired_
 _ENDPOINT_FIELDS = frozenset({"endpoints", "runtime"})
 
 
-class DeploymentDeleting(APIException):
-    """The deployment is being deleted; it can no longer be changed."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "deployment_deleting"
-    default_detail = "this deployment is being deleted; it can no longer be changed"
-
-
 def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | None = None) -> None:
-    """Every rule a deployment must satisfy before it is saved; raises ``ValidationError`` with field messages.
+    """Every rule a deployment must satisfy before it is saved; raises ``Invalid`` with field messages.
 
     ``changed`` names the fields an update changes (None: a new deployment). The endpoints' addresses are checked
     when they or the runtime change, not on every scale: a name that stopped resolving must not block a scale, and
@@ -109,7 +102,7 @@ def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | 
     if deployment.gpu_type and deployment.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
         add("gpu_type", f"unknown GPU type {deployment.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}")
     if errors := {name: messages for name, messages in errors.items() if messages}:
-        raise ValidationError(errors)
+        raise Invalid(errors)
 
 
 def _endpoint_errors(deployment: ModelDeployment, *, check_addresses: bool) -> Iterable[str]:
@@ -138,7 +131,7 @@ def _endpoint_errors(deployment: ModelDeployment, *, check_addresses: bool) -> I
 
 def _check_name_free(tenant: Tenant, name: str) -> None:
     if ModelDeployment.objects.for_tenant(tenant).filter(name=name).exists():
-        raise ValidationError({"name": [f"a deployment named {name!r} already exists in this tenant"]})
+        raise Invalid({"name": [f"a deployment named {name!r} already exists in this tenant"]})
 
 
 def _lock_deployment(deployment: ModelDeployment) -> ModelDeployment:
@@ -193,15 +186,15 @@ def _new_revision(deployment: ModelDeployment, number: int, weight: int) -> Revi
 
 @transaction.atomic
 def create_deployment(
-    tenant: Tenant, principal: Principal | None, data: Mapping[str, Any], *, request_id: str = ""
+    tenant: Tenant, data: Mapping[str, Any], *, actor: Principal | None, request_id: str = ""
 ) -> ModelDeployment:
     """Create a deployment with its first revision (all traffic), within the tenant's quota."""
     unknown = set(data) - set(WRITABLE_FIELDS)
     if unknown:
-        raise ValidationError({name: ["this field cannot be set"] for name in sorted(unknown)})
+        raise Invalid({name: ["this field cannot be set"] for name in sorted(unknown)})
     lock_quota(tenant)  # first, so concurrent creates of one tenant are admitted one at a time
     deployment = ModelDeployment(tenant=tenant, **data)
-    deployment.created_by_id = principal.user_id if principal is not None else None
+    deployment.created_by_id = actor.user_id if actor is not None else None
     validate_deployment(deployment)
     _check_name_free(tenant, deployment.name)
     _admit(deployment, replacing=None)
@@ -211,7 +204,7 @@ def create_deployment(
     _new_revision(deployment, 1, 100)
     DeploymentEvent.record(deployment, "Created", f"revision r1 takes 100% of traffic ({deployment.model})")
     record_audit(
-        principal,
+        actor,
         tenant,
         "deployment.create",
         deployment,
@@ -225,27 +218,27 @@ def create_deployment(
 @transaction.atomic
 def update_deployment(
     deployment: ModelDeployment,
-    principal: Principal | None,
     data: Mapping[str, Any],
     *,
     canary_weight: int | None = None,
+    actor: Principal | None,
     request_id: str = "",
 ) -> ModelDeployment:
     """Change a deployment. A change to a spec field makes a new revision that takes all traffic, or
     ``canary_weight`` percent with the previous serving revisions keeping the rest proportionally."""
     unknown = set(data) - set(WRITABLE_FIELDS)
     if unknown:
-        raise ValidationError({name: ["this field cannot be set"] for name in sorted(unknown)})
+        raise Invalid({name: ["this field cannot be set"] for name in sorted(unknown)})
     if "name" in data and data["name"] != deployment.name:
-        raise ValidationError({"name": ["a deployment cannot be renamed; create a new one"]})
+        raise Invalid({"name": ["a deployment cannot be renamed; create a new one"]})
     if data.get("desired_state") == ModelDeployment.DesiredState.DELETING:
-        raise ValidationError({"desired_state": ["use DELETE to delete a deployment"]})
+        raise Invalid({"desired_state": ["use DELETE to delete a deployment"]})
     if canary_weight is not None and not 0 <= canary_weight <= 100:
-        raise ValidationError({"rollout": ["canary_weight must be between 0 and 100"]})
+        raise Invalid({"rollout": ["canary_weight must be between 0 and 100"]})
     lock_quota(deployment.tenant)
     current = _lock_deployment(deployment)
     if current.desired_state == ModelDeployment.DesiredState.DELETING:
-        raise DeploymentDeleting()
+        raise Deleting()
     stored = copy.copy(current)
     changes = diff_fields(current, {name: value for name, value in data.items() if name != "name"})
     if not changes:
@@ -262,7 +255,7 @@ def update_deployment(
     current.save()
     if spec_changed:
         _roll_out_new_revision(current, canary_weight)
-    record_audit(principal, current.tenant, "deployment.update", current, changes, request_id=request_id)
+    record_audit(actor, current.tenant, "deployment.update", current, changes, request_id=request_id)
     if set(changes) - _SLO_FIELDS:
         enqueue_reconcile(current.pk)
     return current
@@ -294,10 +287,10 @@ def _roll_out_new_revision(deployment: ModelDeployment, canary_weight: int | Non
 @transaction.atomic
 def scale_deployment(
     deployment: ModelDeployment,
-    principal: Principal | None,
     *,
     min_replicas: int | None = None,
     max_replicas: int | None = None,
+    actor: Principal | None,
     request_id: str = "",
 ) -> ModelDeployment:
     """Set the replica bounds (within the quota); the current replica count is kept within them."""
@@ -309,7 +302,7 @@ def scale_deployment(
     lock_quota(deployment.tenant)
     current = _lock_deployment(deployment)
     if current.desired_state == ModelDeployment.DesiredState.DELETING:
-        raise DeploymentDeleting()
+        raise Deleting()
     stored = copy.copy(current)
     changes = diff_fields(current, data)
     if not changes:
@@ -322,26 +315,26 @@ def scale_deployment(
     current.generation += 1
     current.save()
     DeploymentEvent.record(current, "Scaled", f"replicas {current.min_replicas}..{current.max_replicas}")
-    record_audit(principal, current.tenant, "deployment.scale", current, changes, request_id=request_id)
+    record_audit(actor, current.tenant, "deployment.scale", current, changes, request_id=request_id)
     enqueue_reconcile(current.pk)
     return current
 
 
 @transaction.atomic
 def set_traffic(
-    deployment: ModelDeployment, principal: Principal | None, weights: Mapping[int, int], *, request_id: str = ""
+    deployment: ModelDeployment, weights: Mapping[int, int], *, actor: Principal | None, request_id: str = ""
 ) -> ModelDeployment:
     """Set the traffic split by revision number; revisions left out get 0. Weights must sum to 100."""
     current = _lock_deployment(deployment)
     if current.desired_state == ModelDeployment.DesiredState.DELETING:
-        raise DeploymentDeleting()
+        raise Deleting()
     revisions = {r.number: r for r in Revision.unscoped_objects.filter(deployment=current)}
     problems = [f"there is no revision r{number}" for number in sorted(set(weights) - set(revisions))]
     problems += [f"r{n}: weight {w} is not between 0 and 100" for n, w in sorted(weights.items()) if not 0 <= w <= 100]
     if not problems and sum(weights.values()) != 100:
         problems.append(f"weights must sum to 100, not {sum(weights.values())}")
     if problems:
-        raise ValidationError({"weights": problems})
+        raise Invalid({"weights": problems})
     wanted = {number: weights.get(number, 0) for number in revisions}
     changes = {f"r{n}": [revisions[n].weight, w] for n, w in wanted.items() if revisions[n].weight != w}
     if not changes:
@@ -352,15 +345,13 @@ def set_traffic(
     current.save(update_fields=["generation", "updated_at"])
     split = ", ".join(f"r{n}={w}" for n, w in sorted(wanted.items()) if w)
     DeploymentEvent.record(current, "TrafficChanged", f"traffic {split}")
-    record_audit(principal, current.tenant, "deployment.traffic", current, {"weights": changes}, request_id=request_id)
+    record_audit(actor, current.tenant, "deployment.traffic", current, {"weights": changes}, request_id=request_id)
     enqueue_reconcile(current.pk)
     return current
 
 
 @transaction.atomic
-def delete_deployment(
-    deployment: ModelDeployment, principal: Principal | None, *, request_id: str = ""
-) -> ModelDeployment:
+def delete_deployment(deployment: ModelDeployment, *, actor: Principal | None, request_id: str = "") -> ModelDeployment:
     """Mark the deployment for deletion; the reconciler removes its objects, then the row. Deleting twice is fine."""
     current = _lock_deployment(deployment)
     if current.desired_state != ModelDeployment.DesiredState.DELETING:
@@ -370,6 +361,6 @@ def delete_deployment(
         current.generation += 1
         current.save(update_fields=["desired_state", "status", "generation", "updated_at"])
         DeploymentEvent.record(current, "Deleting", "deletion requested")
-        record_audit(principal, current.tenant, "deployment.delete", current, changes, request_id=request_id)
+        record_audit(actor, current.tenant, "deployment.delete", current, changes, request_id=request_id)
     enqueue_reconcile(current.pk)  # again on a repeated delete: a nudge costs nothing, the task is idempotent
     return current

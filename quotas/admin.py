@@ -10,6 +10,7 @@ from django.http import HttpRequest
 
 from quotas.models import NAMESPACE_FIELDS, QUOTA_FIELDS, Quota, UsageEventSeen, UsageRollup
 from tenants import services
+from tenants.admin import acting
 
 
 @admin.register(Quota)
@@ -31,9 +32,8 @@ class QuotaAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         stored = Quota.objects.unscoped().get(pk=obj.pk)
-        services.update_quota(
-            stored, changes={name: getattr(obj, name) for name in form.changed_data}, audit_from=request
-        )
+        changes = {name: getattr(obj, name) for name in form.changed_data}
+        services.update_quota(stored, changes=changes, **acting(request))
 
 
 @admin.register(UsageRollup)

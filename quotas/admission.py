@@ -4,6 +4,9 @@ Called by ``deployments.services`` inside the transaction that writes the deploy
 locked first (``select_for_update``), so two concurrent requests for the same tenant are admitted one after the
 other, each seeing the other's committed deployment. Without the lock, two concurrent creates could each see
 room for one more deployment and together exceed the quota.
+
+Admission acts for no one of its own: the deployment service that calls it names the actor. A refusal is
+``controlplane.domain_errors.QuotaExceeded``, whose message names the quota, the ask and what is left.
 """
 
 from __future__ import annotations
@@ -12,20 +15,11 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import F, Sum
-from rest_framework import status
-from rest_framework.exceptions import APIException
 
+from controlplane.domain_errors import QuotaExceeded
 from deployments.models import ModelDeployment
 from quotas.models import Quota
 from tenants.models import Tenant
-
-
-class QuotaExceeded(APIException):
-    """The tenant's quota has no room for what was asked. The message names the quota, the ask and what is left."""
-
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "quota_exceeded"
-    default_detail = "quota exceeded"
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ class QuotaViewSet(TenantScopedViewSet):
         quota = self._quota()
         serializer = self.get_serializer(quota, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        services.update_quota(quota, changes=dict(serializer.validated_data), by=self.principal, audit_from=request)
+        changes = dict(serializer.validated_data)
+        services.update_quota(quota, changes=changes, actor=self.principal, request_id=self.request_id)
         return Response(self.get_serializer(quota).data)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:

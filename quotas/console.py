@@ -15,13 +15,11 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
 from django.views import View
-from rest_framework.exceptions import APIException
 
 from controlplane import charts
 from controlplane.console import (
@@ -31,7 +29,9 @@ from controlplane.console import (
     paginate,
     query_without_page,
     render_page_or_partial,
+    show_refusal,
 )
+from controlplane.domain_errors import DomainError
 from controlplane.validators import BIGINT_MAX, INT_MAX
 from quotas import reports
 from quotas.csv_export import staff_usage_csv, tenant_usage_csv
@@ -159,6 +159,10 @@ class StaffView(LoginRequiredMixin, View):
     def base_context(self, **extra: Any) -> dict[str, Any]:
         return {"is_staff": True, **nav_context(self.request), **extra}
 
+    @property
+    def request_id(self) -> str:
+        return str(getattr(self.request, "request_id", "") or "")
+
 
 class StaffTenantsView(StaffView):
     """``/staff/``: every tenant with GPU quota vs allocation, usage this month and SLO attainment."""
@@ -234,15 +238,12 @@ class QuotaForm(forms.Form):
         }
         return data
 
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show the model's validation errors on the fields they concern (GPU errors on the GPU type named)."""
-        for field, field_messages in exc.message_dict.items():
-            for message in field_messages:
-                if field == "gpus":
-                    named = [t for t in settings.FRONTDOOR_GPU_TYPES if f"'{t}'" in message]
-                    self.add_error(self.gpu_field(named[0]) if named else None, message)
-                else:
-                    self.add_error(field if field in self.fields else None, message)
+    def field_for(self, field: str, message: str) -> str | None:
+        """Where a validation message belongs on the form: its field, a GPU error on the GPU type it names."""
+        if field == "gpus":
+            named = [t for t in settings.FRONTDOOR_GPU_TYPES if f"'{t}'" in message]
+            return self.gpu_field(named[0]) if named else None
+        return field if field in self.fields else None
 
 
 class StaffQuotaView(StaffView):
@@ -273,12 +274,13 @@ class StaffQuotaView(StaffView):
         if form.is_valid():
             try:
                 services.update_quota(
-                    quota, changes=form.changes(), by=console_principal(request, tenant), audit_from=request
+                    quota,
+                    changes=form.changes(),
+                    actor=console_principal(request, tenant),
+                    request_id=self.request_id,
                 )
-            except ValidationError as exc:
-                form.add_service_errors(exc)
-            except APIException as exc:
-                form.add_error(None, str(exc.detail))
+            except DomainError as exc:
+                show_refusal(form, exc, field_for=form.field_for)
             else:
                 messages.success(request, f"Quota of {tenant.slug} saved.")
                 return redirect("staff-quota", slug=tenant.slug)

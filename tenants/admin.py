@@ -1,20 +1,36 @@
 """Django admin for tenants, memberships, API keys, audit events and idempotency records.
 
 Admin writes go through ``tenants.services`` where a rule lives there (a new tenant gets its quota; status
-changes are audited). API keys cannot be added here: a key only exists through ``ApiKey.issue`` (API or console),
-which shows the secret once; the admin never shows or edits ``secret_hash``.
+changes are audited), with the signed-in staff user as their actor (only staff reach the admin). API keys cannot
+be added here: a key only exists through ``ApiKey.issue`` (API or console), which shows the secret once; the admin
+never shows or edits ``secret_hash``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from controlplane.access import Principal, staff_principal
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, IdempotencyRecord, Invitation, Membership, Tenant, TenantSettings
+
+
+class Acting(TypedDict):
+    """The services' ``actor`` and ``request_id`` keywords for one admin request."""
+
+    actor: Principal | None
+    request_id: str
+
+
+def acting(request: HttpRequest) -> Acting:
+    """The signed-in staff user as the actor (only staff reach the admin), and the request's id."""
+    user_id = request.user.pk
+    assert user_id is not None, "the admin serves signed-in staff only"
+    return Acting(actor=staff_principal(user_id), request_id=str(getattr(request, "request_id", "") or ""))
 
 
 class MembershipInline(admin.TabularInline):
@@ -38,22 +54,22 @@ class TenantAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         if change:
-            services.update_tenant(obj, name=obj.name, audit_from=request)
+            services.update_tenant(obj, name=obj.name, **acting(request))
         else:
-            created = services.create_tenant(slug=obj.slug, name=obj.name, audit_from=request)
+            created = services.create_tenant(slug=obj.slug, name=obj.name, **acting(request))
             obj.pk = created.pk
 
     def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
-        services.delete_tenant(obj, audit_from=request)
+        services.delete_tenant(obj, **acting(request))
 
     @admin.action(description="Suspend the selected tenants")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        changed = sum(services.suspend_tenant(tenant, audit_from=request) for tenant in queryset)
+        changed = sum(services.suspend_tenant(tenant, **acting(request)) for tenant in queryset)
         self.message_user(request, f"{changed} tenant(s) suspended", messages.SUCCESS)
 
     @admin.action(description="Resume the selected tenants")
     def resume(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        changed = sum(services.resume_tenant(tenant, audit_from=request) for tenant in queryset)
+        changed = sum(services.resume_tenant(tenant, **acting(request)) for tenant in queryset)
         self.message_user(request, f"{changed} tenant(s) resumed", messages.SUCCESS)
 
 
@@ -102,14 +118,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: ApiKey) -> None:
         # Deleting would lose the audit trail's key reference; revoking keeps it and stops the key.
-        services.revoke_key(obj, audit_from=request)
+        services.revoke_key(obj, **acting(request))
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        revoked = sum(services.revoke_key(key, audit_from=request) for key in queryset.select_related("tenant"))
+        revoked = sum(services.revoke_key(key, **acting(request)) for key in queryset.select_related("tenant"))
         self.message_user(request, f"{revoked} key(s) revoked", messages.SUCCESS)
 
 

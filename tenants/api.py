@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from controlplane.access import listed_tenants
+from controlplane.access import listed_tenants, staff_principal
 from controlplane.api import TenantScopedViewSet
 from controlplane.idempotency import IdempotentMixin
 from controlplane.permissions import IsAuthenticatedPrincipal
@@ -95,7 +95,11 @@ class TenantListViewSet(IdempotentMixin, mixins.ListModelMixin, GenericViewSet[T
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         tenant = services.create_tenant(
-            slug=data["slug"], name=data["name"], owner=data.get("owner"), audit_from=request
+            slug=data["slug"],
+            name=data["name"],
+            owner=data.get("owner"),
+            actor=staff_principal(request.user.pk),
+            request_id=str(getattr(request, "request_id", "") or ""),
         )
         body = TenantSerializer(tenant, context={"roles": {tenant.pk: Role.OWNER}}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -136,22 +140,22 @@ class TenantDetailViewSet(IdempotentMixin, TenantScopedViewSet):
         serializer = TenantUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.update_tenant(
-            self.tenant, name=serializer.validated_data["name"], by=self.principal, audit_from=request
+            self.tenant, name=serializer.validated_data["name"], actor=self.principal, request_id=self.request_id
         )
         return self._tenant_response()
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        services.delete_tenant(self.tenant, by=self.principal, audit_from=request)
+        services.delete_tenant(self.tenant, actor=self.principal, request_id=self.request_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @action(detail=False, methods=["post"])
     def suspend(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        services.suspend_tenant(self.tenant, by=self.principal, audit_from=request)
+        services.suspend_tenant(self.tenant, actor=self.principal, request_id=self.request_id)
         return self._tenant_response()
 
     @action(detail=False, methods=["post"])
     def resume(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        services.resume_tenant(self.tenant, by=self.principal, audit_from=request)
+        services.resume_tenant(self.tenant, actor=self.principal, request_id=self.request_id)
         return self._tenant_response()
 
 
@@ -207,7 +211,7 @@ class MemberViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         membership = services.add_member(
-            self.tenant, user=data["username"], role=data["role"], by=self.principal, audit_from=request
+            self.tenant, user=data["username"], role=data["role"], actor=self.principal, request_id=self.request_id
         )
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
@@ -215,11 +219,13 @@ class MemberViewSet(
         membership = self.get_object()
         serializer = MembershipUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.change_role(membership, role=serializer.validated_data["role"], by=self.principal, audit_from=request)
+        services.change_role(
+            membership, role=serializer.validated_data["role"], actor=self.principal, request_id=self.request_id
+        )
         return Response(MembershipSerializer(membership).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        services.remove_member(self.get_object(), by=self.principal, audit_from=request)
+        services.remove_member(self.get_object(), actor=self.principal, request_id=self.request_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -279,7 +285,7 @@ class ApiKeyViewSet(
         serializer.is_valid(raise_exception=True)
         user = request.user if request.user.is_authenticated else None
         key, full_key = services.issue_key(
-            self.tenant, created_by=user, by=self.principal, audit_from=request, **serializer.validated_data
+            self.tenant, created_by=user, actor=self.principal, request_id=self.request_id, **serializer.validated_data
         )
         body = ApiKeyCreatedSerializer(key).data
         body["key"] = full_key
@@ -291,13 +297,15 @@ class ApiKeyViewSet(
         key = self.get_object()
         serializer = ApiKeyUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.update_key(key, changes=dict(serializer.validated_data), by=self.principal, audit_from=request)
+        services.update_key(
+            key, changes=dict(serializer.validated_data), actor=self.principal, request_id=self.request_id
+        )
         return Response(ApiKeySerializer(key).data)
 
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = self.get_object()
-        services.revoke_key(key, by=self.principal, audit_from=request)
+        services.revoke_key(key, actor=self.principal, request_id=self.request_id)
         return Response(ApiKeySerializer(key).data)
 
 

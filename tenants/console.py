@@ -22,27 +22,25 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
-from rest_framework.exceptions import APIException
 
-from controlplane.console import TenantConsoleView, nav_context, paginate, query_without_page, render_page_or_partial
+from controlplane.console import (
+    TenantConsoleView,
+    console_refusal,
+    nav_context,
+    paginate,
+    query_without_page,
+    render_page_or_partial,
+    show_refusal,
+)
+from controlplane.domain_errors import DomainError, Invalid
 from controlplane.webhooks import WebhookRefused, check_webhook_url
 from tenants import invitations, services, webhook_settings
 from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Scope, TenantSettings
 
 
-def show_errors(form: forms.Form, exc: Exception) -> None:
-    """A service's refusal on the field it names (or on the whole form)."""
-    if isinstance(exc, ValidationError):
-        for field, field_messages in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, field_messages)
-    elif isinstance(exc, APIException):
-        detail = exc.detail
-        if isinstance(detail, dict):
-            for field, field_detail in detail.items():
-                listed = field_detail if isinstance(field_detail, list) else [field_detail]
-                form.add_error(field if field in form.fields else None, [str(m) for m in listed])
-        else:
-            form.add_error(None, str(detail))
+def _request_id(request: HttpRequest) -> str:
+    """The request's id for the audit events of pages outside a tenant (``TenantConsoleView.request_id`` inside)."""
+    return str(getattr(request, "request_id", "") or "")
 
 
 # ---------------------------------------------------------------- API keys
@@ -104,11 +102,11 @@ class KeyListView(TenantConsoleView):
                     created_by=request.user if isinstance(request.user, User) else None,
                     expires_at=timezone.make_aware(datetime.combine(expires, time.min)) if expires else None,
                     requests_per_minute=data["requests_per_minute"],
-                    by=self.principal,
-                    audit_from=request,
+                    actor=self.principal,
+                    request_id=self.request_id,
                 )
-            except (ValidationError, APIException) as exc:
-                show_errors(form, exc)
+            except DomainError as exc:
+                show_refusal(form, exc)
             else:
                 # The secret is in this one response only; it is never stored, so it cannot be shown again.
                 response = self._render(KeyForm(), status=201, created_key=key, full_key=full_key)
@@ -125,7 +123,7 @@ class KeyRevokeView(TenantConsoleView):
         key = ApiKey.objects.for_tenant(self.tenant).filter(key_id=key_id).select_related("tenant").first()
         if key is None:
             raise Http404("no such key")
-        if services.revoke_key(key, by=self.principal, audit_from=request):
+        if services.revoke_key(key, actor=self.principal, request_id=self.request_id):
             messages.success(request, f"Key {key.name} revoked; the gateway refuses it within seconds.")
         return redirect("console-keys", tenant=self.tenant.slug)
 
@@ -198,11 +196,11 @@ class MemberListView(TenantConsoleView):
                         email=invite_form.cleaned_data["email"],
                         role=invite_form.cleaned_data["role"],
                         invited_by=request.user if isinstance(request.user, User) else None,
-                        by=self.principal,
-                        audit_from=request,
+                        actor=self.principal,
+                        request_id=self.request_id,
                     )
-                except ValidationError as exc:
-                    show_errors(invite_form, exc)
+                except DomainError as exc:
+                    show_refusal(invite_form, exc)
                 else:
                     link = request.build_absolute_uri(reverse("console-invitation", kwargs={"token": token}))
                     return self._render(status=201, invite_link=link, invited=invite_form.cleaned_data["email"])
@@ -212,10 +210,14 @@ class MemberListView(TenantConsoleView):
             user = add_form.cleaned_data["user"]
             try:
                 services.add_member(
-                    self.tenant, user=user, role=add_form.cleaned_data["role"], by=self.principal, audit_from=request
+                    self.tenant,
+                    user=user,
+                    role=add_form.cleaned_data["role"],
+                    actor=self.principal,
+                    request_id=self.request_id,
                 )
-            except (ValidationError, APIException) as exc:
-                show_errors(add_form, exc)
+            except DomainError as exc:
+                show_refusal(add_form, exc)
             else:
                 messages.success(request, f"{user.get_username()} added.")
                 return redirect("console-members", tenant=self.tenant.slug)
@@ -236,17 +238,17 @@ class MemberChangeView(TenantConsoleView):
             raise Http404("no such member")
         try:
             if request.POST.get("action") == "remove":
-                services.remove_member(membership, by=self.principal, audit_from=request)
+                services.remove_member(membership, actor=self.principal, request_id=self.request_id)
                 messages.success(request, f"{username} removed.")
             else:
                 form = RoleForm(request.POST)
                 if not form.is_valid():
-                    raise ValidationError({"role": ["pick a role"]})
-                services.change_role(membership, role=form.cleaned_data["role"], by=self.principal, audit_from=request)
+                    raise Invalid({"role": ["pick a role"]})
+                role = form.cleaned_data["role"]
+                services.change_role(membership, role=role, actor=self.principal, request_id=self.request_id)
                 messages.success(request, f"{username} is now {membership.role}.")
-        except (ValidationError, APIException) as exc:
-            detail = exc.messages if isinstance(exc, ValidationError) else [str(exc.detail)]
-            messages.error(request, "; ".join(str(d) for d in detail))
+        except DomainError as exc:
+            messages.error(request, console_refusal(exc).message)
         return redirect("console-members", tenant=self.tenant.slug)
 
 
@@ -258,7 +260,7 @@ class InvitationRevokeView(TenantConsoleView):
         invitation = Invitation.objects.for_tenant(self.tenant).filter(pk=pk).select_related("tenant").first()
         if invitation is None:
             raise Http404("no such invitation")
-        invitations.revoke_invitation(invitation, by=self.principal, audit_from=request)
+        invitations.revoke_invitation(invitation, actor=self.principal, request_id=self.request_id)
         messages.success(request, f"Invitation of {invitation.email} withdrawn.")
         return redirect("console-members", tenant=self.tenant.slug)
 
@@ -316,7 +318,7 @@ class InvitationAcceptView(View):
             return self._sign_up(request, token)
         assert isinstance(request.user, User)
         try:
-            membership = invitations.accept_invitation(token, user=request.user, audit_from=request)
+            membership = invitations.accept_invitation(token, user=request.user, request_id=_request_id(request))
         except invitations.InvitationInvalid as exc:
             return self._invalid(str(exc), 409)
         messages.success(request, f"Welcome to {membership.tenant.name}.")
@@ -334,10 +336,10 @@ class InvitationAcceptView(View):
                     token,
                     username=form.cleaned_data["username"],
                     password=form.cleaned_data["password"],
-                    audit_from=request,
+                    request_id=_request_id(request),
                 )
-            except ValidationError as exc:
-                show_errors(form, exc)
+            except DomainError as exc:
+                show_refusal(form, exc)
             except invitations.InvitationInvalid as exc:
                 return self._invalid(str(exc), 409)
             else:
@@ -428,7 +430,9 @@ class TenantSettingsView(TenantConsoleView):
     def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
         action = request.POST.get("action", "")
         if action == "rotate":
-            _, new_secret = webhook_settings.rotate_webhook_secret(self.tenant, actor=request)
+            _, new_secret = webhook_settings.rotate_webhook_secret(
+                self.tenant, actor=self.principal, request_id=self.request_id
+            )
             if new_secret is None:
                 return self._render(
                     status=409, action_error="Set a webhook URL first; its signing secret is made then."
@@ -440,7 +444,7 @@ class TenantSettingsView(TenantConsoleView):
         if not form.is_valid():
             return self._render(form, status=422)
         url = form.cleaned_data["webhook_url"]
-        _, new_secret = webhook_settings.set_webhook(self.tenant, url, actor=request)
+        _, new_secret = webhook_settings.set_webhook(self.tenant, url, actor=self.principal, request_id=self.request_id)
         if new_secret is not None:
             return self._render(new_secret=new_secret, reveal="created")
         messages.success(request, "Webhook saved." if url else "Webhook removed; its signing secret was dropped.")

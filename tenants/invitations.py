@@ -5,11 +5,14 @@ Invitations never grant the owner role: owners are made by an owner, from the me
 has joined. The invitee must be signed in with the invited email address, so a forwarded link is useless; someone
 with no account for that address yet picks a username and password on the link's page, which creates the account
 (with the invited email) and accepts the invitation in one transaction (``accept_invitation_as_new_user``).
+
+The actor convention is ``tenants.services``'s: ``actor`` (keyword-only, required; ``None`` is the system) is the
+acting principal and ``request_id`` the request's id for the audit event. Accepting is the exception: the invitee
+acts for themselves, so the accepting ``user`` is the actor. Refusals of input are ``Invalid`` (field messages);
+a link that cannot be used is ``InvitationInvalid``.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
@@ -17,12 +20,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.access import Principal, principal_for
 from controlplane.audit import record_audit
+from controlplane.domain_errors import Conflict, Forbidden, Invalid
 from tenants import services
 from tenants.models import Invitation, Membership, Role, Tenant
-
-if TYPE_CHECKING:
-    from controlplane.access import Principal
 
 INVITABLE_ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN)
 
@@ -32,22 +34,21 @@ class InvitationInvalid(Exception):
 
 
 def create_invitation(
-    tenant: Tenant, *, email: str, role: str, invited_by: User | None, by: Principal | None, audit_from: Any = None
+    tenant: Tenant, *, email: str, role: str, invited_by: User | None, actor: Principal | None, request_id: str = ""
 ) -> tuple[Invitation, str]:
     """Record an invitation; returns it with the token for the link (shown once, never stored)."""
     email = email.strip().lower()
     if role not in INVITABLE_ROLES:
-        raise ValidationError(
-            {"role": ["invitations grant viewer, member or admin; make owners from the members page"]}
-        )
+        raise Invalid({"role": ["invitations grant viewer, member or admin; make owners from the members page"]})
     if Membership.objects.for_tenant(tenant).filter(user__email__iexact=email).exists():
-        raise ValidationError({"email": [f"{email} is already a member of this tenant"]})
+        raise Invalid({"email": [f"{email} is already a member of this tenant"]})
     token, token_hash = Invitation.new_token()
     with transaction.atomic():
         invitation = Invitation.unscoped_objects.create(
             tenant=tenant, email=email, role=role, token_hash=token_hash, invited_by=invited_by
         )
-        record_audit(audit_from or by, tenant, "invitation.create", invitation, {"email": email, "role": role})
+        changes = {"email": email, "role": role}
+        record_audit(actor, tenant, "invitation.create", invitation, changes, request_id=request_id)
     return invitation, token
 
 
@@ -62,8 +63,11 @@ def find_open_invitation(token: str) -> Invitation:
     return invitation
 
 
-def accept_invitation(token: str, *, user: User, audit_from: Any = None) -> Membership:
-    """Make ``user`` a member with the invited role; the invitation is claimed once (a second accept fails)."""
+def accept_invitation(token: str, *, user: User, request_id: str = "") -> Membership:
+    """Make ``user`` a member with the invited role; the invitation is claimed once (a second accept fails).
+
+    ``user`` is the actor: the membership is added on their behalf, with the invitation as their permission.
+    """
     invitation = find_open_invitation(token)
     if (user.email or "").strip().lower() != invitation.email:
         raise InvitationInvalid(f"this invitation is for {invitation.email}; sign in with that address")
@@ -74,10 +78,13 @@ def accept_invitation(token: str, *, user: User, audit_from: Any = None) -> Memb
         ).update(accepted_at=timezone.now(), accepted_by=user)
         if not claimed:
             raise InvitationInvalid("this invitation was already used")
+        actor = principal_for(user, None, invitation.tenant)
         try:
-            return services.add_member(invitation.tenant, user=user, role=invitation.role, audit_from=audit_from)
-        except services.Conflict as exc:
-            raise InvitationInvalid(str(exc.detail)) from exc
+            return services.add_member(
+                invitation.tenant, user=user, role=invitation.role, actor=actor, request_id=request_id
+            )
+        except (Conflict, Forbidden) as exc:  # already a member; an invitation that would grant the owner role
+            raise InvitationInvalid(exc.message) from exc
 
 
 def account_exists(email: str) -> bool:
@@ -85,12 +92,12 @@ def account_exists(email: str) -> bool:
     return User.objects.filter(email__iexact=email.strip()).exists()
 
 
-def accept_invitation_as_new_user(token: str, *, username: str, password: str, audit_from: Any = None) -> Membership:
+def accept_invitation_as_new_user(token: str, *, username: str, password: str, request_id: str = "") -> Membership:
     """Create an account with the invited email, ``username`` and ``password``, and accept the invitation with it.
 
     One transaction: if the invitation turns out to be used (a second tab, a replayed form), the account is not
     created either. Refused when an account already has the invited email: its owner signs in instead. Raises
-    ``ValidationError`` on ``username`` / ``password`` (Django's password validators) or ``InvitationInvalid``.
+    ``Invalid`` on ``username`` / ``password`` (Django's password validators) or ``InvitationInvalid``.
     """
     invitation = find_open_invitation(token)
     with transaction.atomic():
@@ -102,25 +109,24 @@ def accept_invitation_as_new_user(token: str, *, username: str, password: str, a
         try:
             user.full_clean(exclude=["password"])
         except ValidationError as exc:
-            raise ValidationError({"username": exc.message_dict.get("username", exc.messages)}) from exc
+            raise Invalid({"username": exc.message_dict.get("username", exc.messages)}) from exc
         try:
             validate_password(password, user)
         except ValidationError as exc:
-            raise ValidationError({"password": exc.messages}) from exc
+            raise Invalid({"password": exc.messages}) from exc
         user.set_password(password)
         user.save()
         # Claims the invitation by conditional UPDATE; a refusal rolls the new account back with it.
-        return accept_invitation(token, user=user, audit_from=audit_from)
+        return accept_invitation(token, user=user, request_id=request_id)
 
 
-def revoke_invitation(invitation: Invitation, *, by: Principal | None, audit_from: Any = None) -> bool:
+def revoke_invitation(invitation: Invitation, *, actor: Principal | None, request_id: str = "") -> bool:
     """Withdraw an open invitation; False when it was no longer open."""
     with transaction.atomic():
         revoked = Invitation.unscoped_objects.filter(
             pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
         ).update(revoked_at=timezone.now())
         if revoked:
-            record_audit(
-                audit_from or by, invitation.tenant, "invitation.revoke", invitation, {"email": invitation.email}
-            )
+            changes = {"email": invitation.email}
+            record_audit(actor, invitation.tenant, "invitation.revoke", invitation, changes, request_id=request_id)
     return bool(revoked)

@@ -1,12 +1,13 @@
-"""Tenant, membership and API-key operations, shared by the REST API and the console (no logic written twice).
+"""Tenant, membership, API-key and quota operations, shared by the REST API and the console (no logic written twice).
 
 Each function changes rows atomically, records an audit event in the same transaction, and asks for the
 gateway's config snapshot to be republished after commit. Permission rules that depend on *who* acts (only an
-owner or staff may grant or take away the owner role) live here too, so both front ends enforce them; ``by``
-is the acting ``controlplane.access.Principal`` (None = the system, e.g. a management command).
+owner or staff may grant or take away the owner role) live here too, so both front ends enforce them.
 
-``audit_from`` is what ``controlplane.audit.record_audit`` attributes the event to (usually the request, which
-also carries the request id); it defaults to ``by``.
+Every function takes the acting principal as ``actor`` (keyword-only and required: ``None`` is the system, e.g. a
+management command, and must be said) and the request's id as ``request_id`` for the audit event. Refusals are
+``controlplane.domain_errors``: ``Invalid`` (field messages, a model's validators included), ``Forbidden``,
+``Conflict``; each front end gives them its own status.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
-from rest_framework import exceptions, status
 
 from controlplane.audit import diff_fields, record_audit
+from controlplane.domain_errors import Conflict, Forbidden, Invalid
 from controlplane.snapshot.triggers import request_publish
 from deployments.models import ModelDeployment
 from deployments.reconcile.enqueue import enqueue_reconcile_tenant
@@ -28,20 +31,6 @@ from tenants.models import ApiKey, Membership, Role, Scope, Tenant
 
 if TYPE_CHECKING:
     from controlplane.access import Principal
-
-
-class Conflict(exceptions.APIException):
-    """The change conflicts with the current state (HTTP 409)."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "the change conflicts with the current state"
-
-
-class RoleRefused(exceptions.PermissionDenied):
-    """The actor's role is too weak for this particular change (HTTP 403)."""
-
-    default_code = "permission_denied"
 
 
 def _publish_after_commit() -> None:
@@ -53,20 +42,28 @@ def _publish_after_commit() -> None:
     request_publish()
 
 
-def _can_touch_owners(by: Principal | None) -> bool:
-    return by is None or by.is_staff or by.role == Role.OWNER
+def _full_clean(instance: Model) -> None:
+    """The model's own validation, its refusal as ``Invalid`` with the same field messages."""
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        raise Invalid.from_validation_error(exc) from exc
+
+
+def _can_touch_owners(actor: Principal | None) -> bool:
+    return actor is None or actor.is_staff or actor.role == Role.OWNER
 
 
 # ---------------------------------------------------------------- tenants
 
 
 def create_tenant(
-    *, slug: str, name: str, owner: User | None = None, by: Principal | None = None, audit_from: Any = None
+    *, slug: str, name: str, owner: User | None = None, actor: Principal | None, request_id: str = ""
 ) -> Tenant:
     """Create a tenant with its default Quota (and its first owner, when given)."""
     with transaction.atomic():
         tenant = Tenant(slug=slug, name=name)
-        tenant.full_clean()
+        _full_clean(tenant)
         tenant.save()
         Quota.unscoped_objects.create(tenant=tenant)
         if owner is not None:
@@ -74,24 +71,24 @@ def create_tenant(
         changes: dict[str, Any] = {"slug": slug, "name": name}
         if owner is not None:
             changes["owner"] = owner.pk
-        record_audit(audit_from or by, tenant, "tenant.create", tenant, changes)
+        record_audit(actor, tenant, "tenant.create", tenant, changes, request_id=request_id)
         _publish_after_commit()
     return tenant
 
 
-def update_tenant(tenant: Tenant, *, name: str, by: Principal | None = None, audit_from: Any = None) -> Tenant:
+def update_tenant(tenant: Tenant, *, name: str, actor: Principal | None, request_id: str = "") -> Tenant:
     """Rename a tenant (the slug never changes: it names the tenant's namespace)."""
     with transaction.atomic():
         changes = diff_fields(tenant, {"name": name})
         if changes:
             tenant.name = name
-            tenant.full_clean()
+            _full_clean(tenant)
             tenant.save(update_fields=["name", "updated_at"])
-            record_audit(audit_from or by, tenant, "tenant.update", tenant, changes)
+            record_audit(actor, tenant, "tenant.update", tenant, changes, request_id=request_id)
     return tenant
 
 
-def _set_tenant_status(tenant: Tenant, new_status: str, action: str, by: Principal | None, audit_from: Any) -> bool:
+def _set_tenant_status(tenant: Tenant, new_status: str, action: str, actor: Principal | None, request_id: str) -> bool:
     with transaction.atomic():
         # Claim the transition with a conditional UPDATE so two concurrent suspends record one event.
         updated = (
@@ -102,23 +99,23 @@ def _set_tenant_status(tenant: Tenant, new_status: str, action: str, by: Princip
         old = tenant.status
         tenant.refresh_from_db(fields=["status", "updated_at"])
         if updated:
-            record_audit(audit_from or by, tenant, action, tenant, {"status": [old, new_status]})
+            record_audit(actor, tenant, action, tenant, {"status": [old, new_status]}, request_id=request_id)
             _publish_after_commit()
     return bool(updated)
 
 
-def suspend_tenant(tenant: Tenant, *, by: Principal | None = None, audit_from: Any = None) -> bool:
+def suspend_tenant(tenant: Tenant, *, actor: Principal | None, request_id: str = "") -> bool:
     """Suspend: every key is refused and changes are refused. False when it was already suspended."""
-    return _set_tenant_status(tenant, Tenant.Status.SUSPENDED, "tenant.suspend", by, audit_from)
+    return _set_tenant_status(tenant, Tenant.Status.SUSPENDED, "tenant.suspend", actor, request_id)
 
 
-def resume_tenant(tenant: Tenant, *, by: Principal | None = None, audit_from: Any = None) -> bool:
+def resume_tenant(tenant: Tenant, *, actor: Principal | None, request_id: str = "") -> bool:
     """Make a suspended tenant active again. False when it was already active."""
-    return _set_tenant_status(tenant, Tenant.Status.ACTIVE, "tenant.resume", by, audit_from)
+    return _set_tenant_status(tenant, Tenant.Status.ACTIVE, "tenant.resume", actor, request_id)
 
 
-def delete_tenant(tenant: Tenant, *, by: Principal | None = None, audit_from: Any = None) -> None:
-    """Delete a tenant that has no deployments left; otherwise 409 (deployments own GPUs and namespaces)."""
+def delete_tenant(tenant: Tenant, *, actor: Principal | None, request_id: str = "") -> None:
+    """Delete a tenant that has no deployments left; otherwise ``Conflict`` (deployments own GPUs and namespaces)."""
     with transaction.atomic():
         # Lock the tenant row so a deployment created concurrently cannot slip in between check and delete.
         Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
@@ -127,7 +124,8 @@ def delete_tenant(tenant: Tenant, *, by: Principal | None = None, audit_from: An
             raise Conflict(
                 f"tenant '{tenant.slug}' still has {remaining} deployment(s); delete them first, then the tenant"
             )
-        record_audit(audit_from or by, None, "tenant.delete", tenant, {"slug": tenant.slug, "name": tenant.name})
+        changes = {"slug": tenant.slug, "name": tenant.name}
+        record_audit(actor, None, "tenant.delete", tenant, changes, request_id=request_id)
         tenant.delete()
         _publish_after_commit()
 
@@ -135,17 +133,16 @@ def delete_tenant(tenant: Tenant, *, by: Principal | None = None, audit_from: An
 # ---------------------------------------------------------------- members
 
 
-def add_member(
-    tenant: Tenant, *, user: User, role: str, by: Principal | None = None, audit_from: Any = None
-) -> Membership:
+def add_member(tenant: Tenant, *, user: User, role: str, actor: Principal | None, request_id: str = "") -> Membership:
     """Give ``user`` a role in ``tenant``. Only owners and staff may grant the owner role."""
-    if role == Role.OWNER and not _can_touch_owners(by):
-        raise RoleRefused("only an owner or platform staff may grant the owner role")
+    if role == Role.OWNER and not _can_touch_owners(actor):
+        raise Forbidden("only an owner or platform staff may grant the owner role")
     with transaction.atomic():
         if Membership.objects.for_tenant(tenant).filter(user_id=user.pk).exists():
             raise Conflict(f"user '{user.get_username()}' is already a member of '{tenant.slug}'")
         membership = Membership.unscoped_objects.create(tenant=tenant, user=user, role=role)
-        record_audit(audit_from or by, tenant, "member.add", membership, {"user": user.get_username(), "role": role})
+        changes = {"user": user.get_username(), "role": role}
+        record_audit(actor, tenant, "member.add", membership, changes, request_id=request_id)
     return membership
 
 
@@ -160,12 +157,10 @@ def _lock_owners(tenant: Tenant) -> list[int]:
     )
 
 
-def change_role(
-    membership: Membership, *, role: str, by: Principal | None = None, audit_from: Any = None
-) -> Membership:
+def change_role(membership: Membership, *, role: str, actor: Principal | None, request_id: str = "") -> Membership:
     """Change a member's role. Owners are changed only by owners or staff; the last owner cannot be demoted."""
-    if (role == Role.OWNER or membership.role == Role.OWNER) and not _can_touch_owners(by):
-        raise RoleRefused("only an owner or platform staff may grant or take away the owner role")
+    if (role == Role.OWNER or membership.role == Role.OWNER) and not _can_touch_owners(actor):
+        raise Forbidden("only an owner or platform staff may grant or take away the owner role")
     with transaction.atomic():
         owners = _lock_owners(membership.tenant)
         membership.refresh_from_db(fields=["role"])
@@ -175,26 +170,29 @@ def change_role(
             raise Conflict("this is the tenant's last owner; make someone else owner first")
         old = membership.role
         membership.role = role
-        membership.full_clean()
+        _full_clean(membership)
         membership.save(update_fields=["role"])
-        record_audit(audit_from or by, membership.tenant, "member.change_role", membership, {"role": [old, role]})
+        record_audit(
+            actor, membership.tenant, "member.change_role", membership, {"role": [old, role]}, request_id=request_id
+        )
     return membership
 
 
-def remove_member(membership: Membership, *, by: Principal | None = None, audit_from: Any = None) -> None:
+def remove_member(membership: Membership, *, actor: Principal | None, request_id: str = "") -> None:
     """Remove a member. Owners are removed only by owners or staff; the last owner cannot be removed."""
-    if membership.role == Role.OWNER and not _can_touch_owners(by):
-        raise RoleRefused("only an owner or platform staff may remove an owner")
+    if membership.role == Role.OWNER and not _can_touch_owners(actor):
+        raise Forbidden("only an owner or platform staff may remove an owner")
     with transaction.atomic():
         owners = _lock_owners(membership.tenant)
         if owners == [membership.pk]:
             raise Conflict("this is the tenant's last owner; make someone else owner first")
         record_audit(
-            audit_from or by,
+            actor,
             membership.tenant,
             "member.remove",
             membership,
             {"user": membership.user.get_username(), "role": membership.role},
+            request_id=request_id,
         )
         membership.delete()
 
@@ -212,13 +210,13 @@ def issue_key(
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
     max_concurrent_requests: int | None = None,
-    by: Principal | None = None,
-    audit_from: Any = None,
+    actor: Principal | None,
+    request_id: str = "",
 ) -> tuple[ApiKey, str]:
     """Issue a key; returns it with the full secret string, which is shown once and never stored."""
     unknown = sorted(set(scopes) - set(Scope.values))
     if not scopes or unknown:
-        raise exceptions.ValidationError({"scopes": [f"choose from {', '.join(Scope.values)}; got {unknown or []}"]})
+        raise Invalid({"scopes": [f"choose from {', '.join(Scope.values)}; got {unknown or []}"]})
     with transaction.atomic():
         key, full_key = ApiKey.issue(
             tenant=tenant,
@@ -231,17 +229,18 @@ def issue_key(
             max_concurrent_requests=max_concurrent_requests,
         )
         record_audit(
-            audit_from or by,
+            actor,
             tenant,
             "api_key.create",
             key,
             {"name": name, "scopes": key.scopes, "key_id": key.key_id, "expires_at": expires_at},
+            request_id=request_id,
         )
         _publish_after_commit()
     return key, full_key
 
 
-def update_key(key: ApiKey, *, changes: dict[str, Any], by: Principal | None = None, audit_from: Any = None) -> ApiKey:
+def update_key(key: ApiKey, *, changes: dict[str, Any], actor: Principal | None, request_id: str = "") -> ApiKey:
     """Rename a key or change its own limits (scopes and secrets never change: issue a new key instead)."""
     allowed = {"name", "requests_per_minute", "tokens_per_minute", "max_concurrent_requests", "expires_at"}
     with transaction.atomic():
@@ -250,17 +249,18 @@ def update_key(key: ApiKey, *, changes: dict[str, Any], by: Principal | None = N
             for field in diff:
                 setattr(key, field, changes[field])
             key.save(update_fields=list(diff))
-            record_audit(audit_from or by, key.tenant, "api_key.update", key, diff)
+            record_audit(actor, key.tenant, "api_key.update", key, diff, request_id=request_id)
             _publish_after_commit()
     return key
 
 
-def revoke_key(key: ApiKey, *, by: Principal | None = None, audit_from: Any = None) -> bool:
+def revoke_key(key: ApiKey, *, actor: Principal | None, request_id: str = "") -> bool:
     """Revoke a key everywhere (the gateway drops it within 2 s). False when it was already revoked."""
     with transaction.atomic():
         revoked = key.revoke()
         if revoked:
-            record_audit(audit_from or by, key.tenant, "api_key.revoke", key, {"revoked_at": key.revoked_at})
+            changes = {"revoked_at": key.revoked_at}
+            record_audit(actor, key.tenant, "api_key.revoke", key, changes, request_id=request_id)
             _publish_after_commit()
     return revoked
 
@@ -268,18 +268,16 @@ def revoke_key(key: ApiKey, *, by: Principal | None = None, audit_from: Any = No
 # ---------------------------------------------------------------- quotas
 
 
-def update_quota(
-    quota: Quota, *, changes: dict[str, Any], by: Principal | None = None, audit_from: Any = None
-) -> Quota:
+def update_quota(quota: Quota, *, changes: dict[str, Any], actor: Principal | None, request_id: str = "") -> Quota:
     """Change a tenant's quota (staff only; the caller checks) and republish the gateway's limits."""
     with transaction.atomic():
         diff = diff_fields(quota, changes)
         if diff:
             for field in diff:
                 setattr(quota, field, changes[field])
-            quota.full_clean()
+            _full_clean(quota)
             quota.save()
-            record_audit(audit_from or by, quota.tenant, "quota.update", quota, diff)
+            record_audit(actor, quota.tenant, "quota.update", quota, diff, request_id=request_id)
             _publish_after_commit()
             # The namespace's ResourceQuota follows at once, not at the next resync.
             enqueue_reconcile_tenant(quota.tenant_id)

@@ -87,7 +87,9 @@ class TenantSettingsViewSet(IdempotentMixin, TenantScopedViewSet):
         serializer = self.get_serializer(current, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         url = serializer.validated_data.get("webhook_url", current.webhook_url)
-        row, new_secret = webhook_settings.set_webhook(self.tenant, url, actor=request)
+        row, new_secret = webhook_settings.set_webhook(
+            self.tenant, url, actor=self.principal, request_id=self.request_id
+        )
         return _answer(row, new_secret)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -98,7 +100,9 @@ class TenantSettingsViewSet(IdempotentMixin, TenantScopedViewSet):
 
     @extend_schema(summary="Replace the webhook signing secret (admins); returned once", request=None)
     def rotate_secret(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        row, new_secret = webhook_settings.rotate_webhook_secret(self.tenant, actor=request)
+        row, new_secret = webhook_settings.rotate_webhook_secret(
+            self.tenant, actor=self.principal, request_id=self.request_id
+        )
         if new_secret is None:
             raise NoWebhook()
         return _answer(row, new_secret)

@@ -191,11 +191,15 @@ class RolloutViewSet(IdempotentMixin, DeploymentChildViewSet):
             if "steps" in data:
                 options["steps"] = data["steps"]
             found = rollouts.start_rollout(
-                self.deployment, self.principal, revision_number=_parse_revision(data["revision"]), **options
+                self.deployment,
+                revision_number=_parse_revision(data["revision"]),
+                **options,
+                actor=self.principal,
+                request_id=self.request_id,
             )
             code = status.HTTP_201_CREATED
         else:
-            found = rollouts.act(self.deployment, self.principal, data["action"])
+            found = rollouts.act(self.deployment, data["action"], actor=self.principal, request_id=self.request_id)
             code = status.HTTP_200_OK
         found.refresh_from_db()
         return Response({"rollout": found.as_dict()}, status=code)

@@ -41,10 +41,6 @@ _QUOTA_422 = OpenApiResponse(description="quota_exceeded: the message names the 
 _DELETING_409 = OpenApiResponse(description="the deployment is being deleted, or a concurrent change conflicted")
 
 
-def _request_id(request: Request) -> str:
-    return str(getattr(request, "request_id", "") or "")
-
-
 @extend_schema_view(
     list=extend_schema(summary="List deployments", parameters=[TENANT_PARAM]),
     create=extend_schema(
@@ -111,7 +107,7 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        deployment = services.create_deployment(self.tenant, self.principal, data, request_id=_request_id(request))
+        deployment = services.create_deployment(self.tenant, data, actor=self.principal, request_id=self.request_id)
         self.kwargs[self.lookup_field] = deployment.name
         return Response(self.get_serializer(self._fresh()).data, status=status.HTTP_201_CREATED)
 
@@ -123,15 +119,15 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
         rollout = data.pop("rollout", None)
         services.update_deployment(
             deployment,
-            self.principal,
             data,
             canary_weight=rollout["canary_weight"] if rollout else None,
-            request_id=_request_id(request),
+            actor=self.principal,
+            request_id=self.request_id,
         )
         return Response(self.get_serializer(self._fresh()).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        deleting = services.delete_deployment(self.get_object(), self.principal, request_id=_request_id(request))
+        deleting = services.delete_deployment(self.get_object(), actor=self.principal, request_id=self.request_id)
         # Answer with the state just committed: a fast reconciler may already have removed the row, and reading it
         # again would turn an accepted delete into a 404.
         return Response(self.get_serializer(deleting).data, status=status.HTTP_202_ACCEPTED)
@@ -144,7 +140,7 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
         )
         serializer.is_valid(raise_exception=True)
         services.scale_deployment(
-            deployment, self.principal, **serializer.validated_data, request_id=_request_id(request)
+            deployment, **serializer.validated_data, actor=self.principal, request_id=self.request_id
         )
         return Response(self.get_serializer(self._fresh()).data)
 
@@ -154,7 +150,7 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
         serializer = TrafficSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         services.set_traffic(
-            deployment, self.principal, serializer.validated_data["weights"], request_id=_request_id(request)
+            deployment, serializer.validated_data["weights"], actor=self.principal, request_id=self.request_id
         )
         return Response(self.get_serializer(self._fresh()).data)
 

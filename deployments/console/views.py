@@ -14,16 +14,22 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from rest_framework.exceptions import APIException
 
-from controlplane.console import TenantConsoleView, paginate, query_without_page, render_page_or_partial
+from controlplane.console import (
+    TenantConsoleView,
+    console_refusal,
+    paginate,
+    query_without_page,
+    render_page_or_partial,
+    show_refusal,
+)
+from controlplane.domain_errors import DomainError, QuotaExceeded
 from deployments import rollout as rollouts
 from deployments import services
 from deployments.backends import manifests
 from deployments.console.figures import live_figures, quota_bars
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout, Runtime
 from deployments.reconcile.engine import desired_spec
-from quotas.admission import QuotaExceeded
 from tenants.models import Role
 
 # Statuses during which the detail page's status partial refreshes itself.
@@ -106,7 +112,7 @@ ROLLOUT_ACTIONS = (("promote", "Promote"), ("pause", "Pause"), ("resume", "Resum
 
 # Where a quota refusal belongs on the form: the quota its message names.
 def quota_field(exc: QuotaExceeded) -> str | None:
-    message = str(exc.detail)
+    message = exc.message
     if "GPUs" in message:
         return "gpu_count"
     if "replicas:" in message:
@@ -114,15 +120,12 @@ def quota_field(exc: QuotaExceeded) -> str | None:
     return None
 
 
-def show_service_errors(form: forms.Form, exc: Exception) -> None:
-    """Put a service's ``ValidationError``/``QuotaExceeded``/conflict on the right form field (or the form)."""
-    if isinstance(exc, ValidationError):
-        for field, field_messages in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, field_messages)
-    elif isinstance(exc, QuotaExceeded):
-        form.add_error(quota_field(exc), str(exc.detail))
-    elif isinstance(exc, APIException):
-        form.add_error(None, str(exc.detail))
+def show_service_errors(form: forms.Form, exc: DomainError) -> None:
+    """Put a service's refusal on the right form field (or the form): a quota refusal on the quota it names."""
+    if isinstance(exc, QuotaExceeded):
+        form.add_error(quota_field(exc), exc.message)
+    else:
+        show_refusal(form, exc)
 
 
 # ---------------------------------------------------------------- pages
@@ -211,9 +214,9 @@ class DeploymentCreateView(TenantConsoleView):
         if form.is_valid():
             try:
                 deployment = services.create_deployment(
-                    self.tenant, self.principal, form.service_data(), request_id=self.request_id
+                    self.tenant, form.service_data(), actor=self.principal, request_id=self.request_id
                 )
-            except (ValidationError, APIException) as exc:
+            except DomainError as exc:
                 show_service_errors(form, exc)
             else:
                 messages.success(request, f"Deployment {deployment.name} created; it becomes ready shortly.")
@@ -301,8 +304,10 @@ class DeploymentScaleView(DeploymentMixin):
         form = ScaleForm(request.POST)
         if form.is_valid():
             try:
-                services.scale_deployment(deployment, self.principal, **form.cleaned_data, request_id=self.request_id)
-            except (ValidationError, APIException) as exc:
+                services.scale_deployment(
+                    deployment, **form.cleaned_data, actor=self.principal, request_id=self.request_id
+                )
+            except DomainError as exc:
                 show_service_errors(form, exc)
             else:
                 messages.success(request, "Replica bounds saved.")
@@ -328,11 +333,11 @@ class DeploymentTrafficView(DeploymentMixin):
                 try:
                     services.set_traffic(
                         deployment,
-                        self.principal,
                         {newest.number: weight, stable.number: 100 - weight},
+                        actor=self.principal,
                         request_id=self.request_id,
                     )
-                except (ValidationError, APIException) as exc:
+                except DomainError as exc:
                     show_service_errors(form, exc)
                 else:
                     messages.success(request, f"Traffic: {newest.name} {weight}%, {stable.name} {100 - weight}%.")
@@ -351,12 +356,12 @@ class DeploymentRevisionView(DeploymentMixin):
             try:
                 services.update_deployment(
                     deployment,
-                    self.principal,
                     data,
                     canary_weight=form.cleaned_data["canary_weight"],
+                    actor=self.principal,
                     request_id=self.request_id,
                 )
-            except (ValidationError, APIException) as exc:
+            except DomainError as exc:
                 show_service_errors(form, exc)
             else:
                 messages.success(request, "New revision created.")
@@ -403,14 +408,15 @@ class DeploymentRolloutView(DeploymentMixin):
                 )
                 rollouts.start_rollout(
                     deployment,
-                    self.principal,
                     revision_number=newest.number if newest else 0,
                     steps=form.cleaned_data["steps"],
                     pause_s=form.cleaned_data["pause_s"],
+                    actor=self.principal,
+                    request_id=self.request_id,
                 )
                 done = f"Rollout of r{newest.number if newest else 0} started."
             elif action in dict(ROLLOUT_ACTIONS):
-                rollouts.act(deployment, self.principal, action)
+                rollouts.act(deployment, action, actor=self.principal, request_id=self.request_id)
                 done = {
                     "promote": "Rollout promoted: the new revision takes all traffic.",
                     "pause": "Rollout paused.",
@@ -419,13 +425,12 @@ class DeploymentRolloutView(DeploymentMixin):
                 }[action]
             else:
                 return self.refused(422, rollout_error=f"unknown action {action!r}")
-        except (ValidationError, APIException) as exc:
+        except DomainError as exc:
             if form is not None:
                 show_service_errors(form, exc)
                 return self.refused(422, rollout_form=form)
-            detail = exc.messages if isinstance(exc, ValidationError) else [str(exc.detail)]
-            code = exc.status_code if isinstance(exc, APIException) else 422
-            return self.refused(code, rollout_error="; ".join(str(d) for d in detail))
+            refusal = console_refusal(exc)
+            return self.refused(refusal.status, rollout_error=refusal.message)
         if getattr(request, "htmx", False):
             return self.panel(rollout_done=done)
         messages.success(request, done)
@@ -469,6 +474,6 @@ class DeploymentDeleteView(DeploymentMixin):
         if request.POST.get("confirm_name", "").strip() != deployment.name:
             context = self.base_context(deployment=deployment, error="Type the deployment's name to confirm.")
             return render(request, "deployments/delete.html", context, status=422)
-        services.delete_deployment(deployment, self.principal, request_id=self.request_id)
+        services.delete_deployment(deployment, actor=self.principal, request_id=self.request_id)
         messages.success(request, f"Deployment {deployment.name} is being deleted.")
         return redirect("console-deployments", tenant=self.tenant.slug)

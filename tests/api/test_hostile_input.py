@@ -117,7 +117,9 @@ def test_a_delete_answers_202_even_when_the_reconciler_removes_the_row_at_once(
     from deployments import services
     from deployments.models import ModelDeployment
 
-    services.create_deployment(acme, None, {"name": "gone", "runtime": "builtin", "model": "m", "min_replicas": 0})
+    services.create_deployment(
+        acme, {"name": "gone", "runtime": "builtin", "model": "m", "min_replicas": 0}, actor=None
+    )
 
     def fast_reconciler(pk: int) -> None:  # the worker finished before the view answered
         ModelDeployment.unscoped_objects.filter(pk=pk).delete()

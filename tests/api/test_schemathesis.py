@@ -48,7 +48,7 @@ def credentials(acme: Any, globex: Any, bob: Any, issue_key: Any, redis_prefix: 
 
     settings.FRONTDOOR_BACKEND = "kubernetes"  # nothing is reconciled here; the manifests route renders
     services.create_deployment(
-        acme, None, {"name": "chat", "runtime": "builtin", "model": "frontdoor/sim-chat", "min_replicas": 0}
+        acme, {"name": "chat", "runtime": "builtin", "model": "frontdoor/sim-chat", "min_replicas": 0}, actor=None
     )
     listed, _ = issue_key(acme, ["inference"])
     _, acme_key = issue_key(acme, ["manage", "read"])

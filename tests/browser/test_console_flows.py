@@ -146,8 +146,8 @@ def test_it_steers_a_canary_rollout_from_the_panel(
     from deployments import services
     from deployments.models import Rollout
 
-    deployment = services.create_deployment(acme, None, {"name": "chat", "model": "frontdoor/sim-chat"})
-    services.update_deployment(deployment, None, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0)
+    deployment = services.create_deployment(acme, {"name": "chat", "model": "frontdoor/sim-chat"}, actor=None)
+    services.update_deployment(deployment, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0, actor=None)
     sign_in(page, bob)
     page.goto(f"{console_url}/t/acme/deployments/chat/")
     panel = page.locator("#rollout-panel")
@@ -176,7 +176,7 @@ def test_it_shows_a_viewer_no_write_controls(
 ) -> None:
     from deployments import services
 
-    services.create_deployment(acme, None, {"name": "chat", "model": "frontdoor/sim-chat"})
+    services.create_deployment(acme, {"name": "chat", "model": "frontdoor/sim-chat"}, actor=None)
     sign_in(page, vera)
     for path in ("/t/acme/", "/t/acme/deployments/", "/t/acme/deployments/chat/", "/t/acme/members/"):
         page.goto(console_url + path)

@@ -33,6 +33,6 @@ def make_deployment(db: None) -> Callable[..., ModelDeployment]:
 
     def make(tenant: Tenant, name: str, **fields: Any) -> ModelDeployment:
         data = {"name": name, "runtime": "builtin", "model": "frontdoor/sim-chat", "min_replicas": 1, "max_replicas": 1}
-        return services.create_deployment(tenant, None, data | fields)
+        return services.create_deployment(tenant, data | fields, actor=None)
 
     return make

@@ -111,10 +111,10 @@ def world(
 ) -> dict[str, Any]:
     """acme with one of everything (a deployment with a second revision, a key, an open invitation)."""
     chat = make_deployment(acme, "chat")
-    deployment_services.update_deployment(chat, None, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0)
+    deployment_services.update_deployment(chat, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0, actor=None)
     key, _ = issue_key(acme, ["inference"])
     invitation, _ = invitations.create_invitation(
-        acme, email="guest@example.test", role=Role.MEMBER, invited_by=None, by=None
+        acme, email="guest@example.test", role=Role.MEMBER, invited_by=None, actor=None
     )
     known = {
         "tenant": "acme",

@@ -20,7 +20,7 @@ PANEL = "/t/acme/deployments/chat/rollout/"
 def chat(acme: Tenant, make_deployment: Callable[..., ModelDeployment]) -> ModelDeployment:
     """``chat`` with r1 serving everything and a new r2 taking no traffic yet."""
     deployment = make_deployment(acme, "chat")
-    return services.update_deployment(deployment, None, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0)
+    return services.update_deployment(deployment, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0, actor=None)
 
 
 def weights(deployment: ModelDeployment) -> dict[int, int]:

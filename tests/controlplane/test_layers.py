@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The contracts that list every controlplane module but ``controlplane.contracts`` (import-linter has no "all but").
 EVERY_OTHER_CONTROLPLANE_MODULE = ("data-plane-free-of-django", "contracts-stand-alone")
-# The one contract allowed ignores: services raise DRF exceptions until they have errors of their own.
-CONTRACTS_WITH_IGNORES = {"services-free-of-drf"}
+# No contract ignores an import: an exception to a layer is a change to the layers, not an ignore.
+CONTRACTS_WITH_IGNORES: set[str] = set()
 FRAMEWORKS_AND_APPS = {
     "django",
     "rest_framework",
@@ -58,7 +58,7 @@ def test_the_data_plane_contracts_forbid_every_controlplane_module_but_contracts
         assert forbidden == every_other, f"{name}: add {every_other - forbidden}, drop {forbidden - every_other}"
 
 
-def test_only_the_services_contract_ignores_imports() -> None:
+def test_no_contract_ignores_imports() -> None:
     with_ignores = {name for name, section in _contracts().items() if _listed(section, "ignore_imports")}
     assert with_ignores <= CONTRACTS_WITH_IGNORES
 

@@ -75,6 +75,6 @@ def make_deployment(db: None) -> Callable[..., ModelDeployment]:
             "target_concurrency": 1,
         }
         data.update(fields)
-        return services.create_deployment(tenant, None, data)
+        return services.create_deployment(tenant, data, actor=None)
 
     return make

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from rest_framework.test import APIClient
 
-from controlplane.api import Principal
+from controlplane.access import Principal
 from deployments import network, services
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tenants.models import ApiKey, AuditEvent, Role, Scope, Tenant
@@ -34,8 +34,8 @@ def chat(acme: Tenant, alice: User) -> ModelDeployment:
     """A deployment in acme, made the way the API makes it."""
     return services.create_deployment(
         acme,
-        owner_of(acme, alice),
         {"name": "chat", "runtime": "vllm", "model": "m/chat", "gpu_type": "nvidia-h100", "gpu_count": 1},
+        actor=owner_of(acme, alice),
     )
 
 
@@ -129,14 +129,14 @@ def three_deployments(acme: Tenant, alice: User) -> list[ModelDeployment]:
     made = [
         services.create_deployment(
             acme,
-            principal,
             {"name": "alpha-chat", "runtime": "vllm", "model": "m", "gpu_type": "nvidia-h100", "gpu_count": 1},
+            actor=principal,
         ),
-        services.create_deployment(acme, principal, {"name": "beta-embed", "runtime": "builtin", "model": "m"}),
+        services.create_deployment(acme, {"name": "beta-embed", "runtime": "builtin", "model": "m"}, actor=principal),
         services.create_deployment(
             acme,
-            principal,
             {"name": "gamma-chat", "runtime": "tgi", "model": "m", "gpu_type": "nvidia-l4", "gpu_count": 1},
+            actor=principal,
         ),
     ]
     ModelDeployment.objects.for_tenant(acme).filter(name="gamma-chat").update(status="ready")
@@ -150,7 +150,7 @@ def names(response: Any) -> list[str]:
 def test_it_lists_the_tenants_deployments_only(
     api: Callable[..., APIClient], vera: User, charlie: User, globex: Tenant, three_deployments: Any
 ) -> None:
-    services.create_deployment(globex, owner_of(globex, charlie), {"name": "theirs", "model": "m"})
+    services.create_deployment(globex, {"name": "theirs", "model": "m"}, actor=owner_of(globex, charlie))
 
     response = api(vera).get(BASE)
 
@@ -409,7 +409,7 @@ def test_it_enqueues_a_reconcile_on_the_broker_after_commit(
 @pytest.mark.django_db(transaction=True)
 def test_a_rolled_back_change_enqueues_nothing(acme: Tenant, alice: User, broker: Any) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
-        services.create_deployment(acme, owner_of(acme, alice), {"name": "doomed", "model": "m"})
+        services.create_deployment(acme, {"name": "doomed", "model": "m"}, actor=owner_of(acme, alice))
         raise RuntimeError("the caller's transaction fails after the service returned")
 
     assert broker.reconcile_ids() == []

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from controlplane.api import Principal
+from controlplane.access import Principal
 from deployments import services
 from deployments.models import ModelDeployment, Revision
 from tenants.models import AuditEvent, Role, Tenant
@@ -25,7 +25,7 @@ def url(suffix: str = "") -> str:
 @pytest.fixture
 def chat(acme: Tenant, alice: User) -> ModelDeployment:
     principal = Principal(user_id=alice.pk, api_key=None, role=Role.OWNER, is_staff=False)
-    return services.create_deployment(acme, principal, {"name": "chat", "runtime": "vllm", "model": "m/v1"})
+    return services.create_deployment(acme, {"name": "chat", "runtime": "vllm", "model": "m/v1"}, actor=principal)
 
 
 def weights(deployment: ModelDeployment) -> dict[str, int]:

@@ -11,10 +11,11 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
-from controlplane.api import Principal
+from controlplane.access import Principal
+from controlplane.domain_errors import QuotaExceeded
 from deployments import services
 from deployments.models import ModelDeployment, Revision
-from quotas.admission import QuotaExceeded, admit_deployment
+from quotas.admission import admit_deployment
 from quotas.models import Quota
 from tenants.models import Role, Tenant
 
@@ -33,7 +34,7 @@ def set_quota(tenant: Tenant, **fields: Any) -> None:
 
 def make(tenant: Tenant, user: User, name: str, **fields: Any) -> ModelDeployment:
     data = {"name": name, "runtime": "vllm", "model": "m", **fields}
-    return services.create_deployment(tenant, principal_of(user), data)
+    return services.create_deployment(tenant, data, actor=principal_of(user))
 
 
 def test_it_refuses_more_gpus_than_the_quota_names_the_ask_and_what_is_left(
@@ -80,7 +81,7 @@ def test_it_refuses_more_replicas_than_the_quota(acme: Tenant, bob: User) -> Non
     with pytest.raises(QuotaExceeded) as refused:
         make(acme, bob, "b", max_replicas=4)
 
-    assert str(refused.value.detail) == "quota exceeded: replicas: asked 4, 3 of 8 left"
+    assert refused.value.message == "quota exceeded: replicas: asked 4, 3 of 8 left"
 
 
 def test_it_refuses_more_deployments_than_the_quota(acme: Tenant, bob: User) -> None:
@@ -91,13 +92,13 @@ def test_it_refuses_more_deployments_than_the_quota(acme: Tenant, bob: User) -> 
     with pytest.raises(QuotaExceeded) as refused:
         make(acme, bob, "c")
 
-    assert str(refused.value.detail) == "quota exceeded: deployments: asked 1, 0 of 2 left"
+    assert refused.value.message == "quota exceeded: deployments: asked 1, 0 of 2 left"
 
 
 def test_deployments_being_deleted_do_not_count(acme: Tenant, bob: User) -> None:
     set_quota(acme, max_deployments=1)
     old = make(acme, bob, "old", gpu_type="nvidia-h100", gpu_count=8)
-    services.delete_deployment(old, principal_of(bob))
+    services.delete_deployment(old, actor=principal_of(bob))
 
     new = make(acme, bob, "new", gpu_type="nvidia-h100", gpu_count=8)
 

@@ -17,7 +17,7 @@ from deployments.slo.collect import BUCKET_BOUNDS_MS, BUCKET_NAMES
 
 def add_revision(deployment: ModelDeployment, *, weight: int = 0) -> Revision:
     """A second revision (a spec change) taking ``weight`` percent."""
-    services.update_deployment(deployment, None, {"model": deployment.model + "-v2"}, canary_weight=weight)
+    services.update_deployment(deployment, {"model": deployment.model + "-v2"}, canary_weight=weight, actor=None)
     return Revision.unscoped_objects.filter(deployment=deployment).order_by("-number").first()  # type: ignore[return-value]
 
 

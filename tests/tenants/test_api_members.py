@@ -10,7 +10,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.test import APIClient
 
-from controlplane.api import Principal
+from controlplane.access import Principal
+from controlplane.domain_errors import Conflict
 from tenants import services
 from tenants.models import AuditEvent, Membership, Role, Tenant
 
@@ -112,7 +113,7 @@ def test_a_member_of_another_tenant_is_404(api: Api, adam: User, charlie: User) 
 @pytest.mark.django_db(transaction=True)
 def test_two_owners_demoting_each_other_at_once_leave_one_owner(alice: User, bob: User, acme: Tenant) -> None:
     """The last-owner check locks the owner rows, so two simultaneous demotions cannot both pass it."""
-    services.change_role(Membership.objects.for_tenant(acme).get(user=bob), role=Role.OWNER)
+    services.change_role(Membership.objects.for_tenant(acme).get(user=bob), role=Role.OWNER, actor=None)
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
@@ -120,9 +121,9 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(alice: User, bob
         try:
             membership = Membership.objects.for_tenant(acme).select_related("tenant").get(user=user)
             barrier.wait(timeout=10)
-            services.change_role(membership, role=Role.ADMIN, by=Principal(user.pk, None, Role.OWNER, False))
+            services.change_role(membership, role=Role.ADMIN, actor=Principal(user.pk, None, Role.OWNER, False))
             outcomes.append("demoted")
-        except services.Conflict:
+        except Conflict:
             outcomes.append("refused")
         finally:
             connection.close()

@@ -59,7 +59,7 @@ def test_the_log_filter_redacts_formatted_records() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_web_access_log_never_shows_an_invitation_token(acme: Any, alice: Any, tmp_path: Path) -> None:
-    _, token = invitations.create_invitation(acme, email="new@example.test", role="admin", invited_by=alice, by=None)
+    _, token = invitations.create_invitation(acme, email="new@example.test", role="admin", invited_by=alice, actor=None)
     port = _free_port()
     db = connection.settings_dict
     env = {

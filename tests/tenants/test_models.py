@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
@@ -16,6 +15,7 @@ from django.utils import timezone
 
 from controlplane.audit import diff_fields, record_audit
 from controlplane.contracts import keyformat
+from controlplane.domain_errors import Conflict, Invalid
 from controlplane.scoping import UnscopedQueryError
 from quotas.models import Quota
 from tenants import services
@@ -32,13 +32,14 @@ def test_roles_are_ordered_viewer_member_admin_owner() -> None:
 
 @pytest.mark.parametrize("slug", ["Acme", "acme_1", "-acme", "a" * 41, ""])
 def test_tenant_slugs_must_be_dns_labels(slug: str) -> None:
-    with pytest.raises(ValidationError):
-        services.create_tenant(slug=slug, name="x")
+    with pytest.raises(Invalid) as refused:
+        services.create_tenant(slug=slug, name="x", actor=None)
+    assert "slug" in refused.value.fields
     assert not Tenant.objects.exists()
 
 
 def test_create_tenant_makes_its_quota_and_owner_atomically(alice: User) -> None:
-    tenant = services.create_tenant(slug="initech", name="Initech", owner=alice)
+    tenant = services.create_tenant(slug="initech", name="Initech", owner=alice, actor=None)
     assert Quota.objects.for_tenant(tenant).count() == 1
     assert Membership.objects.for_tenant(tenant).get().role == Role.OWNER
 
@@ -73,37 +74,37 @@ def test_keys_become_unusable_when_revoked_expired_or_suspended(acme: Tenant, gl
     expired, _ = ApiKey.issue(tenant=acme, name="e", scopes=["read"], expires_at=timezone.now() - timedelta(1))
     assert expired.is_expired and not expired.is_usable
     suspended, _ = ApiKey.issue(tenant=globex, name="s", scopes=["read"])
-    services.suspend_tenant(globex)
+    services.suspend_tenant(globex, actor=None)
     suspended.refresh_from_db()
     assert not suspended.is_usable
 
 
 def test_issue_key_refuses_unknown_or_no_scopes(acme: Tenant) -> None:
-    from rest_framework.exceptions import ValidationError as ApiValidationError
-
     for scopes in ([], ["admin"]):
-        with pytest.raises(ApiValidationError):
-            services.issue_key(acme, name="x", scopes=scopes)
+        with pytest.raises(Invalid) as refused:
+            services.issue_key(acme, name="x", scopes=scopes, actor=None)
+        assert list(refused.value.fields) == ["scopes"]
     assert ApiKey.objects.for_tenant(acme).count() == 0
 
 
 def test_quota_gpus_are_validated(acme: Tenant) -> None:
     quota = Quota.objects.for_tenant(acme).get()
     for gpus in ({"tpu": 1}, {"nvidia-h100": -1}, {"nvidia-h100": True}, [1]):
-        with pytest.raises(ValidationError):
-            services.update_quota(quota, changes={"gpus": gpus})
+        with pytest.raises(Invalid) as refused:
+            services.update_quota(quota, changes={"gpus": gpus}, actor=None)
+        assert "gpus" in refused.value.fields
     quota.refresh_from_db()
     assert quota.gpus == {}
 
 
 def test_last_owner_rule_holds_in_the_service(alice: User, bob: User, acme: Tenant) -> None:
     owner = Membership.objects.for_tenant(acme).get(user=alice)
-    with pytest.raises(services.Conflict):
-        services.remove_member(owner)
-    with pytest.raises(services.Conflict):
-        services.change_role(owner, role=Role.MEMBER)
-    services.change_role(Membership.objects.for_tenant(acme).get(user=bob), role=Role.OWNER)
-    services.remove_member(owner)
+    with pytest.raises(Conflict):
+        services.remove_member(owner, actor=None)
+    with pytest.raises(Conflict):
+        services.change_role(owner, role=Role.MEMBER, actor=None)
+    services.change_role(Membership.objects.for_tenant(acme).get(user=bob), role=Role.OWNER, actor=None)
+    services.remove_member(owner, actor=None)
     assert list(Membership.objects.for_tenant(acme).values_list("role", flat=True)) == [Role.OWNER]
 
 

@@ -79,7 +79,7 @@ class Command(BaseCommand):
     def _tenant(self, user: User) -> Tenant:
         tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
         if tenant is None:
-            return create_tenant(slug=DEMO_TENANT, name="Demo", owner=user)
+            return create_tenant(slug=DEMO_TENANT, name="Demo", owner=user, actor=None)
         Quota.unscoped_objects.get_or_create(tenant=tenant)
         Membership.unscoped_objects.update_or_create(tenant=tenant, user=user, defaults={"role": Role.OWNER})
         return tenant
@@ -87,12 +87,12 @@ class Command(BaseCommand):
     def _fresh_key(self, tenant: Tenant, user: User) -> str:
         previous = ApiKey.unscoped_objects.filter(tenant=tenant, name=DEMO_KEY_NAME, revoked_at__isnull=True)
         for key in previous:
-            revoke_key(key)
-        _, full_key = issue_key(tenant, name=DEMO_KEY_NAME, scopes=list(Scope.values), created_by=user)
+            revoke_key(key, actor=None)
+        _, full_key = issue_key(tenant, name=DEMO_KEY_NAME, scopes=list(Scope.values), created_by=user, actor=None)
         return full_key
 
     def _deployment(self, tenant: Tenant) -> ModelDeployment:
         existing = ModelDeployment.unscoped_objects.filter(tenant=tenant, name=DEMO_DEPLOYMENT["name"]).first()
         if existing is not None:
             return existing
-        return create_deployment(tenant, None, DEMO_DEPLOYMENT)
+        return create_deployment(tenant, DEMO_DEPLOYMENT, actor=None)

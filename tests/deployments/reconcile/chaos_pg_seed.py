@@ -41,7 +41,7 @@ def main() -> None:
     ids = []
     for i in range(args.count):
         data = {"name": f"m{i}", "runtime": "builtin", "model": "m", "min_replicas": 1, "max_replicas": 2}
-        ids.append(create_deployment(tenant, None, data).pk)
+        ids.append(create_deployment(tenant, data, actor=None).pk)
     print(json.dumps(ids))
 
 

@@ -180,7 +180,7 @@ def test_it_reconciles_the_tenant_right_after_a_quota_change(
     quota = Quota.objects.for_tenant(acme).get()
 
     with django_capture_on_commit_callbacks(execute=True):
-        update_quota(quota, changes={"gpus": {"nvidia-h100": 3}})
+        update_quota(quota, changes={"gpus": {"nvidia-h100": 3}}, actor=None)
 
     (message,) = queued(broker, "deployments.reconcile_tenant")
     assert message["args"] == [acme.pk]

@@ -306,16 +306,18 @@ def test_a_revision_replacement_and_a_canary_prune_under_load_lose_nothing(stack
     # Replacement: r2 takes all traffic once ready, r1 is pruned while its streams are in flight.
     clients = Clients(s.gateway.url, s.key, count=3, max_tokens=24)
     time.sleep(1.0)  # the clients' first streams are on r1
-    services.update_deployment(deployment, None, {"args": ["--tokens-per-s", "3", "--stall-ms", "1"]})
+    services.update_deployment(deployment, {"args": ["--tokens-per-s", "3", "--stall-ms", "1"]}, actor=None)
     s.until(lambda: only(2), 90, "r1 drained and stopped")
     tallies["revision replacement"] = clients.stop()
 
     # Canary: r3 at 50 %, then promoted; r2 is pruned while its streams are in flight.
-    services.update_deployment(deployment, None, {"args": ["--tokens-per-s", "3", "--stall-ms", "2"]}, canary_weight=50)
+    services.update_deployment(
+        deployment, {"args": ["--tokens-per-s", "3", "--stall-ms", "2"]}, canary_weight=50, actor=None
+    )
     s.until(lambda: numbers_routed() == {2, 3}, 60, "the canary serving beside r2")
     clients = Clients(s.gateway.url, s.key, count=4, max_tokens=24)
     time.sleep(1.0)
-    services.set_traffic(deployment, None, {2: 0, 3: 100})
+    services.set_traffic(deployment, {2: 0, 3: 100}, actor=None)
     s.until(lambda: only(3), 90, "r2 drained and stopped")
     tallies["canary prune"] = clients.stop()
 

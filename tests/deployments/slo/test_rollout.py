@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from controlplane.domain_errors import Invalid, RolloutConflict
 from deployments import rollout as rollouts
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
 from tenants.models import Tenant
@@ -60,7 +61,7 @@ def _reasons(deployment: ModelDeployment) -> list[tuple[str, str]]:
 @pytest.mark.django_db
 def test_a_healthy_canary_reaches_100_percent(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number, steps=[10, 50, 100],
+    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, steps=[10, 50, 100],
                                      pause_s=30, min_requests=5)
     assert _weights(deployment) == {"r1": 90, "r2": 10}
     assert rollouts.advance(rollout.pk) == "waiting for the canary to be ready"
@@ -82,7 +83,7 @@ def test_a_healthy_canary_reaches_100_percent(canary_setup: tuple[ModelDeploymen
 @pytest.mark.django_db
 def test_a_canary_returning_errors_is_rolled_back(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number, pause_s=30, min_requests=5)
+    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, pause_s=30, min_requests=5)
     _canary_ready(canary)
     outcome = _through_one_step(rollout, deployment, stable, canary, timezone.now(), canary_errors=5)
     assert outcome == "rolled back"
@@ -99,7 +100,7 @@ def test_a_canary_returning_errors_is_rolled_back(canary_setup: tuple[ModelDeplo
 @pytest.mark.django_db
 def test_a_slow_canary_is_rolled_back(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number, pause_s=30, min_requests=5,
+    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, pause_s=30, min_requests=5,
                                      max_p95_ratio=1.5)
     _canary_ready(canary)
     outcome = _through_one_step(rollout, deployment, stable, canary, timezone.now(), canary_latency_ms=900.0)
@@ -111,7 +112,9 @@ def test_a_slow_canary_is_rolled_back(canary_setup: tuple[ModelDeployment, Revis
 @pytest.mark.django_db
 def test_it_waits_for_enough_canary_requests(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number, pause_s=30, min_requests=100)
+    rollout = rollouts.start_rollout(
+        deployment, actor=None, revision_number=canary.number, pause_s=30, min_requests=100
+    )
     _canary_ready(canary)
     outcome = _through_one_step(rollout, deployment, stable, canary, timezone.now())
     assert outcome.startswith("waiting for 100 canary requests")
@@ -121,22 +124,22 @@ def test_it_waits_for_enough_canary_requests(canary_setup: tuple[ModelDeployment
 @pytest.mark.django_db
 def test_a_paused_rollout_does_not_advance(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, _stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number, pause_s=0, min_requests=0)
+    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, pause_s=0, min_requests=0)
     _canary_ready(canary)
-    rollouts.act(deployment, None, "pause")
+    rollouts.act(deployment, "pause", actor=None)
     assert rollouts.advance(rollout.pk) == "paused"
-    rollouts.act(deployment, None, "resume")
+    rollouts.act(deployment, "resume", actor=None)
     assert rollouts.advance(rollout.pk) == "canary ready; pause started"
 
 
 @pytest.mark.django_db
 def test_manual_promote_and_rollback(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, _stable, canary = canary_setup
-    rollouts.start_rollout(deployment, None, revision_number=canary.number)
-    rollouts.act(deployment, None, "rollback")
+    rollouts.start_rollout(deployment, actor=None, revision_number=canary.number)
+    rollouts.act(deployment, "rollback", actor=None)
     assert _weights(deployment) == {"r1": 100, "r2": 0}
-    rollout = rollouts.start_rollout(deployment, None, revision_number=canary.number)
-    rollouts.act(deployment, None, "promote")
+    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number)
+    rollouts.act(deployment, "promote", actor=None)
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.SUCCEEDED
     assert _weights(deployment) == {"r1": 0, "r2": 100}
@@ -145,12 +148,12 @@ def test_manual_promote_and_rollback(canary_setup: tuple[ModelDeployment, Revisi
 @pytest.mark.django_db
 def test_it_refuses_a_second_rollout_and_bad_steps(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, _stable, canary = canary_setup
-    with pytest.raises(rollouts.ValidationError):
-        rollouts.start_rollout(deployment, None, revision_number=canary.number, steps=[50, 25, 100])
-    with pytest.raises(rollouts.ValidationError):
-        rollouts.start_rollout(deployment, None, revision_number=canary.number, steps=[10, 50])
-    with pytest.raises(rollouts.ValidationError):
-        rollouts.start_rollout(deployment, None, revision_number=9)
-    rollouts.start_rollout(deployment, None, revision_number=canary.number)
-    with pytest.raises(rollouts.RolloutConflict):
-        rollouts.start_rollout(deployment, None, revision_number=canary.number)
+    with pytest.raises(Invalid):
+        rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, steps=[50, 25, 100])
+    with pytest.raises(Invalid):
+        rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, steps=[10, 50])
+    with pytest.raises(Invalid):
+        rollouts.start_rollout(deployment, actor=None, revision_number=9)
+    rollouts.start_rollout(deployment, actor=None, revision_number=canary.number)
+    with pytest.raises(RolloutConflict):
+        rollouts.start_rollout(deployment, actor=None, revision_number=canary.number)

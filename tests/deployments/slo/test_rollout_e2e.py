@@ -133,12 +133,12 @@ def _start_canary(loop: Loop, gateway: Process, key: str) -> tuple[Rollout, Revi
     """Stable r1 serving, then a spec change makes r2 (weight 0) and a rollout starts moving traffic to it."""
     deployment = loop.deployment
     loop.run_until(lambda: bool(_revision(deployment, 1).endpoints), 40, "the stable revision's replica")
-    services.update_deployment(deployment, None, {"args": ["--stall-ms", str(STALL_MS), "--tokens-per-s", "5000"]},
-                               canary_weight=0)
+    services.update_deployment(deployment, {"args": ["--stall-ms", str(STALL_MS), "--tokens-per-s", "5000"]},
+                               canary_weight=0, actor=None)
     canary = _revision(deployment, 2)
     rollout = rollouts.start_rollout(
-        deployment, None, revision_number=2, steps=[20, 50, 100], pause_s=2, min_requests=5,
-        max_error_rate_delta=0.1, max_p95_ratio=3.0,
+        deployment, revision_number=2, steps=[20, 50, 100], pause_s=2, min_requests=5,
+        max_error_rate_delta=0.1, max_p95_ratio=3.0, actor=None,
     )
     loop.run_until(lambda: bool(_revision(deployment, 2).endpoints), 40, "the canary's replica")
     return rollout, canary
