@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from gateway.errors import model_not_found, service_unavailable
-from gateway.outcome import Outcome
-from gateway.proxy import UpstreamFailure
+from gateway.context import GatewayContext
+from gateway.errors import UpstreamFailure, model_not_found, service_unavailable
+from gateway.outcome import Admitted, Outcome
 from gateway.snapshot import DeploymentEntry
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 # UpstreamFailure kinds raised before anything was sent: every pick refused the connection, or every replica is
 # ejected after refusing one.
 NOTHING_SENT = frozenset({"connect", "no_replica"})
 RETRY_EVERY_S = 5.0  # without a new snapshot, try the listed replicas again (and signal the wake again) this often
 
-Wake = Callable[["Gateway", int], Awaitable[None]]
+Attempt = Callable[[GatewayContext, Admitted, DeploymentEntry], Awaitable[None]]
 
 
 def refused_as_cold(deployment: DeploymentEntry, failure: UpstreamFailure, outcome: Outcome) -> bool:
@@ -42,53 +38,50 @@ def refused_as_cold(deployment: DeploymentEntry, failure: UpstreamFailure, outco
 
 
 async def serve_holding_refusals(
-    gw: Gateway,
-    deployment: DeploymentEntry,
-    outcome: Outcome,
-    attempt: Callable[[DeploymentEntry], Awaitable[None]],
-    wake: Wake,
+    ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry, attempt: Attempt
 ) -> None:
     """Run ``attempt`` and, while it is refused everywhere for a scale-to-zero deployment, hold and run it again."""
     deadline: float | None = None
+    cold, cfg = ctx.cold, ctx.config
     try:
         while True:
             try:
-                await attempt(deployment)
+                await attempt(ctx, call, deployment)
                 return
             except UpstreamFailure as failure:
-                if not refused_as_cold(deployment, failure, outcome):
+                if not refused_as_cold(deployment, failure, call.outcome):
                     raise
             if deadline is None:
-                if gw.cold_held >= gw.config.cold_queue_max:
+                if cold.held >= cfg.cold_queue_max:
                     raise service_unavailable(
                         f"Too many requests are waiting for '{deployment.name}' to start.",
                         "deployment_starting",
-                        gw.config.cold_hold_s,
+                        cfg.cold_hold_s,
                     )
-                gw.cold_held += 1
-                deadline = time.monotonic() + gw.config.cold_hold_s
-            deployment = await _until_routable(gw, deployment, deadline, wake)
+                cold.held += 1
+                deadline = time.monotonic() + cfg.cold_hold_s
+            deployment = await _until_routable(ctx, deployment, deadline)
     finally:
         if deadline is not None:
-            gw.cold_held -= 1
+            cold.held -= 1
 
 
-async def _until_routable(gw: Gateway, deployment: DeploymentEntry, deadline: float, wake: Wake) -> DeploymentEntry:
+async def _until_routable(ctx: GatewayContext, deployment: DeploymentEntry, deadline: float) -> DeploymentEntry:
     """The deployment as the next snapshot that gives it endpoints has it (or the same one, every RETRY_EVERY_S)."""
     key = (deployment.tenant, deployment.name)
     while True:
-        await wake(gw, deployment.id)
+        await ctx.cold.signal(deployment.id)
         left = deadline - time.monotonic()
         if left <= 0:
             raise service_unavailable(
                 f"The deployment '{deployment.name}' is starting; retry shortly.", "deployment_starting", 5.0
             )
-        await gw.store.wait_for_change(min(left, RETRY_EVERY_S))
-        current = gw.store.current.deployments.get(key)
+        await ctx.store.wait_for_change(min(left, RETRY_EVERY_S))
+        current = ctx.store.current.deployments.get(key)
         if current is None:
             raise model_not_found(deployment.name)
         if current.cold:
             continue
         # The replicas listed now get a fresh chance: one that refused before may be a new process on its old port.
-        gw.balancer.readmit(endpoint for revision in current.revisions for endpoint in revision.endpoints)
+        ctx.balancer.readmit(endpoint for revision in current.revisions for endpoint in revision.endpoints)
         return current

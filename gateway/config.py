@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from controlplane.contracts.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
 
 DEV_KEY_PEPPER = "dev-insecure-api-key-pepper"  # identical to the control plane's development default
+# Which client carries upstream requests: "auto" picks per endpoint (the hand-written one for plain http, the
+# library for the rest), "library" sends everything through the library (gateway/transport.py).
+UPSTREAM_CLIENTS = ("auto", "library")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class GatewayConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8001
     upstream_ca_bundle: str = ""  # PEM file of extra CAs trusted for https endpoints (private CAs)
+    upstream_client: str = "auto"  # one of UPSTREAM_CLIENTS
     # The Prometheus listener, never the inference one (it names every tenant and deployment). 0 = none.
     # With N workers (``python -m gateway --workers N`` sets ``workers``) each process takes one port of
     # metrics_port .. metrics_port + N - 1, so each is scraped on its own (docs/operations.md, "Metrics with
@@ -87,6 +91,7 @@ class GatewayConfig:
             listen_host=env_str("FRONTDOOR_GATEWAY_HOST", d.listen_host),
             listen_port=env_int("FRONTDOOR_GATEWAY_PORT", d.listen_port),
             upstream_ca_bundle=env_str("FRONTDOOR_GATEWAY_UPSTREAM_CA_BUNDLE", d.upstream_ca_bundle),
+            upstream_client=_choice("FRONTDOOR_GATEWAY_UPSTREAM_CLIENT", d.upstream_client, UPSTREAM_CLIENTS),
             metrics_host=env_str("FRONTDOOR_GATEWAY_METRICS_HOST", d.metrics_host),
             metrics_port=_port("FRONTDOOR_GATEWAY_METRICS_PORT", d.metrics_port),
             metrics_token=env_str("FRONTDOOR_GATEWAY_METRICS_TOKEN", d.metrics_token),
@@ -105,4 +110,11 @@ def _positive(name: str, default: int) -> int:
     value = env_int(name, default)
     if value < 1:
         raise ImproperlyConfiguredEnv(f"{name}={value}: use 1 or more")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfiguredEnv(f"{name}={value!r}: use one of {', '.join(choices)}")
     return value

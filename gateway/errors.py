@@ -34,6 +34,14 @@ class GatewayError(Exception):
         return error_body(self.message, self.error_type, self.param, self.code)
 
 
+class UpstreamFailure(GatewayError):
+    """A GatewayError that also names the metrics kind (connect, refused, timeout, status, reset, no_replica)."""
+
+    def __init__(self, error: GatewayError, kind: str) -> None:
+        super().__init__(error.status, error.message, error.error_type, error.code, error.param, error.headers)
+        self.kind = kind
+
+
 def error_body(message: str, error_type: str, param: str | None, code: str | None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})
 
@@ -96,3 +104,12 @@ def stream_error_event(message: str, code: str) -> bytes:
     answer cut short cannot pass for a whole one.
     """
     return b"data: " + error_body(message, "server_error", None, code) + b"\n\n"
+
+
+def is_openai_error(data: bytes) -> bool:
+    """An upstream's body is OpenAI's error shape, ``{"error": {...}}``."""
+    try:
+        answer = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(answer, dict) and isinstance(answer.get("error"), dict)

@@ -1,10 +1,11 @@
 """Connecting to tenant-given endpoints (runtime ``external``): the address policy at connect, then a pinned POST.
 
 Each endpoint URL is checked with the snapshot's ``AddressPolicy`` before any connection: its host is resolved once
-(off the event loop; ``resolver`` is the hook tests replace so no lookup leaves the machine), every address must
+(off the event loop; ``resolver`` is the hook tests pass so that no lookup leaves the machine), every address must
 pass, and the request goes to the checked address, never to a second lookup (which DNS rebinding would exploit),
-with the URL's host as Host header and TLS name. http goes through the hand-written client (``UpstreamPool.send``),
-https through the library transport (``LibraryTransport.send``).
+with the URL's host as Host header and TLS name. The check also picks the endpoint's transport
+(``gateway.transport.Transports``): http through the hand-written client, https through the library transport
+(both through the library when the operator says so).
 
 Checks are cached per endpoint until the next snapshot: a literal address for the whole snapshot, a name for
 ``name_ttl_s`` (its answer may change; the request still connects to what was checked). Concurrent checks of one
@@ -18,6 +19,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from controlplane.contracts.addresses import (
@@ -31,8 +33,7 @@ from controlplane.contracts.addresses import (
 )
 from gateway.config import GatewayConfig
 from gateway.snapshot import Snapshot
-from gateway.upstream import UpstreamAnswer, UpstreamConnectError, UpstreamPool
-from gateway.upstream_library import LibraryTransport
+from gateway.transport import Destination, Transports, UpstreamAnswer, UpstreamConnectError, UpstreamTransport
 
 log = logging.getLogger("frontdoor.gateway.external")
 
@@ -66,6 +67,15 @@ def request_path(target: Target, path: str) -> str:
     base, _, query = target.path.partition("?")
     full = base.rstrip("/") + path
     return f"{full}?{query}" if query else full
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """A checked endpoint: the transport that carries it and the destination it may connect to."""
+
+    target: Target
+    transport: UpstreamTransport
+    destination: Destination
 
 
 async def local_services(
@@ -102,17 +112,19 @@ async def local_services(
 
 
 class ExternalUpstream:
-    """``post(endpoint, ...)`` like ``UpstreamPool.post``, for tenant-given endpoints: policy first, then pinned."""
+    """``post(endpoint, ...)`` for tenant-given endpoints: the address policy first, then a pinned connection.
 
-    def __init__(self, pool: UpstreamPool, library: LibraryTransport) -> None:
-        self.pool = pool
-        self.library = library
-        self.resolver: AsyncResolver = system_resolve
+    ``resolver``: how names are looked up (tests pass one so that no name is looked up for real).
+    """
+
+    def __init__(self, transports: Transports, resolver: AsyncResolver = system_resolve) -> None:
+        self.transports = transports
+        self.resolver = resolver
         self.name_ttl_s = NAME_TTL_S
         self.policy = AddressPolicy()
-        # endpoint -> (monotonic expiry, checked target or the refusal)
-        self._checked: dict[str, tuple[float, Target | AddressRefused]] = {}
-        self._pending: dict[str, asyncio.Task[Target | AddressRefused]] = {}
+        # endpoint -> (monotonic expiry, checked endpoint or the refusal)
+        self._checked: dict[str, tuple[float, Pinned | AddressRefused]] = {}
+        self._pending: dict[str, asyncio.Task[Pinned | AddressRefused]] = {}
 
     def use(self, snapshot: Snapshot) -> None:
         """A new snapshot: its policy applies from now on, and every cached check is dropped."""
@@ -120,8 +132,8 @@ class ExternalUpstream:
         self._checked.clear()
         self._pending.clear()  # lookups under way finish for their waiters; new requests check anew
 
-    async def check(self, endpoint: str, timeout_s: float) -> Target:
-        """The checked target of ``endpoint``; raises ``AddressRefused``, or ``TimeoutError`` for a slow lookup."""
+    async def check(self, endpoint: str, timeout_s: float) -> Pinned:
+        """The checked ``endpoint``; raises ``AddressRefused``, or ``TimeoutError`` for a slow lookup."""
         cached = self._checked.get(endpoint)
         if cached is not None and cached[0] > time.monotonic():
             result = cached[1]
@@ -138,24 +150,25 @@ class ExternalUpstream:
             raise result
         return result
 
-    def _forget_pending(self, endpoint: str) -> Callable[[asyncio.Task[Target | AddressRefused]], None]:
-        def forget(task: asyncio.Task[Target | AddressRefused]) -> None:
+    def _forget_pending(self, endpoint: str) -> Callable[[asyncio.Task[Pinned | AddressRefused]], None]:
+        def forget(task: asyncio.Task[Pinned | AddressRefused]) -> None:
             if self._pending.get(endpoint) is task:
                 del self._pending[endpoint]
 
         return forget
 
-    async def _check_now(self, endpoint: str, policy: AddressPolicy) -> Target | AddressRefused:
+    async def _check_now(self, endpoint: str, policy: AddressPolicy) -> Pinned | AddressRefused:
         ttl_s = float("inf")  # literal addresses and malformed URLs: until the next snapshot
-        result: Target | AddressRefused
+        result: Pinned | AddressRefused
         try:
             _, host, port, _ = split_url(endpoint)
             if parse_address(host) is None:
                 ttl_s = self.name_ttl_s
                 addresses = await self._resolve(host, port)
-                result = policy.check_url(endpoint, resolver=lambda _host, _port: addresses)
+                target = policy.check_url(endpoint, resolver=lambda _host, _port: addresses)
             else:
-                result = policy.check_url(endpoint, resolver=_no_lookup)
+                target = policy.check_url(endpoint, resolver=_no_lookup)
+            result = Pinned(target, *self.transports.for_target(target))
         except AddressRefused as refused:
             result = refused
         if policy is self.policy:  # a check made under a replaced policy is not kept
@@ -175,7 +188,7 @@ class ExternalUpstream:
     ) -> UpstreamAnswer:
         """POST to a tenant-given endpoint at the address its check allowed; ``EndpointRefused`` when refused."""
         try:
-            target = await self.check(endpoint, connect_timeout_s)
+            pinned = await self.check(endpoint, connect_timeout_s)
         except AddressRefused as refused:
             log.warning(
                 "request %s: endpoint %s refused by the address policy: %s", request_id, loggable(endpoint), refused
@@ -183,10 +196,8 @@ class ExternalUpstream:
             raise EndpointRefused(refused) from None
         except TimeoutError:
             raise UpstreamConnectError(TimeoutError(f"resolving {loggable(endpoint)} took too long")) from None
-        full_path = request_path(target, path)
-        if target.scheme == "http":
-            return await self.pool.send(target, full_path, body, request_id, connect_timeout_s)
-        return await self.library.send(target, full_path, body, request_id, connect_timeout_s)
+        full_path = request_path(pinned.target, path)
+        return await pinned.transport.send(pinned.destination, full_path, body, request_id, connect_timeout_s)
 
 
 def _no_lookup(host: str, port: int) -> list[str]:

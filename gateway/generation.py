@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import aiohttp
 import orjson
 
-from gateway.asgi import Send, encode_headers, respond
-from gateway.errors import bad_gateway
-from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, SSE_HEADERS, UPSTREAM_PATHS, Outcome
-from gateway.proxy import StreamRelay, UpstreamFailure, open_upstream, rewrite_model
+from gateway.asgi import encode_headers, respond
+from gateway.context import GatewayContext
+from gateway.errors import UpstreamFailure, bad_gateway, is_openai_error
+from gateway.outcome import DISCONNECTED, SSE_HEADERS, Admitted
+from gateway.proxy import StreamRelay, open_upstream, rewrite_model
 from gateway.snapshot import DeploymentEntry, RevisionEntry
-from gateway.upstream import UpstreamAnswer
+from gateway.transport import UpstreamAnswer
 from gateway.validation import COMPLETIONS, ParsedRequest
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 def upstream_body(parsed: ParsedRequest, model: str, tenant_given: bool = False) -> bytes:
@@ -52,19 +49,10 @@ def upstream_body(parsed: ParsedRequest, model: str, tenant_given: bool = False)
     return orjson.dumps(payload)
 
 
-async def serve_generation(
-    gw: Gateway,
-    parsed: ParsedRequest,
-    deployment: DeploymentEntry,
-    path: str,
-    send: Send,
-    rid: str,
-    usage_id: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
-    timeout_s: float,
-) -> None:
-    cfg = gw.config
+async def serve_generation(ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry) -> None:
+    """Call a replica of ``deployment`` for a chat or text completion and relay its answer to the client."""
+    parsed = call.parsed
+    outcome = call.outcome
     bodies: dict[tuple[str, bool], bytes] = {}
 
     def body_for(revision: RevisionEntry) -> bytes:
@@ -75,43 +63,25 @@ async def serve_generation(
             body = bodies[key] = upstream_body(parsed, *key)
         return body
 
-    def on_pick(revision: RevisionEntry, endpoint: str) -> None:
-        if outcome.revision is None:
-            gw.load.started(usage_id, deployment.id, revision.id, timeout_s + LEASE_MARGIN_S)
-        outcome.revision = revision
-
     outcome.upstream_at = time.perf_counter()
-    attempt = await open_upstream(
-        gw.upstream,
-        gw.external,
-        gw.balancer,
-        deployment,
-        UPSTREAM_PATHS[parsed.kind],
-        body_for,
-        rid,
-        cfg.retries,
-        min(cfg.first_byte_timeout_s, timeout_s),
-        cfg.connect_timeout_s,
-        on_pick,
-        lambda endpoint, kind: gw.metrics.upstream_errors.inc((deployment.tenant, deployment.name, kind)),
-    )
+    attempt = await open_upstream(ctx, call, deployment, body_for)
     response = attempt.response
     patterns = attempt.revision.model_patterns or deployment.model_patterns
     clean = False
     try:
         if response.status >= 300 or response.status < 200:
             # A redirect is not followed (its target was never checked) and is no answer: 502 like the rest.
-            await _relay_upstream_error(response, deployment, patterns, send, rid, rate_headers, outcome)
+            await _relay_upstream_error(call, response, deployment, patterns)
         elif parsed.stream and response.content_type == "text/event-stream":
-            await _relay_stream(gw, parsed, deployment, patterns, response, send, rid, rate_headers, outcome)
+            await _relay_stream(call, response, deployment, patterns)
         else:
             data = await response.read()
-            outcome.charge(_usage_of(data), parsed.prompt_estimate, parsed.max_tokens, rid, deployment.name)
+            outcome.charge(_usage_of(data), parsed.prompt_estimate, parsed.max_tokens, call.rid, deployment.name)
             outcome.status = 200
             outcome.finished = True
-            await respond(send, 200, rewrite_model(data, patterns), rid, rate_headers)
+            await respond(call.send, 200, rewrite_model(data, patterns), call.rid, call.rate_headers)
         clean = True
-    except (aiohttp.ClientError, OSError) as exc:
+    except OSError as exc:  # the transports' UpstreamReset
         raise UpstreamFailure(
             bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset"
         ) from None
@@ -122,7 +92,7 @@ async def serve_generation(
             response.release()
         else:
             response.close()
-        gw.balancer.release(attempt.endpoint)
+        ctx.balancer.release(attempt.endpoint)
 
 
 def _usage_of(data: bytes) -> Any:
@@ -134,25 +104,11 @@ def _usage_of(data: bytes) -> Any:
     return answer.get("usage") if isinstance(answer, dict) else None
 
 
-def is_openai_error(data: bytes) -> bool:
-    """The body is OpenAI's error shape, ``{"error": {...}}``."""
-    try:
-        answer = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(answer, dict) and isinstance(answer.get("error"), dict)
-
-
 async def _relay_upstream_error(
-    response: UpstreamAnswer,
-    deployment: DeploymentEntry,
-    patterns: tuple[tuple[bytes, bytes], ...],
-    send: Send,
-    rid: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
+    call: Admitted, response: UpstreamAnswer, deployment: DeploymentEntry, patterns: tuple[tuple[bytes, bytes], ...]
 ) -> None:
     data = await response.read()
+    outcome = call.outcome
     # Only a client error in OpenAI's shape is the client's to read; our credentials (401/403) are not its business.
     if response.status < 400 or response.status >= 500 or response.status in (401, 403) or not is_openai_error(data):
         outcome.upstream_error = "status"
@@ -162,22 +118,15 @@ async def _relay_upstream_error(
     # A client error the model server found (e.g. context too long) is the client's to read, as-is.
     outcome.status = response.status
     outcome.finished = True
-    await respond(send, response.status, rewrite_model(data, patterns), rid, rate_headers)
+    await respond(call.send, response.status, rewrite_model(data, patterns), call.rid, call.rate_headers)
 
 
 async def _relay_stream(
-    gw: Gateway,
-    parsed: ParsedRequest,
-    deployment: DeploymentEntry,
-    patterns: tuple[tuple[bytes, bytes], ...],
-    response: UpstreamAnswer,
-    send: Send,
-    rid: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
+    call: Admitted, response: UpstreamAnswer, deployment: DeploymentEntry, patterns: tuple[tuple[bytes, bytes], ...]
 ) -> None:
+    parsed, outcome, send = call.parsed, call.outcome, call.send
     relay = StreamRelay(patterns, hide_usage=not parsed.include_usage)
-    headers = [*SSE_HEADERS, (b"x-request-id", rid.encode()), *encode_headers(rate_headers)]
+    headers = [*SSE_HEADERS, (b"x-request-id", call.rid.encode()), *encode_headers(call.rate_headers)]
     outcome.status = 200
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -189,7 +138,7 @@ async def _relay_stream(
                 out = relay.feed(data)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # the transports' UpstreamReset
             if not relay.done:  # after [DONE] the client has the whole answer: a broken ending changes nothing
                 raise UpstreamFailure(
                     bad_gateway(f"The model server connection broke mid-stream: {type(exc).__name__}.", DISCONNECTED),
@@ -209,7 +158,7 @@ async def _relay_stream(
         # Whatever ended the stream, meter what was relayed (the usage chunk when it came).
         usage = relay.usage
         if usage is not None:
-            outcome.charge(usage, parsed.prompt_estimate, parsed.max_tokens, rid, deployment.name)
+            outcome.charge(usage, parsed.prompt_estimate, parsed.max_tokens, call.rid, deployment.name)
         else:
             outcome.prompt_tokens = parsed.prompt_estimate
             outcome.completion_tokens = relay.completion_tokens

@@ -12,17 +12,17 @@ import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from controlplane.contracts.redis_names import wake_key
-from gateway.asgi import Receive, Scope, Send, respond
-from gateway.auth import INFERENCE_SCOPE
+from gateway.asgi import Receive, Scope, Send, request_id_from, respond
+from gateway.auth import INFERENCE_SCOPE, Principal
 from gateway.coldhold import serve_holding_refusals
+from gateway.context import GatewayContext
 from gateway.embeddings import serve_embeddings
 from gateway.errors import (
     GatewayError,
+    UpstreamFailure,
     body_too_large,
     gateway_timeout,
     model_not_found,
@@ -32,18 +32,13 @@ from gateway.errors import (
 )
 from gateway.generation import serve_generation
 from gateway.limits import Admission, LimitRequest
-from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, ClientGone, Outcome
-from gateway.proxy import UpstreamFailure
+from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, Admitted, ClientGone, Outcome
 from gateway.snapshot import DeploymentEntry
 from gateway.usage import UsageRecord
-from gateway.validation import EMBEDDINGS, ParsedRequest, parse_request
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.validation import EMBEDDINGS, parse_request
+from gateway.wake import WAKE_EVERY_S
 
 log = logging.getLogger("frontdoor.gateway.inference")
-
-WAKE_EVERY_S = 5.0  # per deployment and process: the autoscaler needs one signal, not one per request
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
@@ -75,26 +70,26 @@ async def read_body(receive: Receive, content_length: bytes | None, limit: int) 
 
 
 async def serve_inference(
-    gw: Gateway,
-    kind: str,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    rid: str,
-    client_rid: bool,
-    authorization: bytes | None,
-    content_length: bytes | None,
-    started: float,
+    ctx: GatewayContext, kind: str, scope: Scope, receive: Receive, send: Send, started: float
 ) -> None:
-    """Serve one POST to an inference route; ``client_rid``: the x-request-id came from the client."""
+    """Serve one POST to an inference route (``kind``: chat, completions or embeddings)."""
     path: str = scope["path"]
-    snapshot = gw.store.current
+    authorization = rid_header = content_length = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"x-request-id":
+            rid_header = value
+        elif name == b"content-length":
+            content_length = value
+    rid = request_id_from(rid_header)
+    snapshot = ctx.store.current
     tenant_slug = deployment_name = ""
     try:
-        principal = gw.auth.authenticate(authorization, snapshot, (INFERENCE_SCOPE,))
+        principal = ctx.auth.authenticate(authorization, snapshot, (INFERENCE_SCOPE,))
         tenant_slug = principal.tenant.slug
-        body = await read_body(receive, content_length, gw.config.max_body_bytes)
-        parsed = parse_request(kind, body, gw.config)
+        body = await read_body(receive, content_length, ctx.config.max_body_bytes)
+        parsed = parse_request(kind, body, ctx.config)
         deployment = snapshot.deployments.get((tenant_slug, parsed.model))
         if deployment is None:
             raise model_not_found(parsed.model)
@@ -102,15 +97,16 @@ async def serve_inference(
         if deployment.state != "running":
             raise service_unavailable(f"The deployment '{deployment.name}' is stopped.", "deployment_stopped")
     except GatewayError as error:
-        await gw._plain_error(send, rid, "POST", path, started, error, tenant_slug, deployment_name)
+        await ctx.replies.error(send, rid, "POST", path, started, error, tenant_slug, deployment_name)
         return
     except ClientGone:
-        gw.finish_plain(rid, "POST", path, tenant_slug, deployment_name, 499, started)
+        ctx.replies.finished(rid, "POST", path, tenant_slug, deployment_name, 499, started)
         return
 
     # Lease ids and usage dedup use our own id: a client reusing its x-request-id must not merge requests.
+    client_rid = rid_header is not None and rid.encode() == rid_header
     usage_id = f"{rid}.{os.urandom(6).hex()}" if client_rid else rid
-    timeout_s = deployment.timeout_s or gw.config.total_timeout_s
+    timeout_s = deployment.timeout_s or ctx.config.total_timeout_s
     limit_request: LimitRequest | None = LimitRequest(
         request_id=usage_id,
         key_id=principal.key.key_id,
@@ -120,30 +116,31 @@ async def serve_inference(
         deployment_id=deployment.id,
         deployment_max_concurrent=deployment.max_concurrent,
         estimated_tokens=parsed.prompt_estimate + parsed.max_tokens,
-        lease_ttl_s=timeout_s + gw.config.cold_hold_s + LEASE_MARGIN_S,
+        lease_ttl_s=timeout_s + ctx.config.cold_hold_s + LEASE_MARGIN_S,
     )
     assert limit_request is not None
     rate_headers: dict[str, str] = {}
     try:
-        admission: Admission | None = await gw.limiter.admit(limit_request)
+        admission: Admission | None = await ctx.limiter.admit(limit_request)
     except (RedisError, OSError) as exc:
-        if not gw.config.fail_open:
+        if not ctx.config.fail_open:
             unavailable = service_unavailable(
                 f"Rate limiting is unavailable ({type(exc).__name__}); retry shortly.", "limiter_unavailable", 1.0
             )
-            gw.metrics.upstream_errors.inc((tenant_slug, deployment_name, "redis"))
-            await gw._plain_error(send, rid, "POST", path, started, unavailable, tenant_slug, deployment_name)
+            ctx.metrics.upstream_errors.inc((tenant_slug, deployment_name, "redis"))
+            await ctx.replies.error(send, rid, "POST", path, started, unavailable, tenant_slug, deployment_name)
             return
         admission, limit_request = None, None  # fail open: serve unmetered by the limiter, nothing to settle
     if admission is not None:
         rate_headers = admission.headers
         if not admission.allowed:
-            await _refuse(gw, send, rid, path, started, tenant_slug, deployment_name, admission)
+            await _refuse(ctx, send, rid, path, started, tenant_slug, deployment_name, admission)
             return
 
     outcome = Outcome()
+    call = Admitted(parsed, path, send, rid, usage_id, rate_headers, timeout_s, outcome)
     in_flight = (tenant_slug, deployment_name)
-    gw.metrics.in_flight.inc(in_flight)
+    ctx.metrics.in_flight.inc(in_flight)
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.create_task(_wait_disconnect(receive))
@@ -156,7 +153,7 @@ async def serve_inference(
 
     watcher.add_done_callback(on_disconnect)
     try:
-        await _serve_admitted(gw, parsed, deployment, path, send, rid, usage_id, rate_headers, outcome, timeout_s)
+        await _serve_admitted(ctx, call, deployment)
     except asyncio.CancelledError:
         if not outcome.client_gone:
             raise
@@ -169,25 +166,13 @@ async def serve_inference(
         if not outcome.response_started and not outcome.finished:
             internal = GatewayError(500, "The gateway failed to process the request.", "server_error", "internal_error")
             with contextlib.suppress(Exception):
-                await _send_error(send, rid, internal, rate_headers, outcome)
+                await _send_error(call, internal)
         outcome.status = outcome.status or 500
     finally:
         outcome.finished = True  # a disconnect callback still pending must not cancel the metering below
         watcher.cancel()
-        gw.metrics.in_flight.dec(in_flight)
-    await _meter(
-        gw,
-        limit_request,
-        principal.tenant.id,
-        principal.key.id,
-        deployment,
-        usage_id,
-        rid,
-        path,
-        outcome,
-        started,
-        tenant_slug,
-    )
+        ctx.metrics.in_flight.dec(in_flight)
+    await _meter(ctx, call, limit_request, principal, deployment, started)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -196,7 +181,14 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 async def _refuse(
-    gw: Gateway, send: Send, rid: str, path: str, started: float, tenant: str, deployment: str, admission: Admission
+    ctx: GatewayContext,
+    send: Send,
+    rid: str,
+    path: str,
+    started: float,
+    tenant: str,
+    deployment: str,
+    admission: Admission,
 ) -> None:
     code = admission.code or "rate_limit_exceeded"
     headers = dict(admission.headers)
@@ -207,30 +199,29 @@ async def _refuse(
         error_type = "rate_limit_error"
         if admission.retry_after_s is not None:
             headers["retry-after"] = str(max(1, int(admission.retry_after_s + 0.999)))
-    gw.metrics.rejections.inc((tenant, deployment, code))
+    ctx.metrics.rejections.inc((tenant, deployment, code))
     error = GatewayError(429, admission.message, error_type, code)
-    await gw._plain_error(send, rid, "POST", path, started, error, tenant, deployment, headers)
+    await ctx.replies.error(send, rid, "POST", path, started, error, tenant, deployment, headers)
 
 
 async def _meter(
-    gw: Gateway,
+    ctx: GatewayContext,
+    call: Admitted,
     limit_request: LimitRequest | None,
-    tenant_id: int,
-    key_id: int,
+    principal: Principal,
     deployment: DeploymentEntry,
-    usage_id: str,
-    rid: str,
-    path: str,
-    outcome: Outcome,
     started: float,
-    tenant_slug: str,
 ) -> None:
+    """The usage event (with the limiter settle), the metrics, the load figures and the access-log line."""
+    outcome = call.outcome
+    usage_id = call.usage_id
+    tenant_slug = principal.tenant.slug
     latency_ms = (time.perf_counter() - started) * 1000
     revision_id = outcome.revision.id if outcome.revision is not None else None
     record = UsageRecord(
         usage_id,
-        tenant_id,
-        key_id,
+        principal.tenant.id,
+        principal.key.id,
         deployment.id,
         revision_id,
         outcome.status,
@@ -239,9 +230,9 @@ async def _meter(
         latency_ms,
         outcome.ttft_ms,
     )
-    published = revision_id is None or gw.load.forget(usage_id)
-    await gw.usage.finish(limit_request, record, published)
-    m = gw.metrics
+    published = revision_id is None or ctx.load.forget(usage_id)
+    await ctx.usage.finish(limit_request, record, published)
+    m = ctx.metrics
     labels = (tenant_slug, deployment.name)
     m.observe_request(tenant_slug, deployment.name, outcome.status, latency_ms / 1000)
     if outcome.ttft_ms is not None:
@@ -254,54 +245,45 @@ async def _meter(
         m.upstream_errors.inc((*labels, outcome.upstream_error))
     if revision_id is not None:
         error = outcome.status >= 500 or outcome.upstream_error is not None
-        gw.load.finished(usage_id, deployment.id, revision_id, latency_ms, outcome.ttft_ms, error)
-    gw.access_log.write(rid, "POST", path, tenant_slug, deployment.name, outcome.status, latency_ms)
+        ctx.load.finished(usage_id, deployment.id, revision_id, latency_ms, outcome.ttft_ms, error)
+    ctx.access_log.write(call.rid, "POST", call.path, tenant_slug, deployment.name, outcome.status, latency_ms)
 
 
-async def _serve_admitted(
-    gw: Gateway,
-    parsed: ParsedRequest,
-    deployment: DeploymentEntry,
-    path: str,
-    send: Send,
-    rid: str,
-    usage_id: str,
-    rate_headers: dict[str, str],
-    outcome: Outcome,
-    timeout_s: float,
-) -> None:
-    """Route, hold while cold, call the upstream and answer; records everything in ``outcome``."""
+async def _attempt(ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry) -> None:
+    """One try at the upstream, within the request's timeout."""
+    async with asyncio.timeout(call.timeout_s):
+        if call.parsed.kind == EMBEDDINGS:
+            await serve_embeddings(ctx, call, deployment)
+        else:
+            await serve_generation(ctx, call, deployment)
 
-    async def attempt(current: DeploymentEntry) -> None:
-        async with asyncio.timeout(timeout_s):
-            if parsed.kind == EMBEDDINGS:
-                await serve_embeddings(gw, parsed, current, send, rid, usage_id, rate_headers, outcome, timeout_s)
-            else:
-                await serve_generation(gw, parsed, current, path, send, rid, usage_id, rate_headers, outcome, timeout_s)
 
+async def _serve_admitted(ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry) -> None:
+    """Route, hold while cold, call the upstream and answer; records everything in ``call.outcome``."""
+    outcome = call.outcome
     try:
-        deployment = await _wait_until_warm(gw, deployment)
+        deployment = await _wait_until_warm(ctx, deployment)
         # Refused everywhere, a scale-to-zero deployment is starting: held and tried again, like a cold one.
-        await serve_holding_refusals(gw, deployment, outcome, attempt, _signal_wake)
+        await serve_holding_refusals(ctx, call, deployment, _attempt)
     except TimeoutError:
         outcome.upstream_error = "timeout"
         if not outcome.response_started:
-            error = gateway_timeout(f"'{deployment.name}' did not answer within {timeout_s:g} s.")
+            error = gateway_timeout(f"'{deployment.name}' did not answer within {call.timeout_s:g} s.")
             if deployment.external:
-                error = _unreachable(deployment, rid, "timeout", error)
-            await _send_error(send, rid, error, rate_headers, outcome)
+                error = _unreachable(deployment, call.rid, "timeout", error)
+            await _send_error(call, error)
         else:
-            message = f"'{deployment.name}' did not finish within {timeout_s:g} s."
-            await _end_stream(send, outcome, GatewayError(504, message, "timeout_error", "timeout"))
+            message = f"'{deployment.name}' did not finish within {call.timeout_s:g} s."
+            await _end_stream(call, GatewayError(504, message, "timeout_error", "timeout"))
     except GatewayError as error:
         if isinstance(error, UpstreamFailure):
             outcome.upstream_error = error.kind
             if deployment.external and not outcome.response_started:
-                error = _unreachable(deployment, rid, error.kind, error)
+                error = _unreachable(deployment, call.rid, error.kind, error)
         if not outcome.response_started:
-            await _send_error(send, rid, error, rate_headers, outcome)
+            await _send_error(call, error)
         else:
-            await _end_stream(send, outcome, error)
+            await _end_stream(call, error)
 
 
 def _unreachable(deployment: DeploymentEntry, rid: str, kind: str, error: GatewayError) -> GatewayError:
@@ -322,63 +304,50 @@ def _unreachable(deployment: DeploymentEntry, rid: str, kind: str, error: Gatewa
     return upstream_unavailable(deployment.name)
 
 
-async def _send_error(
-    send: Send, rid: str, error: GatewayError, rate_headers: dict[str, str], outcome: Outcome
-) -> None:
+async def _send_error(call: Admitted, error: GatewayError) -> None:
+    outcome = call.outcome
     outcome.status = error.status
     outcome.finished = True
-    await respond(send, error.status, error.body(), rid, {**rate_headers, **error.headers})
+    await respond(call.send, error.status, error.body(), call.rid, {**call.rate_headers, **error.headers})
 
 
-async def _end_stream(send: Send, outcome: Outcome, error: GatewayError) -> None:
+async def _end_stream(call: Admitted, error: GatewayError) -> None:
     """End a stream that failed after its 200 went out: an error event, no [DONE], metered with the error's status."""
+    outcome = call.outcome
     outcome.status = error.status if error.status >= 500 else 502
     outcome.finished = True
     event = stream_error_event(error.message, error.code or DISCONNECTED)
-    await send({"type": "http.response.body", "body": event, "more_body": False})
+    await call.send({"type": "http.response.body", "body": event, "more_body": False})
 
 
-async def _wait_until_warm(gw: Gateway, deployment: DeploymentEntry) -> DeploymentEntry:
+async def _wait_until_warm(ctx: GatewayContext, deployment: DeploymentEntry) -> DeploymentEntry:
     """Hold a request for a scaled-to-zero deployment until a snapshot gives it an endpoint (bounded)."""
     if not deployment.cold:
         return deployment
-    if gw.cold_held >= gw.config.cold_queue_max:
+    cold, cfg = ctx.cold, ctx.config
+    if cold.held >= cfg.cold_queue_max:
         raise service_unavailable(
             f"Too many requests are waiting for '{deployment.name}' to start.",
             "deployment_starting",
-            gw.config.cold_hold_s,
+            cfg.cold_hold_s,
         )
-    gw.cold_held += 1
+    cold.held += 1
     try:
-        deadline = time.monotonic() + gw.config.cold_hold_s
+        deadline = time.monotonic() + cfg.cold_hold_s
         key = (deployment.tenant, deployment.name)
         while True:
-            await _signal_wake(gw, deployment.id)
+            await cold.signal(deployment.id)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise service_unavailable(
                     f"The deployment '{deployment.name}' is starting; retry shortly.", "deployment_starting", 5.0
                 )
-            await gw.store.wait_for_change(min(left, WAKE_EVERY_S))
-            current = gw.store.current.deployments.get(key)
+            await ctx.store.wait_for_change(min(left, WAKE_EVERY_S))
+            current = ctx.store.current.deployments.get(key)
             if current is None:
                 raise model_not_found(deployment.name)
             deployment = current
             if not deployment.cold:
                 return deployment
     finally:
-        gw.cold_held -= 1
-
-
-async def _signal_wake(gw: Gateway, deployment_id: int) -> None:
-    now = time.monotonic()
-    if now - gw.wake_sent.get(deployment_id, -WAKE_EVERY_S) < WAKE_EVERY_S:
-        return
-    gw.wake_sent[deployment_id] = now
-    pipe = gw.redis.pipeline(transaction=False)
-    pipe.set(wake_key(gw.config.redis_prefix, deployment_id), str(time.time()), ex=60)
-    pipe.publish(gw.wake_channel, str(deployment_id))
-    try:
-        await pipe.execute()
-    except (RedisError, OSError):
-        gw.wake_sent.pop(deployment_id, None)  # try again on the next round
+        cold.held -= 1

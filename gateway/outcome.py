@@ -1,4 +1,4 @@
-"""What an admitted request did (it becomes the usage event), and constants shared by the relays."""
+"""An admitted request as the relays serve it, what it did (it becomes the usage event), and their constants."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import logging
 import reprlib
 from dataclasses import dataclass
 
+from gateway.asgi import Send
 from gateway.snapshot import RevisionEntry
-from gateway.validation import EMBEDDINGS
+from gateway.validation import EMBEDDINGS, ParsedRequest
 
 LEASE_MARGIN_S = 30.0
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -67,6 +68,24 @@ class Outcome:
             _USAGE_REPR.repr(usage),
             reserved_prompt + reserved_completion,
         )
+
+
+@dataclass(slots=True)
+class Admitted:
+    """One request the limiter admitted: what it asks, where its answer goes, and what it did (``outcome``).
+
+    Made once per admitted request and handed down the pipeline, so the relays take it and the deployment
+    (which a cold start may replace with a newer one) rather than each of its parts.
+    """
+
+    parsed: ParsedRequest
+    path: str
+    send: Send
+    rid: str
+    usage_id: str  # the id of its lease and usage event (``rid`` made unique when the client chose it)
+    rate_headers: dict[str, str]  # the limiter's x-ratelimit-* headers, on every answer
+    timeout_s: float
+    outcome: Outcome
 
 
 def usage_counts(usage: object) -> tuple[int, int] | None:

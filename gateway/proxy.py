@@ -1,8 +1,9 @@
 """Talking to replicas: one attempt with retry on refused connections, and relaying a stream chunk by chunk.
 
 Upstream failures map to OpenAI-shaped 502 (bad response / reset), 503 (no replica) and 504 (timeout). Replicas the
-platform publishes go straight to the hand-written client; tenant-given endpoints go through ``ExternalUpstream``
-(the address policy, then a connection to the checked address), so the hot path pays for no check.
+platform publishes go straight to the transport of their endpoint (``Transports.for_replica``: the hand-written
+client for plain http); tenant-given endpoints go through ``ExternalUpstream`` (the address policy, then a
+connection to the checked address), so the hot path pays for no check.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, bad_gateway, gateway_timeout, service_unavailable
-from gateway.external import EndpointRefused, ExternalUpstream
-from gateway.routing import Balancer, NoReplica
+from gateway.context import GatewayContext
+from gateway.errors import UpstreamFailure, bad_gateway, gateway_timeout, service_unavailable
+from gateway.external import EndpointRefused
+from gateway.outcome import LEASE_MARGIN_S, UPSTREAM_PATHS, Admitted
+from gateway.routing import NoReplica
 from gateway.snapshot import DeploymentEntry, RevisionEntry
-from gateway.upstream import UpstreamAnswer, UpstreamConnectError, UpstreamPool
+from gateway.transport import UpstreamAnswer, UpstreamConnectError
 
 
 @dataclass(slots=True)
@@ -28,39 +31,25 @@ class Attempt:
     response: UpstreamAnswer
 
 
-class UpstreamFailure(GatewayError):
-    """A GatewayError that also names the metrics kind (connect, refused, timeout, status, reset, no_replica)."""
-
-    def __init__(self, error: GatewayError, kind: str) -> None:
-        super().__init__(error.status, error.message, error.error_type, error.code, error.param, error.headers)
-        self.kind = kind
-
-
 async def open_upstream(
-    pool: UpstreamPool,
-    external: ExternalUpstream,
-    balancer: Balancer,
-    deployment: DeploymentEntry,
-    path: str,
-    body_for: Callable[[RevisionEntry], bytes],
-    request_id: str,
-    retries: int,
-    first_byte_timeout_s: float,
-    connect_timeout_s: float,
-    on_pick: Any = None,
-    on_refused: Any = None,
+    ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry, body_for: Callable[[RevisionEntry], bytes]
 ) -> Attempt:
-    """POST to a replica and return once response headers arrived.
+    """POST to a replica of ``deployment`` and return once response headers arrived.
 
     ``body_for(revision)`` gives the body for the revision picked (its upstream model id may differ). A refused
-    connection ejects the replica and retries on another one: nothing reached the model, so the retry cannot
-    duplicate work (an endpoint the address policy refused is treated alike: nothing was even connected). Any
-    other failure is final. ``on_pick(revision, endpoint)`` runs per pick, ``on_refused(endpoint, kind)`` per
-    refused connection ("connect") or endpoint ("refused").
+    connection ejects the replica and retries on another one (``FRONTDOOR_GATEWAY_RETRIES``): nothing reached the
+    model, so the retry cannot duplicate work (an endpoint the address policy refused is treated alike: nothing
+    was even connected). Any other failure is final. The first revision picked starts the request's in-flight
+    lease in the load figures; each refused connection ("connect") or endpoint ("refused") is counted.
     """
+    cfg = ctx.config
+    balancer = ctx.balancer
+    outcome = call.outcome
+    path = UPSTREAM_PATHS[call.parsed.kind]
+    first_byte_timeout_s = min(cfg.first_byte_timeout_s, call.timeout_s)
     excluded: set[str] = set()
     last_error = "no replica"
-    for _ in range(retries + 1):
+    for _ in range(cfg.retries + 1):
         try:
             revision, endpoint = balancer.pick(deployment, frozenset(excluded))
         except NoReplica as exc:
@@ -72,17 +61,21 @@ async def open_upstream(
                 ),
                 "no_replica",
             ) from None
-        if on_pick is not None:
-            on_pick(revision, endpoint)
+        if outcome.revision is None:
+            ctx.load.started(call.usage_id, deployment.id, revision.id, call.timeout_s + LEASE_MARGIN_S)
+        outcome.revision = revision
         balancer.acquire(endpoint)
         try:
             async with asyncio.timeout(first_byte_timeout_s):
                 if revision.tenant_given:
-                    response: UpstreamAnswer = await external.post(
-                        endpoint, path, body_for(revision), request_id, connect_timeout_s
+                    response = await ctx.external.post(
+                        endpoint, path, body_for(revision), call.rid, cfg.connect_timeout_s
                     )
                 else:
-                    response = await pool.post(endpoint, path, body_for(revision), request_id, connect_timeout_s)
+                    transport, destination = ctx.transports.for_replica(endpoint)
+                    response = await transport.send(
+                        destination, path, body_for(revision), call.rid, cfg.connect_timeout_s
+                    )
             return Attempt(revision, endpoint, response)
         except UpstreamConnectError as exc:
             balancer.release(endpoint)
@@ -90,8 +83,8 @@ async def open_upstream(
             if not refused:  # a refusal is cached per snapshot: ejecting would outlive a snapshot that allows it
                 balancer.eject(endpoint)
             excluded.add(endpoint)
-            if on_refused is not None:
-                on_refused(endpoint, "refused" if refused else "connect")
+            kind = "refused" if refused else "connect"
+            ctx.metrics.upstream_errors.inc((deployment.tenant, deployment.name, kind))
             last_error = f"connection refused: {exc.os_error}"
         except TimeoutError:
             balancer.release(endpoint)

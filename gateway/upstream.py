@@ -1,16 +1,14 @@
-"""A minimal keep-alive HTTP/1.1 client for the model servers: asyncio protocols and httptools' response parser.
+"""The hand-written transport: a minimal keep-alive HTTP/1.1 client, asyncio protocols and httptools' parser.
 
 It does only what the gateway's POSTs need, at a third of aiohttp's CPU per request (docs/performance.md): one
 write per request, pooled keep-alive connections per host, bodies of any framing (content-length, chunked, or
 until close), and streamed bodies handed over chunk by chunk as they arrive (SSE is never buffered; reading
 pauses when the reader falls 1 MiB behind). ``close()`` drops the connection, which is what tells a model server
-to stop generating. Errors: ``UpstreamConnectError`` when no connection could be opened (nothing was sent: safe
-to retry elsewhere), ``UpstreamReset`` (an ``OSError``) when an open connection broke.
+to stop generating. It carries plain ``http://`` only (``supports``); TLS is the library transport's job
+(``gateway/upstream_library.py``), behind the same interface (``gateway/transport.py``).
 
-Two ways in: ``post(endpoint, ...)`` for the replicas the platform publishes (their URL parsed once and cached),
-and ``send(target, ...)`` for a URL the address policy checked, which connects to the checked address only (no
-name lookup at all) and sends the URL's host as Host. TLS is not this client's job: ``gateway/upstream_library.py``
-carries https behind the same ``send`` and the same response interface (``UpstreamAnswer``).
+A pinned destination (a tenant-given URL the address policy checked) is connected to at its checked address
+only, with no name lookup at all; a published replica's host is looked up at connect.
 """
 
 from __future__ import annotations
@@ -20,50 +18,15 @@ import collections
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol, cast
-from urllib.parse import urlsplit
+from typing import cast
 
 import httptools
 
-from controlplane.contracts.addresses import Target
+from gateway.transport import Destination, UpstreamConnectError, UpstreamReset, UpstreamTransport
 
 IDLE_S = 4.0  # uvicorn closes idle keep-alive connections after 5 s: do not reuse one that may be closing
 MAX_IDLE_PER_HOST = 256
 HIGH_WATER = 1 << 20  # unread body bytes at which reading pauses
-
-
-class UpstreamConnectError(Exception):
-    """No connection could be opened (refused, unreachable, connect timeout): nothing reached the server."""
-
-    def __init__(self, os_error: BaseException) -> None:
-        super().__init__(str(os_error))
-        self.os_error = os_error
-
-
-class UpstreamReset(ConnectionError):
-    """The connection broke before the response was complete."""
-
-
-class UpstreamAnswer(Protocol):
-    """What a transport returns once the response headers arrived (both transports implement it)."""
-
-    status: int
-    content_type: str  # lower-cased media type, without parameters
-
-    async def read(self) -> bytes: ...
-
-    def iter_any(self) -> AsyncIterator[bytes]: ...
-
-    def release(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def host_header(target: Target) -> str:
-    """The Host header (and authority) of a checked URL: its host, with the port unless it is the default."""
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    default = 443 if target.scheme == "https" else 80
-    return host if target.port == default else f"{host}:{target.port}"
 
 
 class _Connection(asyncio.Protocol):
@@ -240,63 +203,32 @@ class UpstreamResponse:
             conn.transport.abort()
 
 
-class UpstreamPool:
+class UpstreamPool(UpstreamTransport):
     """Keep-alive connections per (host, port); one per request in flight, idle ones reused newest first."""
 
     def __init__(self, max_idle_per_host: int = MAX_IDLE_PER_HOST) -> None:
         self.max_idle_per_host = max_idle_per_host
         self._idle: dict[tuple[str, int], collections.deque[_Connection]] = {}
-        self._targets: dict[str, tuple[str, int, bytes]] = {}  # endpoint -> host, port, Host header
 
-    def _target(self, endpoint: str) -> tuple[str, int, bytes]:
-        target = self._targets.get(endpoint)
-        if target is None:
-            parts = urlsplit(endpoint)
-            if parts.scheme != "http" or not parts.hostname:
-                raise UpstreamConnectError(ValueError(f"unsupported upstream URL {endpoint!r}"))
-            port = parts.port or 80
-            if len(self._targets) > 4096:
-                self._targets.clear()
-            target = self._targets[endpoint] = (parts.hostname, port, parts.netloc.encode())
-        return target
-
-    async def post(
-        self, endpoint: str, path: str, body: bytes, request_id: str, connect_timeout_s: float
-    ) -> UpstreamResponse:
-        """POST ``body`` (JSON) to ``endpoint + path`` and return once the response headers arrived."""
-        host, port, netloc = self._target(endpoint)
-        return await self._post(host, port, netloc, path, body, request_id, connect_timeout_s, 0)
+    def supports(self, destination: Destination) -> bool:
+        return destination.scheme == "http"
 
     async def send(
-        self, target: Target, path: str, body: bytes, request_id: str, connect_timeout_s: float
+        self, destination: Destination, path: str, body: bytes, request_id: str, connect_timeout_s: float
     ) -> UpstreamResponse:
-        """POST to a checked http URL: connect to ``target.address`` (never resolved again), Host is its host."""
-        if target.scheme != "http":
-            raise UpstreamConnectError(ValueError(f"this client speaks http only, not {target.scheme}"))
-        netloc = host_header(target).encode()
-        return await self._post(
-            target.address, target.port, netloc, path, body, request_id, connect_timeout_s, socket.AI_NUMERICHOST
-        )
-
-    async def _post(
-        self,
-        host: str,
-        port: int,
-        netloc: bytes,
-        path: str,
-        body: bytes,
-        request_id: str,
-        connect_timeout_s: float,
-        flags: int,
-    ) -> UpstreamResponse:
+        """POST ``body`` (JSON) to ``path`` at ``destination``; returns once the response headers arrived."""
+        if destination.scheme != "http":
+            raise UpstreamConnectError(ValueError(f"this client speaks http only, not {destination.scheme}"))
+        host, port = destination.connect_host, destination.port
         head = (
             b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
-            b"content-length: %d\r\n\r\n" % (path.encode(), netloc, request_id.encode(), len(body))
+            b"content-length: %d\r\n\r\n" % (path.encode(), destination.authority_bytes, request_id.encode(), len(body))
         )
         data = head + body
         while True:
             conn, reused = self._get(host, port), True
             if conn is None:
+                flags = socket.AI_NUMERICHOST if destination.pinned else 0
                 conn, reused = await self._open(host, port, connect_timeout_s, flags), False
                 conn.key = (host, port)
             assert conn.transport is not None
@@ -348,7 +280,7 @@ class UpstreamPool:
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
                 if conn.transport is not None:

@@ -1,9 +1,10 @@
 """The library transport: what the hand-written client does not carry (https), through aiohttp, same interface.
 
-``send(target, ...)`` takes a URL the address policy checked, like ``UpstreamPool.send``: it connects to the
-checked address only (the request URL carries the address, so aiohttp looks no name up; its resolver refuses
-every name besides), sends the URL's host as Host, and verifies the certificate against that host name (SNI
-too). Trusted CAs: the system's, plus ``FRONTDOOR_GATEWAY_UPSTREAM_CA_BUNDLE`` for private ones.
+``send(destination, ...)`` as in ``gateway/transport.py``. A pinned destination (a URL the address policy
+checked) is connected to at its checked address only (the request URL carries the address, so aiohttp looks no
+name up; the resolver of a transport for pinned destinations refuses every name besides), with the URL's host as
+Host, and the certificate verified against that host name (SNI too). Trusted CAs: the system's, plus
+``FRONTDOOR_GATEWAY_UPSTREAM_CA_BUNDLE`` for private ones.
 
 aiohttp's errors are translated here, once: no connection (refused, unreachable, connect timeout, a TLS
 handshake or certificate refused) is ``UpstreamConnectError``, a connection that broke is ``UpstreamReset``.
@@ -20,8 +21,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from controlplane.contracts.addresses import Target
-from gateway.upstream import IDLE_S, UpstreamConnectError, UpstreamReset, host_header
+from gateway.transport import Destination, UpstreamConnectError, UpstreamReset, UpstreamTransport
+from gateway.upstream import IDLE_S
 
 
 class _NoNames(AbstractResolver):
@@ -45,7 +46,7 @@ def client_tls_context(ca_bundle: str = "") -> ssl.SSLContext:
 
 
 class LibraryResponse:
-    """An aiohttp response behind the interface of ``UpstreamResponse`` (``gateway.upstream.UpstreamAnswer``)."""
+    """An aiohttp response behind the interface of ``UpstreamResponse`` (``gateway.transport.UpstreamAnswer``)."""
 
     __slots__ = ("_response", "content_type", "status")
 
@@ -74,23 +75,33 @@ class LibraryResponse:
         self._response.close()
 
 
-class LibraryTransport:
-    """https POSTs to checked targets through one aiohttp session (opened on first use, inside the loop)."""
+class LibraryTransport(UpstreamTransport):
+    """POSTs through one aiohttp session (opened on first use, inside the loop); carries every destination.
 
-    def __init__(self, pool_size: int = 1024, ca_bundle: str = "") -> None:
+    ``resolve_names``: False for tenant-given endpoints, whose destinations are pinned to checked addresses (the
+    session's resolver then refuses every name, so no URL can reach a name lookup by mistake); True for the
+    replicas the platform publishes, whose host names are looked up at connect (cached 300 s) like any client's.
+    """
+
+    def __init__(self, pool_size: int = 1024, ca_bundle: str = "", resolve_names: bool = False) -> None:
         self.pool_size = pool_size
         self.tls = client_tls_context(ca_bundle)
+        self.resolve_names = resolve_names
         self._session: aiohttp.ClientSession | None = None
+
+    def supports(self, destination: Destination) -> bool:
+        return True
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            names: dict[str, Any] = {"ttl_dns_cache": 300} if self.resolve_names else {"resolver": _NoNames()}
             connector = aiohttp.TCPConnector(
                 limit=self.pool_size,
                 limit_per_host=0,
                 ssl=self.tls,
-                resolver=_NoNames(),
-                use_dns_cache=False,
+                use_dns_cache=self.resolve_names,
                 keepalive_timeout=IDLE_S,  # like the hand-written pool: never reuse one the server may be closing
+                **names,
             )
             # No Accept-Encoding: the relays forward bytes as they come, so the upstream must not compress them.
             self._session = aiohttp.ClientSession(
@@ -99,14 +110,17 @@ class LibraryTransport:
         return self._session
 
     async def send(
-        self, target: Target, path: str, body: bytes, request_id: str, connect_timeout_s: float
+        self, destination: Destination, path: str, body: bytes, request_id: str, connect_timeout_s: float
     ) -> LibraryResponse:
-        """POST ``body`` (JSON) to the checked ``target`` at ``path``; returns once the response headers arrived."""
-        authority = f"[{target.address}]" if ":" in target.address else target.address
-        url = URL(f"{target.scheme}://{authority}:{target.port}{path}", encoded=True)
-        headers = {"Host": host_header(target), "Content-Type": "application/json", "x-request-id": request_id}
+        """POST ``body`` (JSON) to ``path`` at ``destination``; returns once the response headers arrived."""
+        host = destination.connect_host
+        authority = f"[{host}]" if ":" in host else host
+        url = URL(f"{destination.scheme}://{authority}:{destination.port}{path}", encoded=True)
+        headers = {"Host": destination.authority, "Content-Type": "application/json", "x-request-id": request_id}
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s)
-        options: dict[str, Any] = {"server_hostname": target.host} if target.scheme == "https" else {}
+        # The URL names the checked address of a pinned destination: the certificate must still match its host.
+        pinned_tls = destination.pinned and destination.scheme == "https"
+        options: dict[str, Any] = {"server_hostname": destination.host} if pinned_tls else {}
         try:
             response = await self._client().post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False, **options

@@ -37,3 +37,18 @@ def test_it_refuses_a_bad_number(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRONTDOOR_GATEWAY_RETRIES", "many")
     with pytest.raises(ImproperlyConfiguredEnv):
         GatewayConfig.from_env()
+
+
+def test_it_picks_the_upstream_client_per_endpoint_unless_told_to_use_the_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FRONTDOOR_GATEWAY_UPSTREAM_CLIENT", raising=False)
+    assert GatewayConfig.from_env().upstream_client == "auto"
+    monkeypatch.setenv("FRONTDOOR_GATEWAY_UPSTREAM_CLIENT", "library")
+    assert GatewayConfig.from_env().upstream_client == "library"
+
+
+def test_it_refuses_an_unknown_upstream_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRONTDOOR_GATEWAY_UPSTREAM_CLIENT", "curl")
+    with pytest.raises(ImproperlyConfiguredEnv, match="FRONTDOOR_GATEWAY_UPSTREAM_CLIENT"):
+        GatewayConfig.from_env()

@@ -17,7 +17,7 @@ import pytest
 import redis
 import uvicorn
 
-from gateway.app import Gateway, create_app
+from gateway.app import GatewayApp, create_app
 from gateway.config import GatewayConfig
 from tests.gateway.scripted import ScriptedUpstream, scripted_upstream
 from tests.support.gateway import BASE_PREFIX, PEPPER, REDIS_URL, World, clear_prefix, free_port
@@ -50,13 +50,12 @@ def resolver() -> FakeResolver:
 
 
 @pytest.fixture(scope="module")
-def dns_gateway(dns_world: World, resolver: FakeResolver) -> Iterator[tuple[Gateway, str]]:
+def dns_gateway(dns_world: World, resolver: FakeResolver) -> Iterator[tuple[GatewayApp, str]]:
     port = free_port()
     config = GatewayConfig(
         redis_url=REDIS_URL, redis_prefix=dns_world.prefix, key_pepper=PEPPER, listen_port=port, access_log=False
     )
-    app = create_app(config)
-    app.external.resolver = resolver
+    app = create_app(config, resolver)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -78,14 +77,14 @@ def servers() -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream]]:
         yield good, evil
 
 
-def publish(world: World, app: Gateway, endpoint: str) -> str:
+def publish(world: World, app: GatewayApp, endpoint: str) -> str:
     """An external deployment at ``endpoint`` and a key for it; waits until the gateway serves the snapshot."""
     tenant = world.tenant()
     world.deployment(tenant, "named", [endpoint], runtime="external")
     key = world.key(tenant)
     version = world.publish()
     for _ in range(500):
-        if app.store.current.version >= version:
+        if app.context is not None and app.context.store.current.version >= version:
             break
         time.sleep(0.01)
     return key.full
@@ -98,7 +97,7 @@ def chat(url: str, key: str) -> httpx.Response:
 
 def test_it_connects_to_the_address_it_checked_when_the_name_rebinds(
     dns_world: World,
-    dns_gateway: tuple[Gateway, str],
+    dns_gateway: tuple[GatewayApp, str],
     resolver: FakeResolver,
     servers: tuple[ScriptedUpstream, ScriptedUpstream],
 ) -> None:
@@ -118,7 +117,7 @@ def test_it_connects_to_the_address_it_checked_when_the_name_rebinds(
 
 def test_it_refuses_the_rebound_address_when_the_name_is_checked_again(
     dns_world: World,
-    dns_gateway: tuple[Gateway, str],
+    dns_gateway: tuple[GatewayApp, str],
     resolver: FakeResolver,
     servers: tuple[ScriptedUpstream, ScriptedUpstream],
 ) -> None:
@@ -141,7 +140,7 @@ def test_it_refuses_the_rebound_address_when_the_name_is_checked_again(
 
 def test_it_refuses_a_name_when_any_of_its_addresses_is_refused(
     dns_world: World,
-    dns_gateway: tuple[Gateway, str],
+    dns_gateway: tuple[GatewayApp, str],
     resolver: FakeResolver,
     servers: tuple[ScriptedUpstream, ScriptedUpstream],
 ) -> None:
@@ -160,7 +159,7 @@ def test_it_refuses_a_name_when_any_of_its_addresses_is_refused(
 
 
 def test_it_refuses_a_name_that_does_not_resolve(
-    dns_world: World, dns_gateway: tuple[Gateway, str], resolver: FakeResolver
+    dns_world: World, dns_gateway: tuple[GatewayApp, str], resolver: FakeResolver
 ) -> None:
     app, url = dns_gateway
     resolver.lookups.clear()

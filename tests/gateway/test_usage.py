@@ -79,7 +79,7 @@ def _request() -> LimitRequest:
 async def _finish_one(url: str, prefix: str) -> dict[str, Any]:
     """Admit a request, publish its in-flight lease as the load flush does, finish it; what Redis holds then."""
     client = aioredis.Redis.from_url(url)
-    hot: aioredis.Redis | RedisPipe = RedisPipe(url, 2.0) if supports(url) else client  # as ``Gateway.startup``
+    hot: aioredis.Redis | RedisPipe = RedisPipe(url, 2.0) if supports(url) else client  # as ``build_context``
     try:
         limiter = Limiter(hot, prefix)
         await limiter.load_scripts()
