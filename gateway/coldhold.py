@@ -7,6 +7,9 @@ replica crashed) gets a refused connection, and nothing reached any model. For a
 and sent again when a snapshot gives the deployment endpoints, or when the wake is signalled again. An error after
 bytes were sent (a reset, a timeout, a bad answer) is final as before, and so is every error of a deployment that
 never scales to zero, or whose endpoints a tenant gave (runtime ``external``: no replica of ours will appear).
+
+``enter_hold`` and ``until_warm`` are the hold itself, which the inference pipeline also uses for a deployment the
+snapshot already shows cold (no endpoints yet).
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ async def serve_holding_refusals(
 ) -> None:
     """Run ``attempt`` and, while it is refused everywhere for a scale-to-zero deployment, hold and run it again."""
     deadline: float | None = None
-    cold, cfg = ctx.cold, ctx.config
     try:
         while True:
             try:
@@ -52,22 +54,33 @@ async def serve_holding_refusals(
                 if not refused_as_cold(deployment, failure, call.outcome):
                     raise
             if deadline is None:
-                if cold.held >= cfg.cold_queue_max:
-                    raise service_unavailable(
-                        f"Too many requests are waiting for '{deployment.name}' to start.",
-                        "deployment_starting",
-                        cfg.cold_hold_s,
-                    )
-                cold.held += 1
-                deadline = time.monotonic() + cfg.cold_hold_s
-            deployment = await _until_routable(ctx, deployment, deadline)
+                deadline = enter_hold(ctx, deployment)
+            deployment = await until_warm(ctx, deployment, deadline, readmit=True)
     finally:
         if deadline is not None:
-            cold.held -= 1
+            ctx.cold.held -= 1
 
 
-async def _until_routable(ctx: GatewayContext, deployment: DeploymentEntry, deadline: float) -> DeploymentEntry:
-    """The deployment as the next snapshot that gives it endpoints has it (or the same one, every RETRY_EVERY_S)."""
+def enter_hold(ctx: GatewayContext, deployment: DeploymentEntry) -> float:
+    """Take a place among the requests held for a cold deployment; returns the hold's deadline, or refuses (503)
+    when ``cold_queue_max`` are held already. The caller gives the place back (``ctx.cold.held -= 1``)."""
+    cold, cfg = ctx.cold, ctx.config
+    if cold.held >= cfg.cold_queue_max:
+        raise service_unavailable(
+            f"Too many requests are waiting for '{deployment.name}' to start.", "deployment_starting", cfg.cold_hold_s
+        )
+    cold.held += 1
+    return time.monotonic() + cfg.cold_hold_s
+
+
+async def until_warm(
+    ctx: GatewayContext, deployment: DeploymentEntry, deadline: float, *, readmit: bool
+) -> DeploymentEntry:
+    """The deployment as the next snapshot that gives it endpoints has it, signalling the wake every RETRY_EVERY_S.
+
+    ``readmit``: give the replicas listed then a fresh chance (after refusals, one that refused may be a new process
+    on its old port).
+    """
     key = (deployment.tenant, deployment.name)
     while True:
         await ctx.cold.signal(deployment.id)
@@ -82,6 +95,6 @@ async def _until_routable(ctx: GatewayContext, deployment: DeploymentEntry, dead
             raise model_not_found(deployment.name)
         if current.cold:
             continue
-        # The replicas listed now get a fresh chance: one that refused before may be a new process on its old port.
-        ctx.balancer.readmit(endpoint for revision in current.revisions for endpoint in revision.endpoints)
+        if readmit:
+            ctx.balancer.readmit(endpoint for revision in current.revisions for endpoint in revision.endpoints)
         return current

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, Principal
-from gateway.coldhold import serve_holding_refusals
+from gateway.coldhold import enter_hold, serve_holding_refusals, until_warm
 from gateway.context import GatewayContext
 from gateway.embeddings import serve_embeddings
 from gateway.errors import (
@@ -36,7 +36,6 @@ from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, Admitted, ClientGone, 
 from gateway.snapshot import DeploymentEntry
 from gateway.usage import UsageRecord
 from gateway.validation import EMBEDDINGS, parse_request
-from gateway.wake import WAKE_EVERY_S
 
 log = logging.getLogger("frontdoor.gateway.inference")
 
@@ -324,30 +323,8 @@ async def _wait_until_warm(ctx: GatewayContext, deployment: DeploymentEntry) -> 
     """Hold a request for a scaled-to-zero deployment until a snapshot gives it an endpoint (bounded)."""
     if not deployment.cold:
         return deployment
-    cold, cfg = ctx.cold, ctx.config
-    if cold.held >= cfg.cold_queue_max:
-        raise service_unavailable(
-            f"Too many requests are waiting for '{deployment.name}' to start.",
-            "deployment_starting",
-            cfg.cold_hold_s,
-        )
-    cold.held += 1
+    deadline = enter_hold(ctx, deployment)
     try:
-        deadline = time.monotonic() + cfg.cold_hold_s
-        key = (deployment.tenant, deployment.name)
-        while True:
-            await cold.signal(deployment.id)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise service_unavailable(
-                    f"The deployment '{deployment.name}' is starting; retry shortly.", "deployment_starting", 5.0
-                )
-            await ctx.store.wait_for_change(min(left, WAKE_EVERY_S))
-            current = ctx.store.current.deployments.get(key)
-            if current is None:
-                raise model_not_found(deployment.name)
-            deployment = current
-            if not deployment.cold:
-                return deployment
+        return await until_warm(ctx, deployment, deadline, readmit=False)
     finally:
-        cold.held -= 1
+        ctx.cold.held -= 1
