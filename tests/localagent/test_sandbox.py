@@ -184,7 +184,7 @@ def test_it_runs_as_an_unprivileged_agent_without_switching_users(
     try:
         os.chmod(home, 0o755)  # noqa: S103 - the unprivileged agent must reach its code and state
         code = home / "code"
-        for package in ("controlplane", "deployments", "modelserver"):
+        for package in ("controlplane", "localagent", "modelserver"):
             shutil.copytree(REPO / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
         state = home / "state"
         state.mkdir()
