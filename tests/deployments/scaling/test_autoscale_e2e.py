@@ -176,7 +176,11 @@ def test_the_beat_driven_worker_scales_up_under_load_and_back_to_zero(
             FRONTDOOR_KEY_PEPPER=settings.FRONTDOOR_KEY_PEPPER, FRONTDOOR_GATEWAY_COLD_HOLD_S="30",
         )
         try:
-            with celery_worker_with_beat(redis_url, redis_prefix, tmp_path) as worker_log:
+            # A grace longer than a replica's start on a busy machine: the first replica, wanted with no traffic
+            # yet, must not be scaled away before it is ready.
+            with celery_worker_with_beat(
+                redis_url, redis_prefix, tmp_path, FRONTDOOR_SCALE_TO_ZERO_GRACE_S="12"
+            ) as worker_log:
                 _drive_load_up_and_down(deployment, gateway, key, worker_log)
         finally:
             ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=0, min_replicas=0)
