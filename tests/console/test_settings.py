@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from tenants.models import AuditEvent, Tenant, TenantSettings
+from tests.support.network import loopback_only
 
 pytestmark = pytest.mark.django_db
 
@@ -62,9 +63,11 @@ def test_it_hides_the_tenant_from_outsiders(console: Console, charlie: User, acm
     ],
 )
 def test_it_refuses_internal_urls_on_the_field_and_keeps_the_input(
-    console: Console, adam: User, acme: Tenant, url: str
+    console: Console, adam: User, acme: Tenant, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    response = console(adam).post(URL, {"action": "save", "webhook_url": url})
+    with loopback_only(monkeypatch) as attempts:  # refused by the policy alone: nothing is connected to
+        response = console(adam).post(URL, {"action": "save", "webhook_url": url})
+    assert attempts == []
     assert response.status_code == 422
     form = response.context["form"]
     assert list(form.errors) == ["webhook_url"]

@@ -20,6 +20,7 @@ from controlplane.contracts.addresses import (
     parse_networks,
     service_pairs,
 )
+from tests.support.network import loopback_only
 
 PUBLIC = "93.184.215.14"  # a documentation-free public address; never contacted
 
@@ -58,9 +59,10 @@ def resolver_for(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
         "http://localhost:8000/",  # /etc/hosts
     ],
 )
-def test_it_refuses_every_spelling_of_an_inside_address(url: str) -> None:
-    with pytest.raises(AddressRefused, match="not a public address"):
+def test_it_refuses_every_spelling_of_an_inside_address(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with loopback_only(monkeypatch) as attempts, pytest.raises(AddressRefused, match="not a public address"):
         AddressPolicy().check_url(url)
+    assert attempts == []
 
 
 @pytest.mark.parametrize(
