@@ -16,7 +16,8 @@ from deployments.models import ModelDeployment, Revision
 from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
 from tests.fakekube.fixtures import fakekube, kube_backend  # noqa: F401
-from tests.fakekube.server import KINDS, FakeKubeServer
+from tests.fakekube.server import FakeKubeServer
+from tests.fakekube.store import KINDS
 
 pytestmark = pytest.mark.django_db
 NS = "fd-acme"
