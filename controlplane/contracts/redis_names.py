@@ -52,8 +52,43 @@ def local_notify_channel(prefix: str, redis_url: str) -> str:
 
 
 def config_snapshot_key(prefix: str) -> str:
-    """The published snapshot document (``controlplane.contracts.snapshot``)."""
+    """Where a whole snapshot document was stored before sections: deleted by the first sectioned publish."""
     return f"{prefix}:config:snapshot"
+
+
+def config_sections_key(prefix: str) -> str:
+    """The hash of the snapshot's sections (one per tenant, one for the platform), each encoded JSON."""
+    return f"{prefix}:config:sections"
+
+
+def config_index_key(prefix: str) -> str:
+    """The hash of each section's version (the snapshot version that last wrote it), beside the sections."""
+    return f"{prefix}:config:index"
+
+
+def config_dirty_key(prefix: str) -> str:
+    """The set of sections a commit changed since the publisher last took it (``ALL_SECTIONS``: every one)."""
+    return f"{prefix}:config:dirty"
+
+
+def config_taken_key(prefix: str) -> str:
+    """The marks the running publisher took and has not stored yet: a crashed pass leaves them to its successor."""
+    return f"{prefix}:config:taken"
+
+
+def config_publisher_lock_key(prefix: str) -> str:
+    """The short-lived lock the one running publisher holds (a token, with an expiry it keeps extending)."""
+    return f"{prefix}:config:publisher"
+
+
+def config_publish_queued_key(prefix: str) -> str:
+    """Set while a publish task is queued and has not started: commits queue another only when it is absent."""
+    return f"{prefix}:config:queued"
+
+
+def config_stats_key(prefix: str) -> str:
+    """The publisher's counters (builds, sections built, last build time) for operators and benchmarks."""
+    return f"{prefix}:config:stats"
 
 
 def config_version_key(prefix: str) -> str:

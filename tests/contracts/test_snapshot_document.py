@@ -18,22 +18,24 @@ from controlplane.contracts import drain
 from controlplane.contracts.redis_names import (
     CONFIG_NOTIFY,
     channel,
-    config_snapshot_key,
     config_version_key,
 )
 from controlplane.contracts.snapshot import (
+    PLATFORM_SECTION,
     DeploymentDoc,
     KeyDoc,
     NetworkDoc,
     TenantDoc,
     allocate_version,
-    decode_document,
-    encode_document,
     publish_document,
-    store_snapshot,
+    read_document,
+    read_index,
+    store_sections,
+    tenant_section,
 )
 from gateway.limits import Limits
-from gateway.snapshot import Snapshot, SnapshotStore
+from gateway.snapshot import SnapshotStore
+from gateway.snapshot_index import Snapshot
 
 KEYS: dict[str, KeyDoc] = {
     "ab12cd34": {
@@ -153,11 +155,14 @@ def test_it_stores_the_document_with_its_version_and_notifies(
     finally:
         pubsub.close()
 
-    raw = client.get(config_snapshot_key(redis_prefix))
-    assert raw is not None
-    stored = decode_document(raw)
+    stored = read_document(client, redis_prefix)
+    assert stored is not None
     assert int(client.get(config_version_key(redis_prefix)) or 0) == version == stored["version"]
-    assert stored["published_at"] == pytest.approx(time.time(), abs=60)
+    # One section per tenant (by id), one for the platform, each written by this version.
+    assert read_index(client, redis_prefix) == (
+        version,
+        {tenant_section(3): version, tenant_section(4): version, PLATFORM_SECTION: version},
+    )
     assert (stored["keys"], stored["tenants"], stored["deployments"], stored["network"]) == (
         KEYS,
         TENANTS,
@@ -214,7 +219,8 @@ def test_the_backends_see_the_endpoints_the_gateway_routes_to(
     publish_document(client, redis_prefix, KEYS, TENANTS, DEPLOYMENTS, NETWORK)
 
     snap = _load_in_the_gateway(redis_url, redis_prefix)
-    stored = decode_document(client.get(config_snapshot_key(redis_prefix)) or b"")
+    stored = read_document(client, redis_prefix)
+    assert stored is not None
 
     routed = {e for d in snap.deployments.values() for r in d.revisions for e in r.endpoints}
     assert drain.routed_endpoints(stored) == routed == {"http://127.0.0.1:40123", "http://10.0.0.5:8000"}
@@ -223,9 +229,22 @@ def test_the_backends_see_the_endpoints_the_gateway_routes_to(
 def test_it_never_stores_an_older_version_over_a_newer_one(client: redis.Redis, redis_prefix: str) -> None:
     older, newer = allocate_version(client, redis_prefix), allocate_version(client, redis_prefix)
     notify = channel(redis_prefix, "redis://127.0.0.1:6379/0", CONFIG_NOTIFY)
-    document = {"version": newer, "published_at": 0.0, "keys": {}, "tenants": {}, "deployments": {}}
 
-    assert store_snapshot(client, redis_prefix, newer, encode_document(document), notify)  # type: ignore[arg-type]
-    assert not store_snapshot(client, redis_prefix, older, b'{"version": 1}', notify)
-    assert decode_document(client.get(config_snapshot_key(redis_prefix)) or b"")["version"] == newer
+    assert store_sections(client, redis_prefix, newer, {"tenant:1": b'{"keys": {}}'}, (), notify).stored
+    assert not store_sections(client, redis_prefix, older, {"tenant:1": b'{"keys": {"old": {}}}'}, (), notify).stored
+    assert read_index(client, redis_prefix) == (newer, {"tenant:1": newer})
     assert publish_document(client, redis_prefix, {}, {}, {}) > newer
+    assert read_index(client, redis_prefix)[1] == {}  # a whole document replaces every section
+
+
+def test_a_section_that_did_not_change_keeps_its_version(client: redis.Redis, redis_prefix: str) -> None:
+    notify = channel(redis_prefix, "redis://127.0.0.1:6379/0", CONFIG_NOTIFY)
+    first, second = allocate_version(client, redis_prefix), allocate_version(client, redis_prefix)
+    store_sections(client, redis_prefix, first, {"tenant:1": b'{"keys": {}}', "tenant:2": b'{"keys": {}}'}, (), notify)
+
+    result = store_sections(
+        client, redis_prefix, second, {"tenant:1": b'{"keys": {}}', "tenant:2": b'{"keys": {"k": {}}}'}, (), notify
+    )
+
+    assert result.stored and result.changed == 1
+    assert read_index(client, redis_prefix) == (second, {"tenant:1": first, "tenant:2": second})
