@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from controlplane.contracts.keyformat import parse_key, secret_matches
 from gateway.errors import GatewayError, invalid_api_key, permission_denied
-from gateway.snapshot import KeyEntry, Snapshot, TenantEntry
+from gateway.snapshot_index import KeyEntry, Snapshot, TenantEntry
 
 INFERENCE_SCOPE = "inference"
 READ_SCOPE = "read"

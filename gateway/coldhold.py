@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from gateway.context import GatewayContext
 from gateway.errors import UpstreamFailure, model_not_found, service_unavailable
 from gateway.outcome import Admitted, Outcome
-from gateway.snapshot import DeploymentEntry
+from gateway.snapshot_index import DeploymentEntry
 
 # UpstreamFailure kinds raised before anything was sent: every pick refused the connection, or every replica is
 # ejected after refusing one.

@@ -16,7 +16,7 @@ from gateway.errors import UpstreamFailure, bad_gateway, service_unavailable
 from gateway.outcome import LEASE_MARGIN_S, Admitted
 from gateway.proxy import rewrite_model
 from gateway.routing import NoReplica
-from gateway.snapshot import DeploymentEntry
+from gateway.snapshot_index import DeploymentEntry
 
 
 async def serve_embeddings(ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry) -> None:

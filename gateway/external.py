@@ -32,7 +32,7 @@ from controlplane.contracts.addresses import (
     split_url,
 )
 from gateway.config import GatewayConfig
-from gateway.snapshot import Snapshot
+from gateway.snapshot_index import Snapshot
 from gateway.transport import Destination, Transports, UpstreamAnswer, UpstreamConnectError, UpstreamTransport
 
 log = logging.getLogger("frontdoor.gateway.external")

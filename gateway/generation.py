@@ -12,7 +12,7 @@ from gateway.context import GatewayContext
 from gateway.errors import UpstreamFailure, bad_gateway, is_openai_error
 from gateway.outcome import DISCONNECTED, SSE_HEADERS, Admitted
 from gateway.proxy import StreamRelay, open_upstream, rewrite_model
-from gateway.snapshot import DeploymentEntry, RevisionEntry
+from gateway.snapshot_index import DeploymentEntry, RevisionEntry
 from gateway.transport import UpstreamAnswer
 from gateway.validation import COMPLETIONS, ParsedRequest
 

@@ -33,7 +33,7 @@ from gateway.errors import (
 from gateway.generation import serve_generation
 from gateway.limits import Admission, LimitRequest
 from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, Admitted, ClientGone, Outcome
-from gateway.snapshot import DeploymentEntry
+from gateway.snapshot_index import DeploymentEntry
 from gateway.usage import UsageRecord
 from gateway.validation import EMBEDDINGS, parse_request
 

@@ -7,7 +7,7 @@ import reprlib
 from dataclasses import dataclass
 
 from gateway.asgi import Send
-from gateway.snapshot import RevisionEntry
+from gateway.snapshot_index import RevisionEntry
 from gateway.validation import EMBEDDINGS, ParsedRequest
 
 LEASE_MARGIN_S = 30.0

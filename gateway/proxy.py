@@ -20,7 +20,7 @@ from gateway.errors import UpstreamFailure, bad_gateway, gateway_timeout, servic
 from gateway.external import EndpointRefused
 from gateway.outcome import LEASE_MARGIN_S, UPSTREAM_PATHS, Admitted
 from gateway.routing import NoReplica
-from gateway.snapshot import DeploymentEntry, RevisionEntry
+from gateway.snapshot_index import DeploymentEntry, RevisionEntry
 from gateway.transport import UpstreamAnswer, UpstreamConnectError
 
 

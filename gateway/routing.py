@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Iterable
 
-from gateway.snapshot import DeploymentEntry, RevisionEntry
+from gateway.snapshot_index import DeploymentEntry, RevisionEntry
 
 
 class NoReplica(Exception):

@@ -5,8 +5,9 @@ publishes a snapshot without its endpoint; once that snapshot's version (or a la
 live gateway and the replica has nothing in flight, it gets SIGTERM (SIGKILL ``stop_grace_s`` later). The drain
 timeout bounds the whole wait, the acknowledgement timeout bounds the wait for a gateway that does not answer.
 
-Nothing here blocks the agent's tick: the snapshot is read only when its version moved, and a terminated replica is
-reaped on a later tick. A draining replica that is wanted again with the same spec goes back into service at once.
+Nothing here blocks the agent's tick: the snapshot is read only when its version moved, and then only the sections
+(``controlplane.contracts.snapshot``) whose version moved; a terminated replica is reaped on a later tick. A
+draining replica that is wanted again with the same spec goes back into service at once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import redis
 
 from controlplane.contracts import drain as contract
+from controlplane.contracts import snapshot
+from controlplane.contracts.redis_names import config_sections_key
 from localagent import procs
 from localagent.config import AgentConfig
 from localagent.health import QUEUE_RUNTIMES
@@ -66,8 +68,11 @@ class Drainer:
         self.config = config
         self.redis = client
         self.items: dict[int, Draining] = {}
-        self._checked_version = -1
+        self._checked_version = -1  # the stored version the sections were last read at
+        self._routed_version = 0  # the snapshot version the routed endpoints are known to hold from
         self._routed: frozenset[str] = frozenset()
+        # section name -> (the version the index listed, the endpoints it routes to): only changed ones are read again
+        self._sections: dict[str, tuple[int, frozenset[str]]] = {}
 
     # ---- membership ------------------------------------------------------------------------------------------
     def add(self, replica: Replica) -> None:
@@ -128,22 +133,53 @@ class Drainer:
         raw_version, raw_acks = pipe.execute()
         version = int(raw_version) if raw_version is not None else 0
         if version != self._checked_version:
-            raw = self.redis.get(contract.config_snapshot_key(prefix)) if version else None
-            doc = orjson.loads(raw) if raw else {}
-            # The stored snapshot is the newest (the publisher stores only newer versions); its own version counts.
-            self._checked_version = int(doc.get("version") or version)
-            self._routed = contract.routed_endpoints(doc)
+            self._read_sections()
         now = time.time()
         for item in pending:
             if item.replica.endpoint in self._routed:
                 item.unrouted_version = None  # still (or again) published: the wait starts over
             elif item.unrouted_version is None:
-                item.unrouted_version, item.unrouted_at = self._checked_version, now
+                item.unrouted_version, item.unrouted_at = self._routed_version, now
         acks = contract.parse_acks(raw_acks)
         stale = list(contract.stale_gateways(acks, now, max(PRUNE_ACKS_AFTER_S, 4 * self.config.drain_ack_timeout_s)))
         if stale:
             self.redis.hdel(contract.acks_key(prefix), *stale)
         return acks
+
+    def _read_sections(self) -> None:
+        """Refresh the routed endpoints from the sections whose version moved since they were last read."""
+        prefix = self.config.prefix
+        index_version, index = snapshot.read_index(self.redis, prefix)
+        sections = {name: cached for name, cached in self._sections.items() if name in index}
+        stale = [name for name, listed in index.items() if name not in sections or listed > sections[name][0]]
+        # The sections fetched may be newer than the index (a publish came between): fetched with the version in one
+        # MULTI, they are known to be no newer than it, and the endpoints they leave out are unrouted from it on.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(contract.config_version_key(prefix))
+        if stale:
+            pipe.hmget(config_sections_key(prefix), stale)
+        raw_version, *values = pipe.execute()
+        fetched = dict(zip(stale, values[0], strict=True)) if stale else {}
+        for name in stale:
+            raw = fetched.get(name)
+            if raw is None:  # removed since the index was read
+                sections.pop(name, None)
+                continue
+            try:
+                section: Any = snapshot.decode_section(raw)
+                if not isinstance(section, dict):
+                    raise TypeError(f"not a JSON object but {type(section).__name__}")
+                routed = contract.routed_endpoints(section)
+            except (TypeError, ValueError) as exc:
+                # The gateways keep the version before it too (or leave a new one out): so do we.
+                log.warning("snapshot section %s (version %s) is malformed, kept as it was: %r", name, index[name], exc)
+                previous = sections.get(name)
+                routed = previous[1] if previous is not None else frozenset()
+            sections[name] = (index[name], routed)
+        self._sections = sections
+        self._checked_version = index_version
+        self._routed_version = max(index_version, int(raw_version or 0))
+        self._routed = frozenset().union(*(routed for _, routed in sections.values()))
 
     def _may_stop(
         self,

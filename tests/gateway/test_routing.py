@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from gateway.routing import Balancer, NoReplica
-from gateway.snapshot import parse_snapshot
+from gateway.snapshot_index import parse_snapshot
 
 
 def deployment(revisions: list[dict[str, object]]):  # type: ignore[no-untyped-def]

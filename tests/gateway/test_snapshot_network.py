@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from gateway.snapshot import parse_snapshot
+from gateway.snapshot_index import parse_snapshot
 
 OWN = frozenset({(ipaddress.ip_address("127.0.0.1"), 8001)})
 

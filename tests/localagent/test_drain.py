@@ -23,21 +23,30 @@ import pytest
 import redis
 
 from controlplane.contracts import drain
-from controlplane.contracts.snapshot import DeploymentDoc, RevisionDoc, deployment_key, publish_document
+from controlplane.contracts.snapshot import (
+    DeploymentDoc,
+    Limits,
+    RevisionDoc,
+    TenantDoc,
+    deployment_key,
+    publish_document,
+    tenant_section,
+)
+from localagent.config import AgentConfig
+from localagent.drain import Drainer
+from localagent.state import ReplicaRecord
+from localagent.supervisor import Replica
 from tests.support.gateway import World, start_gateway, stop
 from tests.support.localagent import Agent, deployment_spec, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def publish_snapshot(
-    client: redis.Redis, prefix: str, deployment_id: int, revision_id: int, endpoints: list[str]
-) -> int:
-    """Publish a snapshot routing the deployment's revision to ``endpoints``, as the control plane publishes one."""
+def routed_deployment(tenant: str, deployment_id: int, revision_id: int, endpoints: list[str]) -> DeploymentDoc:
     revision: RevisionDoc = {"id": revision_id, "name": "r1", "weight": 100, "endpoints": endpoints}
-    deployment: DeploymentDoc = {
+    return {
         "id": deployment_id,
-        "tenant": "acme",
+        "tenant": tenant,
         "name": f"chat-{deployment_id}",
         "model": "frontdoor/sim-chat",
         "runtime": "builtin",
@@ -49,6 +58,13 @@ def publish_snapshot(
         "created": 1764201600,
         "revisions": [revision],
     }
+
+
+def publish_snapshot(
+    client: redis.Redis, prefix: str, deployment_id: int, revision_id: int, endpoints: list[str]
+) -> int:
+    """Publish a snapshot routing the deployment's revision to ``endpoints``, as the control plane publishes one."""
+    deployment = routed_deployment("acme", deployment_id, revision_id, endpoints)
     return publish_document(client, prefix, {}, {}, {deployment_key("acme", deployment["name"]): deployment})
 
 
@@ -221,3 +237,72 @@ def test_a_paused_gateway_keeps_a_replica_alive_until_its_acknowledgement_bound_
         os.kill(paused.proc.pid, signal.SIGCONT)
         stop(paused.proc)
         stop(live.proc)
+
+
+class HmgetSpy:
+    """The section names every HMGET asked for, sorted, one list per call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.asked: list[list[str]] = []
+        real = redis.client.Pipeline.hmget
+
+        def hmget(pipe: redis.client.Pipeline, name: Any, keys: list[str], *args: Any) -> Any:
+            self.asked.append(sorted(keys))
+            return real(pipe, name, keys, *args)
+
+        monkeypatch.setattr(redis.client.Pipeline, "hmget", hmget)
+
+
+def test_the_drainer_reads_only_the_sections_whose_version_moved(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    draining_endpoint, other = "http://127.0.0.1:40061", "http://127.0.0.1:40071"
+    unlimited: Limits = {"requests_per_minute": None, "tokens_per_minute": None, "max_concurrent_requests": None}
+    tenants: dict[str, TenantDoc] = {
+        slug: {"id": tenant_id, "status": "active", "limits": unlimited}
+        for slug, tenant_id in (("acme", 1), ("globex", 2))
+    }
+
+    def publish(acme_endpoints: list[str], globex_endpoints: list[str]) -> int:
+        deployments = {
+            "acme/chat-6": routed_deployment("acme", 6, 61, acme_endpoints),
+            "globex/chat-7": routed_deployment("globex", 7, 71, globex_endpoints),
+        }
+        return publish_document(client, redis_prefix, {}, tenants, deployments)
+
+    record = ReplicaRecord(
+        key="d6-r61-0",
+        deployment_id=6,
+        revision_id=61,
+        slot=0,
+        spec_hash="spec",
+        runtime="builtin",
+        port=40061,
+        pid=0,  # no process: nothing is signalled while a gateway lags
+        start_time=0,
+        cmdline=[],
+    )
+    drainer = Drainer(AgentConfig(redis_url=redis_url, prefix=redis_prefix, http_port=0), client)
+    # A gateway still on version 0 (it keeps every replica waiting; the test watches what is read meanwhile).
+    client.hset(drain.acks_key(redis_prefix), "lagging", drain.encode_ack(0, time.time()))
+    spy = HmgetSpy(monkeypatch)
+
+    def step() -> int | None:
+        drainer.step({}, {}, lambda replica: None)
+        [item] = drainer.status()
+        return item["unrouted_version"]  # type: ignore[no-any-return]
+
+    try:
+        publish([draining_endpoint], [other])
+        drainer.add(Replica(record=record, proc=None, started_at=0.0))
+        assert step() is None and spy.asked == [[tenant_section(1), tenant_section(2)]]
+
+        without = publish([], [other])
+        assert step() == without and spy.asked[1:] == [[tenant_section(1)]], "globex's section did not change"
+
+        publish([], [other, "http://127.0.0.1:40072"])
+        assert step() == without and spy.asked[2:] == [[tenant_section(2)]]
+        assert step() == without and len(spy.asked) == 3, "nothing read while the version stays"
+    finally:
+        client.close()
