@@ -304,3 +304,18 @@ FRONTDOOR_USAGE_MAX_SECONDS = env_float("FRONTDOOR_USAGE_MAX_SECONDS", 1.5)
 FRONTDOOR_USAGE_STREAM_RETENTION_S = env_int("FRONTDOOR_USAGE_STREAM_RETENTION_S", 3600)
 FRONTDOOR_USAGE_SEEN_RETENTION_S = env_int("FRONTDOOR_USAGE_SEEN_RETENTION_S", 7 * 24 * 3600)
 FRONTDOOR_PUBLISH_ON_COMMIT = env_bool("FRONTDOOR_PUBLISH_ON_COMMIT", True)
+
+# The gateway snapshot's publisher (controlplane/snapshot/coalesce.py): "queue" runs it on its own Celery queue, which
+# a worker of its own consumes (``python -m controlplane.snapshot.worker``); "inline" runs it in the committing process
+# (one process, no worker). It builds at most once per interval, covering every commit marked meanwhile.
+FRONTDOOR_SNAPSHOT_PUBLISH = env_str("FRONTDOOR_SNAPSHOT_PUBLISH", "queue")
+if FRONTDOOR_SNAPSHOT_PUBLISH not in ("queue", "inline"):
+    raise ImproperlyConfigured("FRONTDOOR_SNAPSHOT_PUBLISH must be 'queue' or 'inline'")
+FRONTDOOR_SNAPSHOT_QUEUE = env_str("FRONTDOOR_SNAPSHOT_QUEUE", f"{FRONTDOOR_CELERY_QUEUE}.snapshot")
+FRONTDOOR_SNAPSHOT_INTERVAL_S = env_float("FRONTDOOR_SNAPSHOT_INTERVAL_S", 0.25)
+# Queued, the periodic full rebuild goes to the publisher's queue too; inline, to the default queue (no publisher).
+CELERY_TASK_ROUTES = {
+    name: {"queue": FRONTDOOR_SNAPSHOT_QUEUE}
+    for name in ("snapshot.publish", "quotas.publish_config")
+    if FRONTDOOR_SNAPSHOT_PUBLISH == "queue"
+}

@@ -6,6 +6,7 @@ layers above the models (the gateway snapshot's triggers) hear of the change wit
 
 from django.dispatch import Signal
 
-# Sent by the changed model's class, with ``update_fields`` (the fields the UPDATE wrote) and ``using`` (the database
-# alias it ran on), once per UPDATE that changed at least one row.
+# Sent by the changed model's class, with ``update_fields`` (the fields the UPDATE wrote), ``using`` (the database
+# alias it ran on) and, when the sender knows them, ``tenant_ids`` (the tenants whose rows changed; absent: any),
+# once per UPDATE that changed at least one row.
 bulk_change = Signal()

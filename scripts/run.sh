@@ -73,7 +73,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-say "starting web, worker, beat, gateway and the local agent"
+say "starting web, worker, the snapshot publisher, beat, gateway and the local agent"
 honcho -f Procfile start &
 HONCHO_PID=$!
 

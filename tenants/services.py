@@ -33,13 +33,14 @@ if TYPE_CHECKING:
     from controlplane.access import Principal
 
 
-def _publish_after_commit() -> None:
-    """Republish the gateway's config snapshot once the transaction commits (docs/contracts.md).
+def _publish_after_commit(tenant_id: int) -> None:
+    """Republish the tenant's section of the gateway's config snapshot once the transaction commits
+    (docs/contracts.md).
 
     Row signals already do this for saves; ``QuerySet.update()`` (status claims, revocation) bypasses them,
     so every service asks explicitly. Idempotent within a transaction.
     """
-    request_publish()
+    request_publish(tenant_id=tenant_id)
 
 
 def _full_clean(instance: Model) -> None:
@@ -72,7 +73,7 @@ def create_tenant(
         if owner is not None:
             changes["owner"] = owner.pk
         record_audit(actor, tenant, "tenant.create", tenant, changes, request_id=request_id)
-        _publish_after_commit()
+        _publish_after_commit(tenant.pk)
     return tenant
 
 
@@ -100,7 +101,7 @@ def _set_tenant_status(tenant: Tenant, new_status: str, action: str, actor: Prin
         tenant.refresh_from_db(fields=["status", "updated_at"])
         if updated:
             record_audit(actor, tenant, action, tenant, {"status": [old, new_status]}, request_id=request_id)
-            _publish_after_commit()
+            _publish_after_commit(tenant.pk)
     return bool(updated)
 
 
@@ -127,7 +128,7 @@ def delete_tenant(tenant: Tenant, *, actor: Principal | None, request_id: str = 
         changes = {"slug": tenant.slug, "name": tenant.name}
         record_audit(actor, None, "tenant.delete", tenant, changes, request_id=request_id)
         tenant.delete()
-        _publish_after_commit()
+        _publish_after_commit(tenant.pk)
 
 
 # ---------------------------------------------------------------- members
@@ -236,7 +237,7 @@ def issue_key(
             {"name": name, "scopes": key.scopes, "key_id": key.key_id, "expires_at": expires_at},
             request_id=request_id,
         )
-        _publish_after_commit()
+        _publish_after_commit(tenant.pk)
     return key, full_key
 
 
@@ -250,7 +251,7 @@ def update_key(key: ApiKey, *, changes: dict[str, Any], actor: Principal | None,
                 setattr(key, field, changes[field])
             key.save(update_fields=list(diff))
             record_audit(actor, key.tenant, "api_key.update", key, diff, request_id=request_id)
-            _publish_after_commit()
+            _publish_after_commit(key.tenant_id)
     return key
 
 
@@ -261,7 +262,7 @@ def revoke_key(key: ApiKey, *, actor: Principal | None, request_id: str = "") ->
         if revoked:
             changes = {"revoked_at": key.revoked_at}
             record_audit(actor, key.tenant, "api_key.revoke", key, changes, request_id=request_id)
-            _publish_after_commit()
+            _publish_after_commit(key.tenant_id)
     return revoked
 
 
@@ -278,7 +279,7 @@ def update_quota(quota: Quota, *, changes: dict[str, Any], actor: Principal | No
             _full_clean(quota)
             quota.save()
             record_audit(actor, quota.tenant, "quota.update", quota, diff, request_id=request_id)
-            _publish_after_commit()
+            _publish_after_commit(quota.tenant_id)
             # The namespace's ResourceQuota follows at once, not at the next resync.
             enqueue_reconcile_tenant(quota.tenant_id)
     return quota

@@ -1,33 +1,36 @@
-"""Publish the gateway's config snapshot (keys, tenants, limits, deployments, endpoints) to Redis.
+"""Build the gateway's config snapshot (keys, tenants, limits, deployments, endpoints) from Postgres, in sections, and
+store them in Redis.
 
-``controlplane.contracts.snapshot`` owns the document's shape and the store script; docs/contracts.md "Config
-snapshot" describes it. Ordering argument (docs/usage.md has the long form):
+``controlplane.contracts.snapshot`` owns the document's shape, its sections (one per tenant, one for the platform)
+and the store script; docs/contracts.md "Config snapshot" describes them. Ordering argument (docs/usage.md has the
+long form):
 
 1. A version is allocated *before* Postgres is read (``INCR <prefix>:config:seq``).
-2. The snapshot is read in one REPEATABLE READ transaction, so it is one consistent state of the database
-   that includes every commit finished before step 1.
-3. A Lua script stores the snapshot and sets ``<prefix>:config:version`` only when that version is newer
-   than the stored one, then PUBLISHes the version, atomically.
+2. The sections asked for (some tenants', or all) are read in one REPEATABLE READ transaction, so they are one
+   consistent state of the database that includes every commit finished before step 1.
+3. A Lua script stores the sections that changed and sets ``<prefix>:config:version`` only when that version is
+   newer than the stored one, then PUBLISHes the version, atomically.
 
-So the stored snapshot is always the one with the highest version, and a publisher that read Postgres
-earlier (an older version) can never overwrite one that read it later. Every commit that changes what the
-gateway needs triggers a publish after it (controlplane/snapshot/triggers.py, from ``PROJECTED_FIELDS`` below), so
-the last stored snapshot includes it. ``config:version`` only ever moves together with the snapshot: the gateway
-never sees a version that has no snapshot behind it.
+So a publisher that read Postgres earlier (an older version) can never overwrite one that read it later. Who
+publishes when is ``controlplane.snapshot.coalesce``'s job: every commit that changes what the gateway needs marks its
+tenants' sections dirty (controlplane/snapshot/triggers.py, from ``PROJECTED_FIELDS`` below), and the publisher
+rebuilds the marked sections. ``config:version`` only ever moves together with the sections: the gateway never sees
+a version that has no sections behind it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import TypeVar, cast
 
 import orjson
 import redis
 from django.db import connection, models, transaction
-from django.db.models import F, FloatField, Func, Q, TextField
+from django.db.models import F, FloatField, Func, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -41,6 +44,7 @@ from controlplane.contracts.snapshot import (
     KeyDoc,
     Limits,
     NetworkDoc,
+    SectionDoc,
     SnapshotDocument,
     TenantDoc,
 )
@@ -51,6 +55,8 @@ from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
 
 log = logging.getLogger("frontdoor.quotas.publish")
+
+M = TypeVar("M", bound=models.Model)
 
 # Revoked or expired keys stay in the snapshot this long, so the gateway can say "revoked"/"expired"
 # precisely; after that they are dropped and refused as unknown keys (fail closed either way).
@@ -120,18 +126,20 @@ def _urls(text: str | None) -> list[str]:
     return [str(url) for url in value] if isinstance(value, list) else []
 
 
-def _keys_section(now: datetime) -> dict[str, KeyDoc]:
+def _keys_section(now: datetime, tenant_ids: Collection[int] | None) -> dict[int, dict[str, KeyDoc]]:
+    """Each tenant's keys (of ``tenant_ids``, or every tenant's), by tenant id."""
     cutoff = now - DEAD_KEY_GRACE
     rows = (
-        ApiKey.unscoped_objects.filter(Q(revoked_at__isnull=True) | Q(revoked_at__gte=cutoff))
+        _of_tenants(ApiKey.unscoped_objects.all(), tenant_ids)
+        .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gte=cutoff))
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gte=cutoff))
         .order_by()
         .annotate(expires_epoch=_epoch_of("expires_at"))
-        .values_list(*_columns(ApiKey, {"tenant": "tenant__slug", "expires_at": "expires_epoch"}))
+        .values_list(*_columns(ApiKey, {"tenant": "tenant__slug", "expires_at": "expires_epoch"}), "tenant_id")
     )
-    keys: dict[str, KeyDoc] = {}
-    for pk, key_id, env, secret_hash, tenant, scopes, expires_at, revoked_at, rpm, tpm, concurrent in rows:
-        keys[key_id] = {
+    by_tenant: dict[int, dict[str, KeyDoc]] = {}
+    for pk, key_id, env, secret_hash, tenant, scopes, expires_at, revoked_at, rpm, tpm, concurrent, tid in rows:
+        by_tenant.setdefault(tid, {})[key_id] = {
             "id": pk,
             # The environment segment the key was issued with: a key presented with another one is refused.
             "env": env,
@@ -142,41 +150,49 @@ def _keys_section(now: datetime) -> dict[str, KeyDoc]:
             "revoked": revoked_at is not None,
             "limits": {"requests_per_minute": rpm, "tokens_per_minute": tpm, "max_concurrent_requests": concurrent},
         }
-    return keys
+    return by_tenant
 
 
-def _tenants_section() -> dict[str, TenantDoc]:
+def _tenants_section(tenant_ids: Collection[int] | None) -> dict[int, tuple[str, TenantDoc]]:
+    """Each tenant (of ``tenant_ids``, or every one) that exists: its slug and its entry, by id."""
     defaults = _quota_defaults()
-    rows = Tenant.objects.order_by().values_list(
-        *_columns(Tenant, {}), *_columns(Quota, {"tenant": None}, through="quota__")
+    rows = (
+        _of_tenants(Tenant.objects.all(), tenant_ids, field="pk")
+        .order_by()
+        .values_list(*_columns(Tenant, {}), *_columns(Quota, {"tenant": None}, through="quota__"))
     )
-    tenants: dict[str, TenantDoc] = {}
+    tenants: dict[int, tuple[str, TenantDoc]] = {}
     for pk, slug, status, quota_id, *limits in rows:
-        tenants[slug] = {
-            "id": pk,
-            "status": status,
-            "limits": _tenant_limits(*limits) if quota_id is not None else defaults.copy(),
-        }
+        tenants[pk] = (
+            slug,
+            {
+                "id": pk,
+                "status": status,
+                "limits": _tenant_limits(*limits) if quota_id is not None else defaults.copy(),
+            },
+        )
     return tenants
 
 
-def _deployments_section() -> dict[str, DeploymentDoc]:
+def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[str, DeploymentDoc]]:
+    """Each tenant's live deployments with their routed revisions (of ``tenant_ids``, or every tenant's), by id."""
     live = ~Q(desired_state=ModelDeployment.DesiredState.DELETING)
-    deployments: dict[str, DeploymentDoc] = {}
+    deployments: dict[int, dict[str, DeploymentDoc]] = {}
     by_id: dict[int, DeploymentDoc] = {}
     external_endpoints: dict[int, list[str]] = {}
     rows = (
-        ModelDeployment.unscoped_objects.filter(live)
+        _of_tenants(ModelDeployment.unscoped_objects.filter(live), tenant_ids)
         .order_by()
         .annotate(created_epoch=_epoch_of("created_at"), endpoints_json=_json_text("endpoints"))
         .values_list(
             *_columns(
                 ModelDeployment,
                 {"tenant": "tenant__slug", "created_at": "created_epoch", "endpoints": "endpoints_json"},
-            )
+            ),
+            "tenant_id",
         )
     )
-    for pk, tenant, name, model, runtime, state, min_r, max_r, concurrent, timeout_s, created, endpoints in rows:
+    for pk, tenant, name, model, runtime, state, min_r, max_r, concurrent, timeout_s, created, endpoints, tid in rows:
         doc: DeploymentDoc = {
             "id": pk,
             "tenant": tenant,
@@ -191,21 +207,19 @@ def _deployments_section() -> dict[str, DeploymentDoc]:
             "created": int(created),
             "revisions": [],
         }
-        deployments[contract.deployment_key(tenant, name)] = doc
+        deployments.setdefault(tid, {})[contract.deployment_key(tenant, name)] = doc
         by_id[pk] = doc
         if runtime == Runtime.EXTERNAL:
             # An external deployment's replicas are its own endpoint URLs; no backend reports any.
             external_endpoints[pk] = _urls(endpoints)
     # Only routed revisions (weight > 0) travel: the gateway ignores the others, and history would bloat it.
     revisions = (
-        Revision.unscoped_objects.filter(weight__gt=0)
+        _of_tenants(Revision.unscoped_objects.filter(weight__gt=0), tenant_ids, field="deployment__tenant_id")
         .exclude(deployment__desired_state=ModelDeployment.DesiredState.DELETING)
         .order_by("deployment_id", "number")
         .annotate(endpoints_json=_json_text("endpoints"), spec_model=KeyTextTransform("model", "spec"))
         .values_list(
-            *_columns(
-                Revision, {"deployment": "deployment_id", "endpoints": "endpoints_json", "spec": "spec_model"}
-            )
+            *_columns(Revision, {"deployment": "deployment_id", "endpoints": "endpoints_json", "spec": "spec_model"})
         )
     )
     for pk, deployment_id, number, weight, endpoints, model in revisions:
@@ -225,32 +239,54 @@ def _deployments_section() -> dict[str, DeploymentDoc]:
     return deployments
 
 
-def build_snapshot(version: int = 0) -> SnapshotDocument:
-    """The snapshot document (``controlplane.contracts.snapshot``), read from Postgres in four queries (``network``
-    needs none).
+def _of_tenants(rows: QuerySet[M], tenant_ids: Collection[int] | None, field: str = "tenant_id") -> QuerySet[M]:
+    return rows if tenant_ids is None else rows.filter(**{f"{field}__in": list(tenant_ids)})
+
+
+@dataclass(frozen=True)
+class Built:
+    """Sections read from Postgres: those to write, and the tenant sections whose tenant is gone."""
+
+    sections: dict[str, SectionDoc]
+    removed: frozenset[str]
+
+
+def build_sections(version: int, tenant_ids: Collection[int] | None = None) -> Built:
+    """The sections of ``tenant_ids`` (None: every tenant's) and the platform's, read from Postgres in four queries.
 
     Outside a transaction the reads run in one REPEATABLE READ, READ ONLY transaction, so keys, tenants and
     deployments come from the same moment. Inside a caller's transaction they share the caller's view.
     """
     if connection.in_atomic_block:
-        return _build(version)
+        return _build(version, tenant_ids)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return _build(version)
+        return _build(version, tenant_ids)
 
 
-def _build(version: int) -> SnapshotDocument:
+def _build(version: int, tenant_ids: Collection[int] | None) -> Built:
     now = timezone.now()
-    return {
-        "version": version,
-        "published_at": time.time(),
-        "keys": _keys_section(now),
-        "tenants": _tenants_section(),
-        "deployments": _deployments_section(),
-        # The address policy the gateway applies before it connects (resolved once per process, no query).
-        "network": cast(NetworkDoc, network_document()),
-    }
+    keys = _keys_section(now, tenant_ids)
+    tenants = _tenants_section(tenant_ids)
+    deployments = _deployments_section(tenant_ids)
+    sections: dict[str, SectionDoc] = {}
+    for tenant_id, (slug, tenant) in tenants.items():
+        sections[contract.tenant_section(tenant_id)] = {
+            "tenants": {slug: tenant},
+            "keys": keys.get(tenant_id, {}),
+            "deployments": deployments.get(tenant_id, {}),
+        }
+    # The address policy the gateway applies before it connects (resolved once per process, no query): in every
+    # build, as it costs nothing and the store skips it unchanged, so a first build or a changed setting carries it.
+    sections[contract.PLATFORM_SECTION] = {"network": cast(NetworkDoc, network_document())}
+    gone = (contract.tenant_section(tenant_id) for tenant_id in tenant_ids or () if tenant_id not in tenants)
+    return Built(sections, frozenset(gone))
+
+
+def build_snapshot(version: int = 0) -> SnapshotDocument:
+    """The whole document (``controlplane.contracts.snapshot``): every section, composed."""
+    return contract.compose_document(version, build_sections(version).sections.values(), time.time())
 
 
 def allocate_version(client: redis.Redis) -> int:
@@ -258,23 +294,50 @@ def allocate_version(client: redis.Redis) -> int:
     return contract.allocate_version(client, redis_prefix())
 
 
-def store_snapshot(client: redis.Redis, version: int, document: bytes) -> bool:
-    """Store the snapshot, set the version and notify, atomically, only if ``version`` is the newest; True if so."""
-    return contract.store_snapshot(client, redis_prefix(), version, document, redis_channel(CONFIG_NOTIFY))
+@dataclass(frozen=True)
+class Published:
+    """One publish: its version, whether it was stored (not superseded), what it built and changed, how long the read
+    took."""
+
+    version: int
+    stored: bool
+    sections: int  # built
+    changed: int  # written or removed (a section that came out the same is not rewritten)
+    size: int  # bytes built
+    build_ms: float
+
+
+def publish_sections(client: redis.Redis, tenant_ids: Collection[int] | None = None) -> Published:
+    """Allocate a version, build the sections of ``tenant_ids`` (None: all, replacing every stored section), store
+    them if still the newest and notify. Raises Redis and database errors (the caller keeps the marks it took).
+    """
+    version = allocate_version(client)
+    started = time.perf_counter()
+    built = build_sections(version, tenant_ids)
+    encoded = contract.encode_sections(built.sections)
+    build_ms = (time.perf_counter() - started) * 1000
+    channel = redis_channel(CONFIG_NOTIFY)
+    stored, changed = contract.store_sections(
+        client, redis_prefix(), version, encoded, sorted(built.removed), channel, replace=tenant_ids is None
+    )
+    size = sum(len(doc) for doc in encoded.values())
+    if stored:
+        log.info(
+            "published config version %d: %d of %d sections (%d bytes) changed, built in %.0f ms",
+            version,
+            changed,
+            len(encoded),
+            size,
+            build_ms,
+        )
+    else:
+        log.info("config version %d superseded by a newer publish; not stored", version)
+    return Published(version, stored, len(encoded), changed, size, build_ms)
 
 
 def publish_config() -> int:
-    """Allocate a version, build the snapshot, store it if still the newest and notify; returns the version.
+    """Publish every section now, outside the coalescing publisher (tests, tools); returns the version.
 
-    Raises Redis and database errors: callers on a commit path log them (the periodic task republishes).
+    Raises Redis and database errors.
     """
-    client = get_redis()
-    version = allocate_version(client)
-    started = time.perf_counter()
-    document = contract.encode_document(build_snapshot(version))
-    built_ms = (time.perf_counter() - started) * 1000
-    if store_snapshot(client, version, document):
-        log.info("published config version %d (%d bytes, built in %.0f ms)", version, len(document), built_ms)
-    else:
-        log.info("config version %d superseded by a newer publish; not stored", version)
-    return version
+    return publish_sections(get_redis()).version

@@ -145,9 +145,10 @@ def _try_lock(deployment_id: int) -> bool:
     return bool(row and row[0])
 
 
-def _request_publish() -> None:
-    """Republish the gateway's snapshot after commit (``QuerySet.update`` fires no signals, so ask explicitly)."""
-    request_publish()
+def _request_publish(deployment: ModelDeployment) -> None:
+    """Republish the deployment's tenant section of the gateway's snapshot after commit (``QuerySet.update`` fires no
+    signals, so ask explicitly)."""
+    request_publish(tenant_id=deployment.tenant_id)
 
 
 def reconcile_deployment(deployment_id: int, backend: Backend) -> ReconcileResult:
@@ -182,7 +183,7 @@ def reconcile_deployment(deployment_id: int, backend: Backend) -> ReconcileResul
             return ReconcileResult("degraded", db_writes=writes)
         writes, outcome = write_observed(deployment, revisions, stored, plan, status, generation)
         if writes:
-            _request_publish()
+            _request_publish(deployment)
         return ReconcileResult(outcome, db_writes=writes, api_calls=calls, api_writes=api_writes)
 
 
@@ -398,7 +399,7 @@ def _reconcile_deletion(deployment: ModelDeployment, backend: Backend) -> Reconc
     # The deployment row before its revisions (the cascade deletes those first), the order the API locks them in.
     list(ModelDeployment.unscoped_objects.select_for_update().filter(pk=deployment.pk).values_list("pk", flat=True))
     deployment.delete()  # revisions and events cascade
-    _request_publish()
+    _request_publish(deployment)
     return ReconcileResult("deleted", db_writes=1, api_calls=status.api_calls, api_writes=status.writes)
 
 

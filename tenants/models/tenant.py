@@ -162,7 +162,9 @@ class ApiKey(models.Model):
         self.refresh_from_db(fields=["revoked_at"])
         if updated:
             # .update() sends no post_save: say so, and the snapshot's triggers republish after commit.
-            bulk_change.send(sender=ApiKey, update_fields=frozenset({"revoked_at"}), using=unrevoked.db)
+            bulk_change.send(
+                sender=ApiKey, update_fields=frozenset({"revoked_at"}), using=unrevoked.db, tenant_ids=[self.tenant_id]
+            )
         return bool(updated)
 
 

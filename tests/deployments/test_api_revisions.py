@@ -194,8 +194,7 @@ def test_a_traffic_change_reaches_the_gateway_snapshot_after_commit(
     api: Callable[..., APIClient], bob: User, chat: ModelDeployment, redis_prefix: str
 ) -> None:
     """docs/contracts.md "Config snapshot": revision weights are what the gateway routes by."""
-    from controlplane.contracts.redis_names import config_snapshot_key
-    from controlplane.contracts.snapshot import decode_document
+    from controlplane.contracts.snapshot import read_document
     from controlplane.redis import get_redis, redis_prefix
 
     api(bob).patch(url("chat/"), {"model": "m/v2", "rollout": {"canary_weight": 0}}, format="json")
@@ -203,6 +202,7 @@ def test_a_traffic_change_reaches_the_gateway_snapshot_after_commit(
     response = api(bob).post(url("chat/traffic/"), {"weights": {"r1": 70, "r2": 30}}, format="json")
 
     assert response.status_code == 200
-    snapshot = decode_document(get_redis().get(config_snapshot_key(redis_prefix())))
+    snapshot = read_document(get_redis(), redis_prefix())
+    assert snapshot is not None
     routed = snapshot["deployments"]["acme/chat"]["revisions"]
     assert {r["name"]: r["weight"] for r in routed} == {"r1": 70, "r2": 30}

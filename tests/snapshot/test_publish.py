@@ -15,39 +15,30 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from controlplane.contracts.redis_names import CONFIG_NOTIFY, config_seq_key, config_snapshot_key, config_version_key
-from controlplane.redis import get_redis, redis_channel
+from controlplane.contracts.redis_names import CONFIG_NOTIFY, config_seq_key, config_version_key
+from controlplane.contracts.snapshot import read_document, read_index, store_sections
+from controlplane.redis import redis_channel
 from controlplane.snapshot.publisher import (
     PROJECTED_FIELDS,
     allocate_version,
     build_snapshot,
     publish_config,
-    store_snapshot,
 )
 from controlplane.snapshot.triggers import SNAPSHOT_FIELDS, request_publish
 from deployments.models import ModelDeployment, Revision
-from gateway.snapshot import parse_snapshot
+from gateway.snapshot_index import parse_snapshot
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def _own_prefix(redis_prefix: str) -> str:
-    """Set the per-test Redis prefix before any fixture saves a row (and so publishes)."""
-    return redis_prefix
-
-
-@pytest.fixture
-def r(redis_prefix: str) -> redis.Redis:
-    return get_redis()
 
 
 def stored(r: redis.Redis, prefix: str) -> dict[str, Any]:
-    raw = r.get(config_snapshot_key(prefix))
-    assert raw is not None
-    return orjson.loads(raw)
+    document = read_document(r, prefix)
+    assert document is not None
+    return dict(document)
 
 
 def stored_version(r: redis.Redis, prefix: str) -> int:
@@ -397,12 +388,17 @@ class socket_closed_port:
 def test_it_never_lets_an_older_publisher_overwrite_a_newer_snapshot(r: redis.Redis, redis_prefix: str) -> None:
     older = allocate_version(r)
     newer = allocate_version(r)
+    channel = redis_channel(CONFIG_NOTIFY)
 
-    assert store_snapshot(r, newer, orjson.dumps({"version": newer}))
-    assert not store_snapshot(r, older, orjson.dumps({"version": older}))
+    def section(key_id: str) -> dict[str, bytes]:
+        return {"tenant:1": orjson.dumps({"keys": {key_id: {}}})}
+
+    assert store_sections(r, redis_prefix, newer, section("new"), (), channel).stored
+    assert not store_sections(r, redis_prefix, older, section("old"), (), channel).stored
 
     assert stored_version(r, redis_prefix) == newer
-    assert stored(r, redis_prefix)["version"] == newer
+    assert set(stored(r, redis_prefix)["keys"]) == {"new"}
+    assert read_index(r, redis_prefix) == (newer, {"tenant:1": newer})
     # A lost sequence counter cannot make versions go backwards.
     r.delete(config_seq_key(redis_prefix))
     assert allocate_version(r) > newer
@@ -427,10 +423,9 @@ def test_it_keeps_versions_monotonic_under_concurrent_publishers(
 
     def watcher() -> None:
         while not done.is_set():
-            version = stored_version(r, redis_prefix)
-            raw = r.get(config_snapshot_key(redis_prefix))
-            if raw is not None:
-                observed.append((version, orjson.loads(raw)["version"]))
+            version, index = read_index(r, redis_prefix)
+            if index:
+                observed.append((version, max(index.values())))
             time.sleep(0.002)
 
     threads = [threading.Thread(target=publisher) for _ in range(4)]
@@ -446,8 +441,8 @@ def test_it_keeps_versions_monotonic_under_concurrent_publishers(
     assert not errors
     versions = [v for v, _ in observed]
     assert versions == sorted(versions)
-    snapshot_versions = [s for _, s in observed]
-    assert snapshot_versions == sorted(snapshot_versions)
+    # No section was written by a version the stored version is not at least.
+    assert all(newest_section <= version for version, newest_section in observed)
     final = stored_version(r, redis_prefix)
     assert stored(r, redis_prefix)["version"] == final
     assert final == int(r.get(config_seq_key(redis_prefix)) or 0)  # the last allocated version won

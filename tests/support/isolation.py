@@ -51,6 +51,10 @@ class RunNames:
         return f"fdt-{self.run_id}"
 
     @property
+    def snapshot_queue(self) -> str:
+        return f"fdt-{self.run_id}.snapshot"
+
+    @property
     def celery_key_prefix(self) -> str:
         return f"fdt-{self.run_id}-celery:"
 
@@ -60,7 +64,11 @@ class RunNames:
             "FRONTDOOR_TEST_RUN": self.run_id,
             "FRONTDOOR_REDIS_PREFIX": self.redis_prefix,
             "FRONTDOOR_CELERY_QUEUE": self.celery_queue,
+            "FRONTDOOR_SNAPSHOT_QUEUE": self.snapshot_queue,
             "FRONTDOOR_CELERY_KEY_PREFIX": self.celery_key_prefix,
+            # The committing process publishes the snapshot itself unless a test runs the publisher's own worker
+            # (tests/support/worker.py ``SnapshotPublisher``, which the ``platform`` fixture starts).
+            "FRONTDOOR_SNAPSHOT_PUBLISH": "inline",
         }
 
     def key_patterns(self) -> list[str]:
@@ -81,21 +89,29 @@ def apply(run: RunNames) -> None:
     settings.FRONTDOOR_CELERY_KEY_PREFIX = run.celery_key_prefix
     settings.CELERY_TASK_DEFAULT_QUEUE = run.celery_queue
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = transport_options
+    settings.FRONTDOOR_SNAPSHOT_QUEUE = run.snapshot_queue
+    settings.FRONTDOOR_SNAPSHOT_PUBLISH = "inline"
+    # Inline, the snapshot's tasks go to the default queue like every other (no publisher worker consumes its own).
+    settings.CELERY_TASK_ROUTES = {}
     # The app may have read the settings already (its configuration is read once, on first use).
     app.conf.task_default_queue = run.celery_queue
     app.conf.broker_transport_options = transport_options
+    app.conf.task_routes = {}
 
 
 def check_applied(run: RunNames) -> None:
     """Fail the session when a task would still reach another queue, or Celery's keys lack the run's prefix."""
+    from django.conf import settings
+
     from controlplane.celery import app
 
     route = app.amqp.router.route({}, "deployments.reconcile_deployment")
+    snapshot_route = app.amqp.router.route({}, "quotas.publish_config")
     with app.connection_for_write() as conn:
         key_prefix = conn.default_channel.global_keyprefix
-    found = (route["queue"].name, key_prefix)
-    expected = (run.celery_queue, run.celery_key_prefix)
-    assert found == expected, f"the Celery app is not isolated for this run: (queue, key prefix) {found} != {expected}"
+    found = (route["queue"].name, snapshot_route["queue"].name, settings.FRONTDOOR_SNAPSHOT_QUEUE, key_prefix)
+    expected = (run.celery_queue, run.celery_queue, run.snapshot_queue, run.celery_key_prefix)
+    assert found == expected, f"the Celery app is not isolated for this run: {found} != {expected}"
 
 
 def celery_key(name: str) -> str:

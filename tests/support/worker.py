@@ -1,4 +1,5 @@
-"""A real Celery worker (with an embedded beat) for tests that need the whole control plane running."""
+"""Real Celery workers for tests that need the whole control plane running: the worker (with an embedded beat), and
+the snapshot publisher's own worker."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ class Worker:
     ``os.environ`` (tests/support/isolation.py), so an installation's worker on this Redis never sees these tasks.
     """
 
+    name = "worker"
+
     def __init__(self, tmp: Path, prefix: str, env: dict[str, str]) -> None:
         from django.conf import settings
         from django.db import connection
 
-        self.log_path = tmp / "worker.log"
+        self.log_path = tmp / f"{self.name}.log"
         self.env = {
             **os.environ,
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
@@ -36,32 +39,33 @@ class Worker:
         }
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "controlplane",
-                    "worker",
-                    "--pool=solo",
-                    "-Q",
-                    settings.CELERY_TASK_DEFAULT_QUEUE,
-                    "-B",
-                    "-s",
-                    str(tmp / "beat-schedule"),
-                    "-n",
-                    f"browser-{uuid.uuid4().hex[:6]}@%h",
-                    "--without-heartbeat",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "WARNING",
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                self.command(tmp), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
+
+    def command(self, tmp: Path) -> list[str]:
+        from django.conf import settings
+
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "--pool=solo",
+            "-Q",
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "-B",
+            "-s",
+            str(tmp / "beat-schedule"),
+            "-n",
+            f"browser-{uuid.uuid4().hex[:6]}@%h",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -74,3 +78,26 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+class SnapshotPublisher(Worker):
+    """``python -m controlplane.snapshot.worker``: the publisher's own worker on the run's snapshot queue.
+
+    Processes that should queue their marks for it need ``FRONTDOOR_SNAPSHOT_PUBLISH=queue`` (the suite's default is
+    ``inline``): pass it in ``env`` for it and to the other processes, and set it in the test's settings.
+    """
+
+    name = "publisher"
+
+    def command(self, tmp: Path) -> list[str]:
+        hostname = f"publisher-{uuid.uuid4().hex[:6]}@%h"
+        return [
+            sys.executable,
+            "-m",
+            "controlplane.snapshot.worker",
+            "-n",
+            hostname,
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ]
