@@ -8,9 +8,11 @@ Views validate input and call ``tenants.services``; the console calls the same f
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status
@@ -312,6 +314,26 @@ class ApiKeyViewSet(
 # ---------------------------------------------------------------- audit events
 
 
+class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, converted to UTC before it reaches Postgres, which refuses offsets beyond ±15:59 (Python
+    parses up to ±23:59); a time that leaves the calendar once converted is refused like a malformed one."""
+
+    def clean(self, value: Any) -> datetime.datetime | None:
+        moment: datetime.datetime | None = super().clean(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(datetime.UTC)
+        except OverflowError:
+            raise forms.ValidationError(
+                "Enter a valid date/time within years 1 to 9999 in UTC.", code="invalid"
+            ) from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
 class AuditEventFilter(django_filters.FilterSet):
     action = django_filters.CharFilter()
     object_type = django_filters.CharFilter()
@@ -319,8 +341,8 @@ class AuditEventFilter(django_filters.FilterSet):
     actor = django_filters.CharFilter(field_name="actor__username")
     actor_key = django_filters.CharFilter(field_name="actor_key__key_id")
     request_id = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

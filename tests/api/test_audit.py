@@ -50,6 +50,20 @@ def test_admins_filter_audit_events(api: Api, adam: User, acme: Tenant) -> None:
     assert client.get(URL + "?page_size=1").json()["count"] == 2
 
 
+def test_time_filters_take_any_offset_python_parses_and_refuse_times_outside_the_calendar(
+    api: Api, adam: User, acme: Tenant
+) -> None:
+    record_audit(None, acme, "tenant.update", acme, {})
+    client = api(adam)
+    # -17:34 is a valid ISO 8601 offset that Postgres refuses as a time zone: the filter converts it to UTC first.
+    assert client.get(URL + "?since=2000-01-15T21:32:33-17:34").json()["count"] == 1
+    assert client.get(URL + "?until=2000-01-15T21:32:33-17:34").json()["count"] == 0
+    # Converted to UTC, this one lands in the year 10000.
+    refused = client.get(URL + "?since=9999-12-31T23:00:00-17:00")
+    assert refused.status_code == 400
+    assert "since" in refused.json()["error"]["fields"]
+
+
 def test_members_cannot_read_the_audit_log(api: Api, bob: User) -> None:
     assert api(bob).get(URL).status_code == 403
 
