@@ -30,6 +30,7 @@ from controlplane.domain_errors import Deleting, Invalid
 from deployments import network
 from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
 from deployments.reconcile.enqueue import enqueue_reconcile
+from deployments.sizing import SIZING_FIELDS
 from quotas.admission import admit_deployment, lock_quota
 from tenants.models import Tenant
 
@@ -52,6 +53,7 @@ WRITABLE_FIELDS = (
     "slo_error_rate",
     "timeout_s",
     "max_concurrent_requests",
+    *SIZING_FIELDS,
     "desired_state",
 )
 # Read by the SLO collector from Postgres; changing them needs no reconcile.
@@ -70,8 +72,11 @@ def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | 
     the gateway checks every address again before it connects.
     """
     errors: dict[str, list[str]] = {}
+    # A name cannot change, so an update does not check it again: a deployment named before today's name rules
+    # (one starting with a digit, which runs on the local backend) can still be scaled, changed and stopped.
+    exclude = ["tenant", "created_by"] if changed is None else ["tenant", "created_by", "name"]
     try:
-        deployment.full_clean(exclude=["tenant", "created_by"], validate_unique=False, validate_constraints=False)
+        deployment.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
     except ValidationError as exc:
         for name, messages in exc.message_dict.items():
             errors.setdefault(name, []).extend(messages)
@@ -87,6 +92,9 @@ def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | 
             add("endpoints", "runtime 'external' needs at least one endpoint URL")
         if deployment.gpu_count:
             add("gpu_count", "runtime 'external' runs no replicas here, so it takes no GPUs")
+        for name in SIZING_FIELDS:
+            if getattr(deployment, name) is not None:
+                add(name, "runtime 'external' runs no replicas here, so it takes no sizing")
     elif deployment.endpoints:
         add("endpoints", f"endpoints are only for runtime 'external'; runtime {deployment.runtime!r} runs replicas")
     check_addresses = changed is None or bool(_ENDPOINT_FIELDS & set(changed))

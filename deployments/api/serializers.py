@@ -7,6 +7,7 @@ come from the context and the reconciler, never from the payload. Cross-field ru
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -14,10 +15,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from controlplane.validators import dns1123_label
+from controlplane.validators import DEPLOYMENT_NAME_MAX_LENGTH, DEPLOYMENT_NAME_VALIDATORS
 from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision
 from deployments.models.deployment import unknown_gpu_type
 from deployments.services import WRITABLE_FIELDS
+from deployments.sizing import BOUNDS
 
 _REVISION_NAME = re.compile(r"^r?([1-9][0-9]{0,8})$")
 
@@ -33,11 +35,54 @@ class TrafficEntrySerializer(serializers.Serializer):
     weight = serializers.IntegerField(min_value=0, max_value=100)
 
 
+class StrictFloatField(serializers.FloatField):
+    """A JSON number: DRF's FloatField would also take ``"4"`` and ``true``, which a size should never be."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer (``30.0`` is one): never a string or a boolean."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _sizing_field(name: str, help_text: str, integer: bool = False) -> serializers.Field:
+    # The bounds show in the schema and are checked here; the model's clean() checks them again for every front end,
+    # with what needs the other fields (shared memory below memory).
+    least, most = BOUNDS[name]
+    if integer:
+        return StrictIntegerField(
+            required=False, allow_null=True, min_value=int(least), max_value=int(most), help_text=help_text
+        )
+    return StrictFloatField(required=False, allow_null=True, min_value=least, max_value=most, help_text=help_text)
+
+
+class SizingSerializer(serializers.Serializer):
+    """What each replica's pod asks for: the deployment's sizing fields where set, the defaults elsewhere."""
+
+    cpu_cores = serializers.FloatField()
+    memory_gib = serializers.FloatField(help_text="includes the shared memory")
+    shm_gib = serializers.FloatField()
+    ephemeral_storage_gib = serializers.FloatField()
+    startup_timeout_s = serializers.IntegerField()
+
+
+# The attribute the deployment views prefetch each deployment's revisions into (their numbers and weights).
+LISTED_REVISIONS = "listed_revisions"
+
+
 class DeploymentSerializer(serializers.ModelSerializer):
     """A model deployment. ``name`` is the OpenAI ``model`` clients send; it cannot change after creation."""
 
     tenant: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    name = serializers.CharField(max_length=40, validators=[dns1123_label])
+    name = serializers.CharField(max_length=DEPLOYMENT_NAME_MAX_LENGTH, validators=list(DEPLOYMENT_NAME_VALIDATORS))
     args = serializers.ListField(
         child=serializers.CharField(max_length=1000, allow_blank=True), max_length=64, required=False
     )
@@ -46,6 +91,17 @@ class DeploymentSerializer(serializers.ModelSerializer):
         child=serializers.CharField(max_length=500), max_length=32, required=False, help_text="runtime 'external' only"
     )
     gpu_type = serializers.CharField(max_length=32, allow_blank=True, required=False)
+    # Null (or left out on create): the default for the runtime and GPU count, shown in ``sizing``.
+    cpu_cores = _sizing_field("cpu_cores", "CPU cores per replica; null: the default")
+    memory_gib = _sizing_field("memory_gib", "memory per replica in GiB, shared memory included; null: the default")
+    shm_gib = _sizing_field("shm_gib", "shared memory (/dev/shm) per replica in GiB, below memory_gib; null: default")
+    ephemeral_storage_gib = _sizing_field(
+        "ephemeral_storage_gib", "ephemeral storage per replica in GiB; null: the default"
+    )
+    startup_timeout_s = _sizing_field(
+        "startup_timeout_s", "how long a replica may take to start (load its model); null: the default", integer=True
+    )
+    sizing = serializers.SerializerMethodField()
     # Answers may say "deleting" (a DELETE's 202); a client may only ask for running or stopped.
     desired_state = serializers.ChoiceField(choices=ModelDeployment.DesiredState.choices, required=False)
     rollout = RolloutSerializer(write_only=True, required=False, help_text="PATCH only: canary for a new revision")
@@ -59,6 +115,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "tenant",
             *WRITABLE_FIELDS,
             "rollout",
+            "sizing",
             "generation",
             "observed_generation",
             "status",
@@ -99,12 +156,18 @@ class DeploymentSerializer(serializers.ModelSerializer):
         return value
 
     def _revisions(self, deployment: ModelDeployment) -> list[Revision]:
-        # Prefetched by the list view (``revisions``); sorted here so a prefetch order never matters.
-        return sorted(deployment.revisions.all(), key=lambda r: r.number)
+        # Prefetched by the views, numbers and weights only (``LISTED_REVISIONS``); sorted here so a prefetch order
+        # never matters.
+        revisions = getattr(deployment, LISTED_REVISIONS, None)
+        return sorted(deployment.revisions.all() if revisions is None else revisions, key=lambda r: r.number)
 
     @extend_schema_field(TrafficEntrySerializer(many=True))
     def get_traffic(self, deployment: ModelDeployment) -> list[dict[str, Any]]:
         return [{"revision": r.name, "weight": r.weight} for r in self._revisions(deployment) if r.weight > 0]
+
+    @extend_schema_field(SizingSerializer)
+    def get_sizing(self, deployment: ModelDeployment) -> dict[str, Any]:
+        return dataclasses.asdict(deployment.sizing)
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_latest_revision(self, deployment: ModelDeployment) -> int | None:

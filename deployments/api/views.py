@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -23,6 +23,7 @@ from controlplane.permissions import IsAuthenticatedPrincipal
 from deployments import services
 from deployments.api.filters import DeploymentFilter
 from deployments.api.serializers import (
+    LISTED_REVISIONS,
     DeploymentEventSerializer,
     DeploymentSerializer,
     RevisionSerializer,
@@ -88,7 +89,12 @@ class DeploymentViewSet(IdempotentMixin, TenantScopedViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scope_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        return queryset.select_related("tenant").prefetch_related("revisions")
+        # The answer names each revision's number and weight only: their specs, endpoints and statuses (JSON Postgres
+        # would send and Python decode, for every revision in the history) stay in the database.
+        listed = Revision.unscoped_objects.only("id", "deployment_id", "number", "weight")
+        return queryset.select_related("tenant").prefetch_related(
+            Prefetch("revisions", listed, to_attr=LISTED_REVISIONS)
+        )
 
     def _fresh(self) -> ModelDeployment:
         """The deployment as stored now, with its revisions (a service call may have changed both)."""

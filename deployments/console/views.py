@@ -30,6 +30,7 @@ from deployments.backends import manifests
 from deployments.console.figures import live_figures, quota_bars
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout, Runtime
 from deployments.reconcile.engine import desired_spec
+from deployments.sizing import BOUNDS, SIZING_FIELDS, Sizing, default_sizing
 from tenants.models import Role
 
 # Statuses during which the detail page's status partial refreshes itself.
@@ -43,6 +44,22 @@ MOVING_STATUSES = frozenset(
 
 def _gpu_choices() -> list[tuple[str, str]]:
     return [("", "none (CPU)")] + [(t, t) for t in settings.FRONTDOOR_GPU_TYPES]
+
+
+def _sizing_input(name: str, label: str, integer: bool = False) -> forms.Field:
+    """An optional sizing input; blank is the default, which its placeholder shows (``show_sizing_defaults``)."""
+    least, most = BOUNDS[name]
+    help_text = "blank: the default for the runtime and GPU count"
+    if integer:
+        return forms.IntegerField(
+            required=False, min_value=int(least), max_value=int(most), label=label, help_text=help_text
+        )
+    return forms.FloatField(required=False, min_value=least, max_value=most, label=label, help_text=help_text)
+
+
+def show_sizing_defaults(form: forms.Form, defaults: Sizing) -> None:
+    for name in SIZING_FIELDS:
+        form.fields[name].widget.attrs["placeholder"] = f"{getattr(defaults, name):g}"
 
 
 class DeploymentForm(forms.Form):
@@ -62,6 +79,21 @@ class DeploymentForm(forms.Form):
     target_concurrency = forms.IntegerField(min_value=1, initial=8, help_text="in-flight requests per replica")
     timeout_s = forms.IntegerField(min_value=1, max_value=3600, initial=120, label="Timeout (s)")
     slo_p95_latency_ms = forms.IntegerField(min_value=1, required=False, label="SLO p95 latency (ms)")
+    cpu_cores = _sizing_input("cpu_cores", "CPU cores per replica")
+    memory_gib = _sizing_input("memory_gib", "Memory per replica (GiB, shared memory included)")
+    shm_gib = _sizing_input("shm_gib", "Shared memory per replica (GiB)")
+    ephemeral_storage_gib = _sizing_input("ephemeral_storage_gib", "Ephemeral storage per replica (GiB)")
+    startup_timeout_s = _sizing_input("startup_timeout_s", "Startup window (s)", integer=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The placeholders show the defaults for the runtime and GPU count submitted (the initial ones at first).
+        runtime = str(self.data.get("runtime") or Runtime.BUILTIN)
+        try:
+            gpus = min(max(int(self.data.get("gpu_count") or 0), 0), 16)
+        except ValueError:
+            gpus = 0
+        show_sizing_defaults(self, default_sizing(runtime, gpus))
 
     def service_data(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -86,7 +118,19 @@ class NewRevisionForm(forms.Form):
 
     model = forms.CharField(max_length=200)
     image = forms.CharField(max_length=300, required=False)
+    cpu_cores = _sizing_input("cpu_cores", "CPU cores per replica")
+    memory_gib = _sizing_input("memory_gib", "Memory per replica (GiB, shared memory included)")
+    shm_gib = _sizing_input("shm_gib", "Shared memory per replica (GiB)")
+    ephemeral_storage_gib = _sizing_input("ephemeral_storage_gib", "Ephemeral storage per replica (GiB)")
+    startup_timeout_s = _sizing_input("startup_timeout_s", "Startup window (s)", integer=True)
     canary_weight = forms.IntegerField(min_value=0, max_value=100, initial=10, label="Canary share (%)")
+
+    def __init__(self, *args: Any, defaults: Sizing, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        show_sizing_defaults(self, defaults)
+
+    def service_data(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in ("model", "image", *SIZING_FIELDS)}
 
 
 class RolloutStartForm(forms.Form):
@@ -118,6 +162,23 @@ def quota_field(exc: QuotaExceeded) -> str | None:
     if "replicas:" in message:
         return "max_replicas"
     return None
+
+
+def sizing_rows(deployment: ModelDeployment) -> list[tuple[str, str, bool]]:
+    """The detail page's sizing facts: (label, value in effect, whether it is the default). None run no replicas."""
+    if deployment.runtime == Runtime.EXTERNAL:
+        return []
+    sizing = deployment.sizing
+    return [
+        (label, f"{getattr(sizing, name):g}{unit}", getattr(deployment, name) is None)
+        for name, label, unit in (
+            ("cpu_cores", "CPU cores", ""),
+            ("memory_gib", "Memory", " GiB"),
+            ("shm_gib", "Shared memory", " GiB"),
+            ("ephemeral_storage_gib", "Ephemeral storage", " GiB"),
+            ("startup_timeout_s", "Startup window", " s"),
+        )
+    ]
 
 
 def show_service_errors(form: forms.Form, exc: DomainError) -> None:
@@ -262,7 +323,12 @@ class DeploymentMixin(TenantConsoleView):
             canary_form=extra.pop("canary_form", None)
             or CanaryForm(initial={"canary_weight": newest.weight if newest else 100}),
             revision_form=extra.pop("revision_form", None)
-            or NewRevisionForm(prefix="rev", initial={"model": deployment.model, "image": deployment.image}),
+            or NewRevisionForm(
+                prefix="rev",
+                initial={"model": deployment.model, "image": deployment.image, **deployment.sizing_values()},
+                defaults=deployment.sizing_defaults,
+            ),
+            sizing_rows=sizing_rows(deployment),
             **rollout_context,
             **extra,
         )
@@ -350,13 +416,12 @@ class DeploymentRevisionView(DeploymentMixin):
 
     def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         deployment = self.get_deployment(name)
-        form = NewRevisionForm(request.POST, prefix="rev")
+        form = NewRevisionForm(request.POST, prefix="rev", defaults=deployment.sizing_defaults)
         if form.is_valid():
-            data = {"model": form.cleaned_data["model"], "image": form.cleaned_data["image"]}
             try:
                 services.update_deployment(
                     deployment,
-                    data,
+                    form.service_data(),
                     canary_weight=form.cleaned_data["canary_weight"],
                     actor=self.principal,
                     request_id=self.request_id,

@@ -14,11 +14,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from controlplane.scoping import TenantScopedManager
-from controlplane.validators import dns1123_label
+from controlplane.validators import DEPLOYMENT_NAME_MAX_LENGTH, DEPLOYMENT_NAME_VALIDATORS
+from deployments.sizing import SIZING_FIELDS, Sizing, default_sizing, sizing_for, sizing_refusals
 from tenants.models import Tenant
 
 # Fields of a deployment whose change makes a new revision (everything that changes what a replica runs).
-REVISION_SPEC_FIELDS = ("runtime", "model", "image", "args", "env", "gpu_type", "gpu_count")
+REVISION_SPEC_FIELDS = ("runtime", "model", "image", "args", "env", "gpu_type", "gpu_count", *SIZING_FIELDS)
 # Fields only the platform writes (reconciler, autoscaler, services); the API and the admin show them read-only.
 SYSTEM_FIELDS = (
     "generation",
@@ -69,7 +70,7 @@ class ModelDeployment(models.Model):
         HPA = "hpa"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="deployments")
-    name = models.CharField(max_length=40, validators=[dns1123_label])
+    name = models.CharField(max_length=DEPLOYMENT_NAME_MAX_LENGTH, validators=list(DEPLOYMENT_NAME_VALIDATORS))
     runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.BUILTIN)
     model = models.CharField(max_length=200, help_text="model id the replicas serve, e.g. meta-llama/Llama-3.1-8B")
     image = models.CharField(max_length=300, blank=True, help_text="container image; empty = the runtime's default")
@@ -86,6 +87,13 @@ class ModelDeployment(models.Model):
     slo_error_rate = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(1)])
     timeout_s = models.PositiveIntegerField(default=120, validators=[MinValueValidator(1), MaxValueValidator(3600)])
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    # What each replica's pod asks for; null: the default for the runtime and GPU count (``deployments.sizing``).
+    # The bounds are ``sizing.BOUNDS``, checked in clean().
+    cpu_cores = models.FloatField(null=True, blank=True)
+    memory_gib = models.FloatField(null=True, blank=True, help_text="includes the shared memory")
+    shm_gib = models.FloatField(null=True, blank=True, help_text="shared memory, less than memory_gib")
+    ephemeral_storage_gib = models.FloatField(null=True, blank=True)
+    startup_timeout_s = models.PositiveIntegerField(null=True, blank=True)
 
     desired_state = models.CharField(max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING)
     # Bumped on every change the reconciler must act on; observed_generation is what it last converged.
@@ -130,12 +138,40 @@ class ModelDeployment(models.Model):
             errors["gpu_type"] = gpu_type_refusal
         if self.runtime == Runtime.EXTERNAL and not self.endpoints:
             errors["endpoints"] = "runtime 'external' needs at least one endpoint URL"
+        for name, refusal in sizing_refusals(self.runtime, self._sizing_gpu_count(), self.sizing_values()).items():
+            # Shared memory left to its default and memory set below it: the field given is the one to change.
+            field = "memory_gib" if name == "shm_gib" and self.shm_gib is None else name
+            errors.setdefault(field, refusal)
         if errors:
             raise ValidationError(errors)
 
     def revision_spec(self) -> dict[str, Any]:
-        """The part of the deployment a revision freezes."""
-        return {field: getattr(self, field) for field in REVISION_SPEC_FIELDS}
+        """The part of the deployment a revision freezes.
+
+        A sizing field left to its default is absent rather than null, so revisions made before the sizing fields
+        existed and revisions made since with the defaults freeze the same spec (and hash alike).
+        """
+        spec = {field: getattr(self, field) for field in REVISION_SPEC_FIELDS}
+        return {field: value for field, value in spec.items() if value is not None or field not in SIZING_FIELDS}
+
+    def sizing_values(self) -> dict[str, Any]:
+        """The sizing fields as set (None: the default)."""
+        return {field: getattr(self, field) for field in SIZING_FIELDS}
+
+    def _sizing_gpu_count(self) -> int:
+        # clean() also runs when gpu_count failed its own validation; the defaults then assume no GPUs.
+        count = self.gpu_count
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
+
+    @property
+    def sizing(self) -> Sizing:
+        """What each replica's pod asks for: the fields that are set, the runtime's defaults for the rest."""
+        return sizing_for(self.runtime, self._sizing_gpu_count(), self.sizing_values())
+
+    @property
+    def sizing_defaults(self) -> Sizing:
+        """The sizing a replica gets with every sizing field left blank."""
+        return default_sizing(self.runtime, self._sizing_gpu_count())
 
     @property
     def gpus_per_replica(self) -> int:
