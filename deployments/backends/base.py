@@ -62,6 +62,9 @@ class DeploymentSpec:
     target_concurrency: int
     revisions: tuple[RevisionSpec, ...]
     created_at: float = 0.0
+    # The longest a request may run (the deployment's ``timeout_s``): a replica being stopped is given that long to
+    # finish what it serves.
+    request_timeout_s: int = 120
 
 
 @dataclass

@@ -61,9 +61,7 @@ def is_subset(wanted: Any, actual: Any) -> bool:
     if isinstance(wanted, dict):
         return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in wanted.items())
     if isinstance(wanted, list):
-        return (
-            isinstance(actual, list) and len(wanted) == len(actual) and all(map(is_subset, wanted, actual))
-        )
+        return isinstance(actual, list) and len(wanted) == len(actual) and all(map(is_subset, wanted, actual))
     return bool(wanted == actual or (isinstance(wanted, int | str) and str(wanted) == str(actual)))
 
 
@@ -127,6 +125,23 @@ class KubernetesBackend:
                 self.networking.patch_namespaced_network_policy,
                 self.networking.delete_namespaced_network_policy,
             ),
+            "ServiceAccount": (
+                self.core.list_namespaced_service_account,
+                self.core.patch_namespaced_service_account,
+                self.core.delete_namespaced_service_account,
+            ),
+            "PersistentVolumeClaim": (
+                self.core.list_namespaced_persistent_volume_claim,
+                self.core.patch_namespaced_persistent_volume_claim,
+                self.core.delete_namespaced_persistent_volume_claim,
+            ),
+        }
+        # Tenant objects are read one by one (they carry no deployment label to list them by).
+        self.tenant_reads: dict[str, Callable[..., Any]] = {
+            "ResourceQuota": self.core.read_namespaced_resource_quota,
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
+            "ServiceAccount": self.core.read_namespaced_service_account,
+            "PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim,
         }
 
     @classmethod
@@ -224,13 +239,13 @@ class KubernetesBackend:
         self._apply_tenant(tenant, _Counter())
 
     def _apply_tenant(self, tenant: TenantSpec, counter: _Counter) -> None:
-        namespace_obj, quota, policy = manifests.tenant_objects(tenant, self.kube)
-        ns = namespace_obj["metadata"]["name"]
-        self._apply(counter, namespace_obj, self._read(counter, self.core.read_namespace, ns))
-        actual_quota = self._read(counter, self.core.read_namespaced_resource_quota, quota["metadata"]["name"], ns)
-        self._apply(counter, quota, actual_quota)
-        read_policy = self.networking.read_namespaced_network_policy
-        self._apply(counter, policy, self._read(counter, read_policy, policy["metadata"]["name"], ns))
+        for obj in manifests.tenant_objects(tenant, self.kube):
+            meta = obj["metadata"]
+            if obj["kind"] == "Namespace":
+                actual = self._read(counter, self.core.read_namespace, meta["name"])
+            else:
+                actual = self._read(counter, self.tenant_reads[obj["kind"]], meta["name"], meta["namespace"])
+            self._apply(counter, obj, actual)
         with self._lock:
             self._tenants_applied[tenant.slug] = (tenant, time.monotonic())
 
@@ -252,21 +267,27 @@ class KubernetesBackend:
         namespace = manifests.namespace_name(deployment.tenant.slug, self.kube)
         selector = self._selector(deployment.id, deployment.name)
         actual = self._actual(counter, namespace, selector)
-        wanted = manifests.deployment_objects(deployment, self.kube)
+        # Dependents carry their owner's uid, so cascading deletion follows the Deployment; a revision's Service is
+        # applied before its Deployment exists, so a Service the API server refuses leaves no GPU pods running.
+        uids = {name: obj["metadata"]["uid"] for name, obj in actual["Deployment"].items()}
+        wanted = manifests.deployment_objects(deployment, self.kube, uids)
+        current: dict[tuple[str, str], dict[str, Any]] = {}
         applied: dict[str, dict[str, Any]] = {}
-        owner_uids: dict[str, str] = {}
-        for obj in (o for o in wanted if o["kind"] == "Deployment"):
-            name = obj["metadata"]["name"]
-            applied[name] = self._apply(counter, obj, actual["Deployment"].get(name))
-            owner_uids[name] = applied[name]["metadata"]["uid"]
-        # Dependents are rendered again with their owner's uid, so cascading deletion follows the Deployment.
-        wanted = manifests.deployment_objects(deployment, self.kube, owner_uids)
+        for obj in (o for o in wanted if o["kind"] in ("Service", "Deployment")):
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            current[kind, name] = self._apply(counter, obj, actual[kind].get(name))
+            if kind == "Deployment":
+                applied[name] = current[kind, name]
+        owner_uids = {name: obj["metadata"]["uid"] for name, obj in applied.items()}
+        if any(uids.get(name) != uid for name, uid in owner_uids.items()):
+            # A new Deployment's uid exists only now: render its dependents again to own them.
+            wanted = manifests.deployment_objects(deployment, self.kube, owner_uids)
         wanted_names: dict[str, set[str]] = {kind: set() for kind in actual}
         for obj in wanted:
             kind, name = obj["kind"], obj["metadata"]["name"]
             wanted_names[kind].add(name)
             if kind != "Deployment":
-                self._apply(counter, obj, actual[kind].get(name))
+                self._apply(counter, obj, current.get((kind, name), actual[kind].get(name)))
         # Prune dependents first, then the Deployments (whose deletion would cascade to them anyway).
         for kind in ("HTTPRoute", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
             for name in sorted(set(actual[kind]) - wanted_names[kind]):

@@ -125,6 +125,7 @@ def build_deployment_spec(
         target_concurrency=deployment.target_concurrency,
         revisions=wanted,
         created_at=deployment.created_at.timestamp() if deployment.created_at else 0.0,
+        request_timeout_s=deployment.timeout_s,
     )
 
 

@@ -114,7 +114,8 @@ def test_it_splits_route_traffic_by_revision_weight() -> None:
 
 def test_it_lets_only_the_gateway_reach_model_pods(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRONTDOOR_K8S_GATEWAY_NAMESPACE", "edge")
-    _ns, quota, policy = manifests.tenant_objects(TENANT, manifests.KubeSettings.from_env())
+    objects = {o["metadata"]["name"]: o for o in manifests.tenant_objects(TENANT, manifests.KubeSettings.from_env())}
+    quota, policy = objects["frontdoor-quota"], objects["frontdoor-gateway-only"]
     peer = policy["spec"]["ingress"][0]["from"][0]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "edge"}
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "frontdoor-gateway"}

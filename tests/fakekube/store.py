@@ -21,6 +21,8 @@ KINDS = {
     "namespaces": "Namespace",
     "pods": "Pod",
     "services": "Service",
+    "serviceaccounts": "ServiceAccount",
+    "persistentvolumeclaims": "PersistentVolumeClaim",
     "resourcequotas": "ResourceQuota",
     "deployments": "Deployment",
     "poddisruptionbudgets": "PodDisruptionBudget",

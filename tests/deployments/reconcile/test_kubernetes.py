@@ -76,7 +76,9 @@ def test_it_creates_every_object_on_the_first_pass(
     assert names(fakekube, "namespaces", "app.kubernetes.io/managed-by=frontdoor") == []  # cluster-scoped: not in NS
     assert ("namespaces", "", NS) in fakekube.store.objects
     assert names(fakekube, "resourcequotas", "") == ["frontdoor-quota"]
-    assert names(fakekube, "networkpolicies", "") == ["frontdoor-gateway-only"]
+    assert names(fakekube, "networkpolicies", "") == ["frontdoor-egress", "frontdoor-gateway-only"]
+    assert names(fakekube, "serviceaccounts", "") == ["frontdoor-model"]
+    assert names(fakekube, "persistentvolumeclaims", "") == ["frontdoor-model-cache"]
     for plural in ("deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers"):
         assert names(fakekube, plural) == ["chat-r1"], plural
     assert names(fakekube, "httproutes") == ["chat"]
