@@ -1,7 +1,8 @@
 """Config snapshot publishing at scale, two revisions side by side: build and store, gateway load, a mass change, and
 the REST lists.
 
-``python bench/publish.py [--before 4f13a80] [--after REV] [--changes 1000] [--writers 4] [--json-file out.json]``
+``python bench/publish.py [--before 4f13a80] [--after REV] [--changes 1000] [--before-changes 100] [--writers 4]
+[--json-file out.json]``
 
 Each side (a git worktree of ``--before``; the working tree as it is, or a worktree of ``--after``) runs as a child
 process, this checkout's ``bench/publish_side.py`` with that tree's packages first on ``sys.path`` (and this checkout's
@@ -18,10 +19,12 @@ per side:
    largest gap); with sections, a reload after one small tenant's section changed;
 3. ``--changes`` commits, each ``save(update_fields=["max_concurrent_requests"])`` of a big-tenant deployment, from
    ``--writers`` threads: the rebuilds (``config:seq`` moved), the time the commits took and the time until a
-   listening gateway store has them all; halfway, one small tenant's key is revoked and the time from the revoke's
-   return until that store has the key as revoked is measured (2 ms polls, 30 s at most). A revision that publishes
-   on commit does so in the committing thread; one with the queued publisher runs its worker
-   (``python -m controlplane.snapshot.worker``) as a child process, and its counters (``config:stats``) are shown;
+   listening gateway store has them all; halfway, a small tenant's key is revoked and the time from the revoke's
+   return until a real gateway process of the side's tree refuses it (401; 10 ms polls, 30 s at most) is measured.
+   A revision that publishes on commit does so in the committing thread; one with the queued publisher runs its worker
+   (``python -m controlplane.snapshot.worker``) as a child process, and its counters (``config:stats``) are shown.
+   The before side makes ``--before-changes`` commits (100): each of its commits rebuilds the whole snapshot, so
+   1,000 take about an hour at full size on two cores, and a tenth shows the same per-commit cost;
 4. the REST lists of the big tenant (deployments, keys, one deployment's revisions): 200 requests each through
    ``django.test.Client`` in-process (no network), signed in as the tenant's owner; p50 and p95 (target p95 <= 50 ms).
 
@@ -61,6 +64,7 @@ FIGURES = (
     ("store_bytes", "memory one loaded store retains", "MiB"),
     ("incremental_load_ms", "reload after one small tenant changed", "ms"),
     ("incremental_stall_ms", "longest stall during that reload", "ms"),
+    ("change_count", "mass change: commits", ""),
     ("change_commits_s", "mass change: the commits' wall time", "s"),
     ("change_visible_s", "mass change: until the gateway has all", "s"),
     ("rebuilds", "mass change: rebuilds (config:seq delta)", ""),
@@ -87,10 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deployments", type=int, default=10_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--changes", type=int, default=1000, help="commits in the mass change")
+    parser.add_argument(
+        "--before-changes",
+        type=int,
+        default=100,
+        help="commits in the before side's mass change (each rebuilds the whole snapshot in the committing thread: "
+        "1,000 of them take about an hour at full size on two cores)",
+    )
     parser.add_argument("--writers", type=int, default=4, help="threads committing the mass change")
     parser.add_argument("--json-file", type=Path)
     args = parser.parse_args(argv)
-    if min(args.tenants, args.deployments, args.keys) < 2 or args.changes < 1 or args.writers < 1:
+    if (
+        min(args.tenants, args.deployments, args.keys) < 2
+        or min(args.changes, args.before_changes) < 1
+        or args.writers < 1
+    ):
         parser.error("at least 2 tenants, deployments and keys (a big tenant and a small one), 1 change and 1 writer")
     return compare(args)
 
@@ -113,14 +128,15 @@ def compare(args: argparse.Namespace) -> int:
         "revisions": revisions,
         "trees": {side: str(tree) for side, tree in trees.items()},
         "scale": {k: getattr(args, k) for k in ("tenants", "deployments", "keys", "changes", "writers")},
+        "before_changes": args.before_changes,
         "sides": {},
         "errors": {},
     }
     print(f"{report['date']}  load average {_load()}")
     print(f"before: {revisions['before']} ({trees['before']})\nafter:  {revisions['after']} ({trees['after']})")
     print(
-        f"{args.tenants} tenants, {args.deployments} deployments, {args.keys} keys; {args.changes} changes from "
-        f"{args.writers} writers\n",
+        f"{args.tenants} tenants, {args.deployments} deployments, {args.keys} keys; {args.changes} changes "
+        f"({args.before_changes} on the before side) from {args.writers} writers\n",
         flush=True,
     )
     run_id = os.getpid()
@@ -134,7 +150,8 @@ def compare(args: argparse.Namespace) -> int:
                 f"--tree={trees[side]}",
                 f"--run-id={run_id}",
                 f"--out={out.name}",
-                *(f"--{k}={v}" for k, v in report["scale"].items()),
+                *(f"--{k}={v}" for k, v in report["scale"].items() if k != "changes"),
+                f"--changes={args.before_changes if side == 'before' else args.changes}",
             ]
             # The tree's own packages first; neither the runner's directory (bench/gateway.py would shadow the
             # gateway package) nor the current directory on the path at all.

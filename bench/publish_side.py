@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -265,6 +266,60 @@ class BackgroundGateway:
         started = time.perf_counter()
         while time.perf_counter() - started < timeout_s:
             if done(self.store.current):
+                return time.perf_counter() - started
+            time.sleep(interval_s)
+        return None
+
+
+class GatewayProcess:
+    """A real gateway process of the side's tree (``python -m gateway``), as clients see it: the revocation delay is
+    measured here, so that the committing threads' work in this process cannot slow the gateway down."""
+
+    def __init__(self, tree: Path, log_path: Path) -> None:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.tree, self.log_path = tree, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        from django.conf import settings
+
+        env = {**os.environ, "FRONTDOOR_KEY_PEPPER": settings.FRONTDOOR_KEY_PEPPER, "LOG_LEVEL": "WARNING"}
+        command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(command, cwd=self.tree, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def status(self, full_key: str) -> int:
+        """A completion for a model nobody has: 404 while the key is good (auth comes first), 401 once revoked."""
+        import http.client
+
+        body = json.dumps({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("POST", "/v1/chat/completions", body, {"authorization": f"Bearer {full_key}"})
+            return conn.getresponse().status
+        except OSError:
+            return 0
+        finally:
+            conn.close()
+
+    def wait_status(self, full_key: str, code: int, timeout_s: float, interval_s: float = 0.01) -> float | None:
+        """Seconds until a request with ``full_key`` is answered ``code``; None after ``timeout_s``."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout_s:
+            if self.status(full_key) == code:
                 return time.perf_counter() - started
             time.sleep(interval_s)
         return None
@@ -524,13 +579,19 @@ class Side:
         from controlplane.contracts.redis_names import config_seq_key, config_version_key
 
         client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-        with self.publisher_worker(client), BackgroundGateway(self.prefix, self.channel()) as gateway:
+        log_dir = ROOT / "var" / "bench" / "publish" / self.prefix
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            self.publisher_worker(client),
+            BackgroundGateway(self.prefix, self.channel()) as gateway,
+            GatewayProcess(Path(self.args.tree), log_dir / "gateway.log") as gateway_process,
+        ):
             stored = int(client.get(config_version_key(self.prefix)) or 0)
             if gateway.wait_for(lambda snap: snap.version >= stored, 30) is None:
                 raise RuntimeError("the background gateway did not load the stored snapshot")
             seq_before = int(client.get(config_seq_key(self.prefix)) or 0)
             stats_before = self.publisher_stats(client)
-            self.mass_change(fx, gateway)
+            self.mass_change(fx, gateway, gateway_process)
             self.wait_publisher_idle(client)
             self.figures["rebuilds"] = int(client.get(config_seq_key(self.prefix)) or 0) - seq_before
             if self.sections:
@@ -593,7 +654,7 @@ class Side:
         while client.exists(*keys) and time.perf_counter() - started < timeout_s:
             time.sleep(0.05)
 
-    def mass_change(self, fx: Fixture, gateway: BackgroundGateway) -> None:
+    def mass_change(self, fx: Fixture, gateway: BackgroundGateway, gateway_process: GatewayProcess) -> None:
         from django.db import connection
 
         from deployments.models import ModelDeployment
@@ -603,7 +664,10 @@ class Side:
         objects = list(ModelDeployment.unscoped_objects.filter(pk__in=fx.big_deployments).order_by("pk"))
         if changes > len(objects):
             self.notes.append(f"{changes} changes cycle over the big tenant's {len(objects)} deployments")
-        key = ApiKey.unscoped_objects.get(pk=fx.small_key_pk)
+        small = ApiKey.unscoped_objects.get(pk=fx.small_key_pk).tenant
+        key, full_key = ApiKey.issue(tenant=small, name="probe", scopes=["inference"])
+        if gateway_process.wait_status(full_key, 404, 120) is None:
+            raise RuntimeError(f"the gateway process never accepted the probe key (see {gateway_process.log_path})")
         connection.close()  # each thread below opens its own
         lock, half, interrupted = threading.Lock(), threading.Event(), threading.Event()
         done, errors = [0], []
@@ -627,9 +691,6 @@ class Side:
                 half.set()  # never leave the revoker waiting
                 connection.close()
 
-        def revoked(snap: Any) -> bool:
-            return bool(getattr(snap.keys.get(fx.small_key_id), "revoked", False))
-
         def revoker() -> None:
             try:
                 half.wait()
@@ -638,7 +699,7 @@ class Side:
                 started = time.perf_counter()
                 key.revoke()
                 revocation["call_ms"] = (time.perf_counter() - started) * 1000
-                seen = gateway.wait_for(revoked, REVOKE_GIVE_UP_S)
+                seen = gateway_process.wait_status(full_key, 401, REVOKE_GIVE_UP_S)
                 revocation["delay_ms"] = seen * 1000 if seen is not None else None
             except Exception as exc:
                 errors.append(exc)
@@ -677,6 +738,7 @@ class Side:
 
         visible = gateway.wait_for(has_all, 300, interval_s=0.01)
         revoke_thread.join()
+        self.figures["change_count"] = self.args.changes
         self.figures["change_commits_s"] = commits_s
         self.figures["change_visible_s"] = commits_s + visible if visible is not None else "gave up (300 s)"
         self.figures["revoke_call_ms"] = revocation.get("call_ms")
