@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from controlplane.contracts.gpu_map import gpu_map_error
 
@@ -70,17 +71,22 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_gpu_counts(name: str) -> dict[str, int]:
-    """A JSON object mapping GPU type to a non-negative count, e.g. ``{"nvidia-h100": 64}``; empty when unset."""
+def env_json(name: str, default: Any = None) -> Any:
+    """The variable's value parsed as JSON; ``default`` when it is unset or blank (a JSON ``null`` is None)."""
     import json
 
     value = _raw(name)
     if value is None or value.strip() == "":
-        return {}
+        return default
     try:
-        parsed = json.loads(value)
+        return json.loads(value)
     except json.JSONDecodeError as exc:
         raise ImproperlyConfiguredEnv(f"{name} is not JSON: {exc}") from exc
+
+
+def env_gpu_counts(name: str) -> dict[str, int]:
+    """A JSON object mapping GPU type to a non-negative count, e.g. ``{"nvidia-h100": 64}``; empty when unset."""
+    parsed = env_json(name, {})
     if gpu_map_error(parsed) is not None:
         raise ImproperlyConfiguredEnv(f'{name} must map GPU type to a count, e.g. {{"nvidia-h100": 64}}')
     return parsed

@@ -8,14 +8,13 @@ them from ``FRONTDOOR_K8S_*`` and refuses values the API server or the network w
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.contracts.env import ImproperlyConfiguredEnv, env_list, env_str
+from controlplane.contracts.env import ImproperlyConfiguredEnv, env_json, env_list, env_str
 from deployments.backends.base import DeploymentSpec, RevisionSpec
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -121,13 +120,9 @@ def _cidr(value: str) -> str:
 
 
 def _env_labels(name: str, default: Mapping[str, str]) -> Mapping[str, str]:
-    raw = env_str(name).strip()
-    if not raw:
+    labels = env_json(name, default)
+    if labels is default:
         return default
-    try:
-        labels = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ImproperlyConfiguredEnv(f"{name} is not JSON: {exc}") from exc
     if not isinstance(labels, dict) or not labels or not all(isinstance(v, str) for v in labels.values()):
         raise ImproperlyConfiguredEnv(f"{name} must be a non-empty JSON object of label values")
     return {str(k): v for k, v in labels.items()}
@@ -135,13 +130,7 @@ def _env_labels(name: str, default: Mapping[str, str]) -> Mapping[str, str]:
 
 def _env_gpu_placement() -> dict[str, Any]:
     placement: dict[str, Any] = dict(DEFAULT_GPU_PLACEMENT)
-    raw = env_str("FRONTDOOR_K8S_GPU_NODE_SELECTORS").strip()
-    if not raw:
-        return placement
-    try:
-        overrides = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ImproperlyConfiguredEnv(f"FRONTDOOR_K8S_GPU_NODE_SELECTORS is not JSON: {exc}") from exc
+    overrides = env_json("FRONTDOOR_K8S_GPU_NODE_SELECTORS", {})
     if not isinstance(overrides, dict):
         raise ImproperlyConfiguredEnv("FRONTDOOR_K8S_GPU_NODE_SELECTORS must map GPU type to placement")
     for gpu_type, value in overrides.items():
