@@ -11,21 +11,13 @@ from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.test import APIClient
 
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from tenants.models import AuditEvent, Tenant
+from deployments.models import ModelDeployment, Revision
+from tenants.models import Tenant
+from tests.support.rows import deployment_row_counts
 
 pytestmark = pytest.mark.django_db
 
 BASE = "/api/v1/tenants/acme/deployments/"
-
-
-def row_counts() -> tuple[int, int, int, int]:
-    return (
-        ModelDeployment.objects.unscoped().count(),
-        Revision.objects.unscoped().count(),
-        DeploymentEvent.objects.unscoped().count(),
-        AuditEvent.objects.unscoped().count(),
-    )
 
 
 @pytest.mark.parametrize(
@@ -69,7 +61,7 @@ def test_it_refuses_a_bad_create_with_a_field_message_and_writes_nothing(
     overrides: dict[str, Any],
     field: str,
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, deployment_payload(**overrides), format="json")
 
@@ -79,20 +71,20 @@ def test_it_refuses_a_bad_create_with_a_field_message_and_writes_nothing(
     assert error["code"] == "invalid"
     assert field in error["fields"], error
     assert error["fields"][field]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 def test_it_refuses_a_duplicate_name_on_the_name_field(
     api: Callable[..., APIClient], bob: User, deployment_payload: Callable[..., dict[str, Any]]
 ) -> None:
     assert api(bob).post(BASE, deployment_payload(), format="json").status_code == 201
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, deployment_payload(), format="json")
 
     assert response.status_code == 400
     assert "already exists" in response.json()["error"]["fields"]["name"][0]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 def test_the_same_name_is_fine_in_another_tenant(
@@ -119,13 +111,13 @@ def test_the_same_name_is_fine_in_another_tenant(
 def test_it_answers_malformed_json_with_the_error_shape(
     api: Callable[..., APIClient], bob: User, body: bytes, content_type: str
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).generic("POST", BASE, body, content_type=content_type)
 
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"type", "code", "message", "fields"}
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 @pytest.mark.parametrize(
@@ -149,13 +141,13 @@ def test_it_refuses_a_bad_update_and_changes_nothing(
     field: str,
 ) -> None:
     api(bob).post(BASE, deployment_payload(), format="json")
-    before = (row_counts(), list(ModelDeployment.objects.unscoped().values()))
+    before = (deployment_row_counts(), list(ModelDeployment.objects.unscoped().values()))
 
     response = api(bob).patch(f"{BASE}chat-small/", patch, format="json")
 
     assert response.status_code == 400, response.json()
     assert field in response.json()["error"]["fields"]
-    assert (row_counts(), list(ModelDeployment.objects.unscoped().values())) == before
+    assert (deployment_row_counts(), list(ModelDeployment.objects.unscoped().values())) == before
 
 
 @pytest.mark.django_db(transaction=True)

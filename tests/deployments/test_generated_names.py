@@ -16,8 +16,8 @@ from controlplane.validators import DEPLOYMENT_NAME_MAX_LENGTH, INT_MAX
 from deployments import services
 from deployments.backends import manifests
 from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from tenants.models import AuditEvent
+from deployments.models import ModelDeployment, Revision
+from tests.support.rows import deployment_row_counts
 
 BASE = "/api/v1/tenants/acme/deployments/"
 Api = Callable[[User | None], APIClient]
@@ -30,21 +30,12 @@ LONGEST_NAME = "m" + "x" * (DEPLOYMENT_NAME_MAX_LENGTH - 1)
 LONGEST_SLUG = "t" * 40
 
 
-def row_counts() -> tuple[int, int, int, int]:
-    return (
-        ModelDeployment.objects.unscoped().count(),
-        Revision.objects.unscoped().count(),
-        DeploymentEvent.objects.unscoped().count(),
-        AuditEvent.objects.unscoped().count(),
-    )
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["70b-chat", "0", "1-chat", "8b"])
 def test_it_refuses_a_name_that_starts_with_a_digit_and_says_why(
     api: Api, bob: User, deployment_payload: Payload, name: str
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, deployment_payload(name=name), format="json")
 
@@ -52,7 +43,7 @@ def test_it_refuses_a_name_that_starts_with_a_digit_and_says_why(
     error = response.json()["error"]
     assert error["type"] == "invalid_request"
     assert error["fields"]["name"] == ["must start with a letter: Kubernetes Service names are DNS-1035 labels"]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 @pytest.mark.django_db

@@ -20,8 +20,9 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from deployments import network
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
-from tenants.models import AuditEvent, Tenant
+from deployments.models import ModelDeployment, Revision
+from tenants.models import Tenant
+from tests.support.rows import deployment_row_counts
 
 pytestmark = pytest.mark.django_db
 
@@ -44,15 +45,6 @@ def resolver(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     settings.FRONTDOOR_LOCAL_AGENT_HOST = "127.0.0.1"
     settings.FRONTDOOR_LOCAL_AGENT_PORT = 8002
     settings.FRONTDOOR_EXTERNAL_ALLOWED_NETWORKS = []
-
-
-def row_counts() -> tuple[int, int, int, int]:
-    return (
-        ModelDeployment.objects.unscoped().count(),
-        Revision.objects.unscoped().count(),
-        DeploymentEvent.objects.unscoped().count(),
-        AuditEvent.objects.unscoped().count(),
-    )
 
 
 def builtin(**fields: Any) -> dict[str, Any]:
@@ -99,14 +91,14 @@ def free_loopback_port() -> int:
 def test_it_refuses_env_that_changes_how_programs_start_and_writes_nothing(
     api: Callable[..., APIClient], bob: User, env: dict[str, str]
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, builtin(env=env), format="json")
 
     fields = refused_fields(response)
     (name,) = env
     assert list(fields) == ["env"] and name in fields["env"][0]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 @pytest.mark.parametrize("name", ["PYTHONUNBUFFERED", "PYTHONHASHSEED", "HF_HOME", "OMP_NUM_THREADS", "MY_FLAG"])
@@ -136,13 +128,13 @@ def test_it_accepts_harmless_env(api: Callable[..., APIClient], bob: User, name:
 def test_it_refuses_args_that_override_the_platform_load_code_or_name_outside_paths(
     api: Callable[..., APIClient], bob: User, args: list[str], culprit: str
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, builtin(args=args), format="json")
 
     fields = refused_fields(response)
     assert list(fields) == ["args"] and culprit in fields["args"][0]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 def test_it_accepts_plain_args(api: Callable[..., APIClient], bob: User) -> None:
@@ -180,13 +172,13 @@ def test_a_patch_with_refused_env_or_args_makes_no_revision(
 ) -> None:
     created = api(bob).post(BASE, builtin(env={"PYTHONUNBUFFERED": "1"}), format="json")
     assert created.status_code == 201, created.json()
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).patch(f"{BASE}chat/", change, format="json")
 
     fields = refused_fields(response)
     assert culprit in fields[field][0]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
     stored = ModelDeployment.objects.unscoped().get(name="chat")
     assert (stored.env, stored.args, stored.generation) == ({"PYTHONUNBUFFERED": "1"}, [], 1)
 
@@ -218,7 +210,7 @@ def test_a_patch_with_refused_env_or_args_makes_no_revision(
 def test_it_refuses_endpoints_the_address_policy_refuses_and_writes_nothing(
     api: Callable[..., APIClient], bob: User, url: str, why: str
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, external(url), format="json")
 
@@ -226,7 +218,7 @@ def test_it_refuses_endpoints_the_address_policy_refuses_and_writes_nothing(
     assert list(fields) == ["endpoints"]
     assert url in fields["endpoints"][0]
     assert re.search(why, fields["endpoints"][0]), fields
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 def test_it_accepts_a_public_endpoint_by_name(api: Callable[..., APIClient], bob: User) -> None:
@@ -271,18 +263,16 @@ def test_an_allowed_network_admits_a_free_loopback_port(api: Callable[..., APICl
 def test_an_allowed_network_never_admits_the_platforms_own_services(
     api: Callable[..., APIClient], bob: User, url: str
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, external(url.format(redis=redis_port())), format="json")
 
     assert "platform's own services" in refused_fields(response)["endpoints"][0]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 @pytest.mark.usefixtures("loopback_allowed")
-def test_operators_can_name_more_platform_addresses(
-    api: Callable[..., APIClient], bob: User, settings: Any
-) -> None:
+def test_operators_can_name_more_platform_addresses(api: Callable[..., APIClient], bob: User, settings: Any) -> None:
     port = free_loopback_port()
     settings.FRONTDOOR_PLATFORM_ADDRESSES = [f"127.0.0.1:{port}"]
 
@@ -298,29 +288,27 @@ def test_an_allowed_network_never_admits_another_deployments_replica(
     port = free_loopback_port()
     theirs = api(charlie).post("/api/v1/tenants/globex/deployments/", builtin(name="theirs"), format="json")
     assert theirs.status_code == 201, theirs.json()
-    Revision.objects.unscoped().filter(deployment_id=theirs.json()["id"]).update(
-        endpoints=[f"http://127.0.0.1:{port}"]
-    )
-    before = row_counts()
+    Revision.objects.unscoped().filter(deployment_id=theirs.json()["id"]).update(endpoints=[f"http://127.0.0.1:{port}"])
+    before = deployment_row_counts()
 
     response = api(bob).post(BASE, external(f"http://localhost:{port}/v1"), format="json")
 
     assert "replica of another deployment" in refused_fields(response)["endpoints"][0]
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 @pytest.mark.usefixtures("loopback_allowed")
 def test_a_patch_to_a_refused_endpoint_changes_nothing(api: Callable[..., APIClient], bob: User) -> None:
     good = f"http://127.0.0.1:{free_loopback_port()}/v1"
     assert api(bob).post(BASE, external(good), format="json").status_code == 201
-    before = row_counts()
+    before = deployment_row_counts()
 
     response = api(bob).patch(f"{BASE}ext/", {"endpoints": [good, f"http://127.0.0.1:{redis_port()}"]}, format="json")
 
     assert "platform's own services" in refused_fields(response)["endpoints"][0]
     stored = ModelDeployment.objects.unscoped().get(name="ext")
     assert (stored.endpoints, stored.generation) == ([good], 1)
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 def test_a_scale_does_not_resolve_unchanged_endpoints_again(

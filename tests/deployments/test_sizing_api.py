@@ -13,24 +13,16 @@ from rest_framework.test import APIClient
 
 from controlplane.domain_errors import Invalid
 from deployments import services
-from deployments.models import DeploymentEvent, ModelDeployment, Revision, spec_digest
+from deployments.models import ModelDeployment, Revision, spec_digest
 from deployments.sizing import SIZING_FIELDS, default_sizing
-from tenants.models import AuditEvent, Tenant
+from tenants.models import Tenant
+from tests.support.rows import deployment_row_counts
 
 pytestmark = pytest.mark.django_db
 
 BASE = "/api/v1/tenants/acme/deployments/"
 Api = Callable[[User | None], APIClient]
 Payload = Callable[..., dict[str, Any]]
-
-
-def row_counts() -> tuple[int, int, int, int]:
-    return (
-        ModelDeployment.objects.unscoped().count(),
-        Revision.objects.unscoped().count(),
-        DeploymentEvent.objects.unscoped().count(),
-        AuditEvent.objects.unscoped().count(),
-    )
 
 
 def revisions(acme: Tenant, name: str) -> list[Revision]:
@@ -170,11 +162,11 @@ def _refused(response: Any, field: str) -> None:
 def test_it_refuses_bad_sizing_and_writes_nothing(
     api: Api, bob: User, deployment_payload: Payload, overrides: dict[str, Any], field: str
 ) -> None:
-    before = row_counts()
+    before = deployment_row_counts()
 
     _refused(api(bob).post(BASE, deployment_payload(**overrides), format="json"), field)
 
-    assert row_counts() == before
+    assert deployment_row_counts() == before
 
 
 @pytest.mark.parametrize(("overrides", "field"), BAD_SIZING)
@@ -184,12 +176,12 @@ def test_a_patch_with_bad_sizing_changes_nothing(
     client = api(bob)
     assert client.post(BASE, deployment_payload(), format="json").status_code == 201
     deployment = ModelDeployment.objects.for_tenant(acme).get(name="chat-small")
-    before = (row_counts(), deployment.generation)
+    before = (deployment_row_counts(), deployment.generation)
 
     _refused(client.patch(f"{BASE}chat-small/", overrides, format="json"), field)
 
     deployment.refresh_from_db()
-    assert (row_counts(), deployment.generation) == before
+    assert (deployment_row_counts(), deployment.generation) == before
     assert all(getattr(deployment, name) is None for name in SIZING_FIELDS)
 
 
