@@ -132,7 +132,7 @@ class SnapshotStore:
             if version <= self.current.version:
                 return False
             kept = {name: cached for name, cached in self.sections.items() if name in index}
-            stale = [name for name, listed in index.items() if name not in kept or listed > kept[name].version]
+            stale = contract.stale_sections(index, {name: cached.version for name, cached in kept.items()})
             fetched = await self._fetch(stale)
             for name in stale:
                 if name not in fetched:  # removed since the index was read: a newer version has it no more

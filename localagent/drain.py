@@ -151,7 +151,7 @@ class Drainer:
         prefix = self.config.prefix
         index_version, index = snapshot.read_index(self.redis, prefix)
         sections = {name: cached for name, cached in self._sections.items() if name in index}
-        stale = [name for name, listed in index.items() if name not in sections or listed > sections[name][0]]
+        stale = snapshot.stale_sections(index, {name: version for name, (version, _) in sections.items()})
         # The sections fetched may be newer than the index (a publish came between): fetched with the version in one
         # MULTI, they are known to be no newer than it, and the endpoints they leave out are unrouted from it on.
         pipe = self.redis.pipeline(transaction=True)

@@ -29,7 +29,7 @@ public addresses only). Django-free, so that the gateway, the benchmarks and the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, NotRequired, TypedDict, cast
 
 import orjson
@@ -308,6 +308,12 @@ def read_index(client: redis.Redis, prefix: str) -> tuple[int, dict[str, int]]:
 def parse_index(raw: dict[Any, Any]) -> dict[str, int]:
     """The index hash as read (bytes or str): section name -> version."""
     return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
+
+def stale_sections(index: Mapping[str, int], held: Mapping[str, int]) -> list[str]:
+    """The sections a reader holding ``held`` (name -> the version it fetched at) must fetch for ``index``: those it
+    lacks, and those the index lists at a newer version. What it holds that the index no longer lists is gone."""
+    return [name for name, listed in index.items() if listed > held.get(name, 0)]
 
 
 def read_sections(client: redis.Redis, prefix: str, names: Iterable[str]) -> dict[str, bytes]:
