@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -21,147 +20,29 @@ from controlplane.console import (
     paginate,
     query_without_page,
     render_page_or_partial,
-    show_refusal,
 )
-from controlplane.domain_errors import DomainError, QuotaExceeded
+from controlplane.domain_errors import DomainError
 from deployments import rollout as rollouts
 from deployments import services
 from deployments.backends import manifests
 from deployments.console.figures import live_figures, quota_bars
+from deployments.console.forms import (
+    ROLLOUT_ACTIONS,
+    CanaryForm,
+    DeploymentForm,
+    NewRevisionForm,
+    RolloutStartForm,
+    ScaleForm,
+    show_service_errors,
+)
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout, Runtime
 from deployments.reconcile.engine import desired_spec
-from deployments.sizing import BOUNDS, SIZING_FIELDS, Sizing, default_sizing
 from tenants.models import Role
 
 # Statuses during which the detail page's status partial refreshes itself.
 MOVING_STATUSES = frozenset(
     {ModelDeployment.Status.PENDING, ModelDeployment.Status.PROGRESSING, ModelDeployment.Status.DELETING}
 )
-
-
-# ---------------------------------------------------------------- forms
-
-
-def _gpu_choices() -> list[tuple[str, str]]:
-    return [("", "none (CPU)")] + [(t, t) for t in settings.FRONTDOOR_GPU_TYPES]
-
-
-def _sizing_input(name: str, label: str, integer: bool = False) -> forms.Field:
-    """An optional sizing input; blank is the default, which its placeholder shows (``show_sizing_defaults``)."""
-    least, most = BOUNDS[name]
-    help_text = "blank: the default for the runtime and GPU count"
-    if integer:
-        return forms.IntegerField(
-            required=False, min_value=int(least), max_value=int(most), label=label, help_text=help_text
-        )
-    return forms.FloatField(required=False, min_value=least, max_value=most, label=label, help_text=help_text)
-
-
-def show_sizing_defaults(form: forms.Form, defaults: Sizing) -> None:
-    for name in SIZING_FIELDS:
-        form.fields[name].widget.attrs["placeholder"] = f"{getattr(defaults, name):g}"
-
-
-class DeploymentForm(forms.Form):
-    """Input for a new deployment; rules beyond field types are the service's (shown back on the fields)."""
-
-    name = forms.CharField(max_length=40, help_text="lowercase letters, digits and '-'; clients send it as `model`")
-    runtime = forms.ChoiceField(choices=Runtime.choices, initial=Runtime.BUILTIN)
-    model = forms.CharField(max_length=200, help_text="model id the replicas serve, e.g. frontdoor/sim-chat")
-    image = forms.CharField(max_length=300, required=False, help_text="empty = the runtime's default image")
-    endpoints = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="runtime 'external' only: one URL a line"
-    )
-    gpu_type = forms.ChoiceField(choices=_gpu_choices, required=False)
-    gpu_count = forms.IntegerField(min_value=0, max_value=16, initial=0, label="GPUs per replica")
-    min_replicas = forms.IntegerField(min_value=0, max_value=1000, initial=1, help_text="0 = scale to zero when idle")
-    max_replicas = forms.IntegerField(min_value=1, max_value=1000, initial=1)
-    target_concurrency = forms.IntegerField(min_value=1, initial=8, help_text="in-flight requests per replica")
-    timeout_s = forms.IntegerField(min_value=1, max_value=3600, initial=120, label="Timeout (s)")
-    slo_p95_latency_ms = forms.IntegerField(min_value=1, required=False, label="SLO p95 latency (ms)")
-    cpu_cores = _sizing_input("cpu_cores", "CPU cores per replica")
-    memory_gib = _sizing_input("memory_gib", "Memory per replica (GiB, shared memory included)")
-    shm_gib = _sizing_input("shm_gib", "Shared memory per replica (GiB)")
-    ephemeral_storage_gib = _sizing_input("ephemeral_storage_gib", "Ephemeral storage per replica (GiB)")
-    startup_timeout_s = _sizing_input("startup_timeout_s", "Startup window (s)", integer=True)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The placeholders show the defaults for the runtime and GPU count submitted (the initial ones at first).
-        runtime = str(self.data.get("runtime") or Runtime.BUILTIN)
-        try:
-            gpus = min(max(int(self.data.get("gpu_count") or 0), 0), 16)
-        except ValueError:
-            gpus = 0
-        show_sizing_defaults(self, default_sizing(runtime, gpus))
-
-    def service_data(self) -> dict[str, Any]:
-        data = dict(self.cleaned_data)
-        data["endpoints"] = [line.strip() for line in data.get("endpoints", "").splitlines() if line.strip()]
-        data["gpu_type"] = data.get("gpu_type") or ""
-        return data
-
-
-class ScaleForm(forms.Form):
-    min_replicas = forms.IntegerField(min_value=0, max_value=1000)
-    max_replicas = forms.IntegerField(min_value=1, max_value=1000)
-
-
-class CanaryForm(forms.Form):
-    """Traffic to the newest revision, in percent; the previous serving revision keeps the rest."""
-
-    canary_weight = forms.IntegerField(min_value=0, max_value=100, label="Newest revision's share (%)")
-
-
-class NewRevisionForm(forms.Form):
-    """A spec change makes a new revision; ``canary_weight`` sends it only part of the traffic at first."""
-
-    model = forms.CharField(max_length=200)
-    image = forms.CharField(max_length=300, required=False)
-    cpu_cores = _sizing_input("cpu_cores", "CPU cores per replica")
-    memory_gib = _sizing_input("memory_gib", "Memory per replica (GiB, shared memory included)")
-    shm_gib = _sizing_input("shm_gib", "Shared memory per replica (GiB)")
-    ephemeral_storage_gib = _sizing_input("ephemeral_storage_gib", "Ephemeral storage per replica (GiB)")
-    startup_timeout_s = _sizing_input("startup_timeout_s", "Startup window (s)", integer=True)
-    canary_weight = forms.IntegerField(min_value=0, max_value=100, initial=10, label="Canary share (%)")
-
-    def __init__(self, *args: Any, defaults: Sizing, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        show_sizing_defaults(self, defaults)
-
-    def service_data(self) -> dict[str, Any]:
-        return {name: self.cleaned_data[name] for name in ("model", "image", *SIZING_FIELDS)}
-
-
-class RolloutStartForm(forms.Form):
-    """A metric-gated rollout of the newest revision (``deployments.rollout.start_rollout`` checks the rest)."""
-
-    steps = forms.CharField(
-        max_length=100, initial="10, 25, 50, 100", help_text="traffic percentages for the new revision, ending at 100"
-    )
-    pause_s = forms.IntegerField(
-        min_value=0, max_value=86_400, initial=30, label="Pause per step (s)", help_text="how long each step is watched"
-    )
-
-    def clean_steps(self) -> list[int]:
-        try:
-            return [int(part) for part in self.cleaned_data["steps"].replace(" ", "").split(",") if part]
-        except ValueError as exc:
-            raise ValidationError("whole numbers separated by commas, e.g. 10, 25, 50, 100") from exc
-
-
-# The running rollout's buttons: (action, label); pause and resume show one at a time.
-ROLLOUT_ACTIONS = (("promote", "Promote"), ("pause", "Pause"), ("resume", "Resume"), ("rollback", "Roll back"))
-
-
-# Where a quota refusal belongs on the form: the quota its message names.
-def quota_field(exc: QuotaExceeded) -> str | None:
-    message = exc.message
-    if "GPUs" in message:
-        return "gpu_count"
-    if "replicas:" in message:
-        return "max_replicas"
-    return None
 
 
 def sizing_rows(deployment: ModelDeployment) -> list[tuple[str, str, bool]]:
@@ -179,14 +60,6 @@ def sizing_rows(deployment: ModelDeployment) -> list[tuple[str, str, bool]]:
             ("startup_timeout_s", "Startup window", " s"),
         )
     ]
-
-
-def show_service_errors(form: forms.Form, exc: DomainError) -> None:
-    """Put a service's refusal on the right form field (or the form): a quota refusal on the quota it names."""
-    if isinstance(exc, QuotaExceeded):
-        form.add_error(quota_field(exc), exc.message)
-    else:
-        show_refusal(form, exc)
 
 
 # ---------------------------------------------------------------- pages
