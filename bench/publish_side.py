@@ -23,11 +23,11 @@ import argparse
 import asyncio
 import copy
 import gc
+import importlib.util
 import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -35,10 +35,10 @@ import tracemalloc
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -157,172 +157,34 @@ def run_side(args: argparse.Namespace) -> int:
         drop_side(prefix, database)
 
 
-@dataclass
-class Fixture:
-    big_id: int
-    big_slug: str
-    small_id: int
-    big_deployments: list[int]
-    small_deployment: int
-    small_key_pk: int
-    small_key_id: str
-    revisions_of: str  # a big-tenant deployment's name
-    owner_id: int
+# The helpers beside this file, loaded by path: ``bench`` on the path is the measured tree's package, and these are
+# this checkout's (the type checker reads them as this checkout's modules).
+def _sibling(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    value = fn()
-    return (time.perf_counter() - started) * 1000, value
-
-
-def _best_of(n: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    runs = [_timed(fn) for _ in range(n)]
-    return min(ms for ms, _ in runs), runs[-1][1]
-
-
-class StallMeter:
-    """A coroutine that sleeps 1 ms at a time and keeps the largest gap between its wake-ups: how long the event
-    loop was blocked (a gateway serves nothing meanwhile)."""
-
-    def __init__(self) -> None:
-        self.max_gap_ms = 0.0
-        self._running = True
-
-    async def run(self) -> None:
-        last = time.perf_counter()
-        while self._running:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            self.max_gap_ms = max(self.max_gap_ms, (now - last) * 1000)
-            last = now
-
-    @contextmanager
-    def stopping(self) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            self._running = False
-
-
-async def _timed_reload(store: Any) -> tuple[float, float]:
-    """One ``reload()`` with a stall meter running: (its time, the longest stall), in ms."""
-    meter = StallMeter()
-    ticker = asyncio.create_task(meter.run())
-    await asyncio.sleep(0.005)  # the ticker is running before the load starts
-    with meter.stopping():
-        started = time.perf_counter()
-        await store.reload()
-        elapsed = (time.perf_counter() - started) * 1000
-    await ticker
-    return elapsed, meter.max_gap_ms
-
-
-class BackgroundGateway:
-    """A gateway's ``SnapshotStore`` kept current by ``listen_forever`` and ``poll_version_forever`` in a thread of its
-    own, with its own event loop, as a gateway process runs it."""
-
-    def __init__(self, prefix: str, channel: str) -> None:
-        self.prefix, self.channel = prefix, channel
-        self.store: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    def __enter__(self) -> BackgroundGateway:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the background gateway did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        import redis.asyncio as aioredis
-
-        from gateway.snapshot import SnapshotStore
-
-        client = aioredis.Redis.from_url(REDIS_URL)
-        self.store = SnapshotStore(client, self.prefix, self.channel)
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        tasks = [
-            asyncio.create_task(self.store.listen_forever()),
-            asyncio.create_task(self.store.poll_version_forever()),
-        ]
-        self._ready.set()
-        await self._stop.wait()
-        for task in tasks:
-            task.cancel()
-        # Bounded: a cancellation that lands inside the Redis client's read may take a while to surface.
-        await asyncio.wait(tasks, timeout=2)
-        await client.aclose()  # type: ignore[attr-defined]
-
-    def wait_for(self, done: Callable[[Any], bool], timeout_s: float, interval_s: float = 0.002) -> float | None:
-        """Seconds until ``done(current snapshot)``; None after ``timeout_s``."""
-        started = time.perf_counter()
-        while time.perf_counter() - started < timeout_s:
-            if done(self.store.current):
-                return time.perf_counter() - started
-            time.sleep(interval_s)
-        return None
-
-
-class GatewayProcess:
-    """A real gateway process of the side's tree (``python -m gateway``), as clients see it: the revocation delay is
-    measured here, so that the committing threads' work in this process cannot slow the gateway down."""
-
-    def __init__(self, tree: Path, log_path: Path) -> None:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self.tree, self.log_path = tree, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> GatewayProcess:
-        from django.conf import settings
-
-        env = {**os.environ, "FRONTDOOR_KEY_PEPPER": settings.FRONTDOOR_KEY_PEPPER, "LOG_LEVEL": "WARNING"}
-        command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(command, cwd=self.tree, env=env, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def status(self, full_key: str) -> int:
-        """A completion for a model nobody has: 404 while the key is good (auth comes first), 401 once revoked."""
-        import http.client
-
-        body = json.dumps({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("POST", "/v1/chat/completions", body, {"authorization": f"Bearer {full_key}"})
-            return conn.getresponse().status
-        except OSError:
-            return 0
-        finally:
-            conn.close()
-
-    def wait_status(self, full_key: str, code: int, timeout_s: float, interval_s: float = 0.01) -> float | None:
-        """Seconds until a request with ``full_key`` is answered ``code``; None after ``timeout_s``."""
-        started = time.perf_counter()
-        while time.perf_counter() - started < timeout_s:
-            if self.status(full_key) == code:
-                return time.perf_counter() - started
-            time.sleep(interval_s)
-        return None
+if TYPE_CHECKING:
+    from bench.publish_fixture import Fixture, populate
+    from bench.publish_probes import (
+        BackgroundGateway,
+        GatewayProcess,
+        StallMeter,
+        best_of,
+        percentile_of,
+        timed,
+        timed_reload,
+    )
+else:
+    _fixture, _probes = _sibling("publish_fixture"), _sibling("publish_probes")
+    Fixture, populate = _fixture.Fixture, _fixture.populate
+    BackgroundGateway, GatewayProcess = _probes.BackgroundGateway, _probes.GatewayProcess
+    StallMeter, timed_reload = _probes.StallMeter, _probes.timed_reload
+    best_of, percentile_of, timed = _probes.best_of, _probes.percentile_of, _probes.timed
 
 
 class Side:
@@ -347,7 +209,7 @@ class Side:
         started = time.perf_counter()
         call_command("migrate", verbosity=0)
         settings.FRONTDOOR_PUBLISH_ON_COMMIT = False  # populating publishes nothing
-        fixture = self.fx = self.populate()
+        fixture = self.fx = populate(self.args)
         log(self.name, f"migrated and populated in {time.perf_counter() - started:.1f} s")
         self.measure_build(fixture)
         self.measure_load(fixture)
@@ -357,92 +219,6 @@ class Side:
         return {"figures": self.figures, "notes": self.notes, "detail": self.detail, "sections": self.sections}
 
     # -- data --------------------------------------------------------------------------------------------------
-
-    def populate(self) -> Fixture:
-        from django.contrib.auth import get_user_model
-
-        from deployments.models import ModelDeployment, Revision
-        from deployments.models.deployment import spec_digest
-        from quotas.models import Quota
-        from tenants.models import ApiKey, Membership, Role, Tenant
-
-        n_tenants, n_deployments, n_keys = self.args.tenants, self.args.deployments, self.args.keys
-        width = max(4, len(str(n_tenants - 1)))
-        tenants = Tenant.objects.bulk_create(
-            (Tenant(slug=f"t{i:0{width}d}", name=f"Tenant {i}") for i in range(n_tenants)), batch_size=2000
-        )
-        Quota.unscoped_objects.bulk_create((Quota(tenant=t) for t in tenants), batch_size=2000)
-
-        def owner_of(i: int, big_share: int) -> Tenant:
-            """The first ``big_share`` rows go to the big tenant, the rest round-robin to the others."""
-            return tenants[0] if i < big_share or n_tenants == 1 else tenants[1 + (i - big_share) % (n_tenants - 1)]
-
-        big_deployments, big_keys = max(1, n_deployments // 10), max(1, n_keys // 10)
-        deployments = ModelDeployment.unscoped_objects.bulk_create(
-            (
-                ModelDeployment(
-                    tenant=owner_of(j, big_deployments),
-                    name=f"m{j:05d}",
-                    runtime="vllm",
-                    model=f"org/model-{j % 50}",
-                    gpu_type="nvidia-h100",
-                    gpu_count=1,
-                    min_replicas=1,
-                    max_replicas=2,
-                    desired_replicas=1,
-                    ready_replicas=1,
-                    status="ready",
-                    max_concurrent_requests=16,
-                )
-                for j in range(n_deployments)
-            ),
-            batch_size=2000,
-        )
-
-        def revision(d: ModelDeployment, number: int, n: int) -> Revision:
-            spec = d.revision_spec()
-            return Revision(
-                deployment=d,
-                number=number,
-                spec=spec,
-                spec_hash=spec_digest(spec),
-                weight=50,
-                endpoints=[f"http://10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}:8000"],  # one replica, unique
-                desired_replicas=1,
-                ready_replicas=1,
-            )
-
-        revisions = [revision(d, number, 2 * j + number) for j, d in enumerate(deployments) for number in (1, 2)]
-        Revision.unscoped_objects.bulk_create(revisions, batch_size=2000)
-        keys = ApiKey.unscoped_objects.bulk_create(
-            (
-                ApiKey(
-                    tenant=owner_of(i, big_keys),
-                    name=f"key {i}",
-                    key_id=f"{i:08x}",
-                    env="live",
-                    secret_hash="0" * 64,
-                    scopes=["inference"],
-                )
-                for i in range(n_keys)
-            ),
-            batch_size=5000,
-        )
-        owner = get_user_model().objects.create_user(username="bench-owner", password=None)
-        Membership.unscoped_objects.create(tenant=tenants[0], user=owner, role=Role.OWNER)
-        small = tenants[1] if n_tenants > 1 else tenants[0]
-        small_key = next(k for k in keys if k.tenant_id == small.pk)
-        return Fixture(
-            big_id=tenants[0].pk,
-            big_slug=tenants[0].slug,
-            small_id=small.pk,
-            big_deployments=[d.pk for d in deployments if d.tenant_id == tenants[0].pk],
-            small_deployment=next(d.pk for d in deployments if d.tenant_id == small.pk),
-            small_key_pk=small_key.pk,
-            small_key_id=small_key.key_id,
-            revisions_of=deployments[0].name,
-            owner_id=owner.pk,
-        )
 
     # -- 1. build and store ------------------------------------------------------------------------------------
 
@@ -463,16 +239,16 @@ class Side:
 
                 return build
 
-            self.figures["build_big_tenant_ms"] = _best_of(3, one(fx.big_id))[0]
-            self.figures["build_small_tenant_ms"] = _best_of(3, one(fx.small_id))[0]
+            self.figures["build_big_tenant_ms"] = best_of(3, one(fx.big_id))[0]
+            self.figures["build_small_tenant_ms"] = best_of(3, one(fx.small_id))[0]
         else:
 
             def full() -> int:
                 return len(contract.encode_document(publisher.build_snapshot(0)))
 
-        self.figures["build_ms"], self.figures["stored_bytes"] = _best_of(3, full)
-        self.figures["publish_first_ms"] = _timed(publisher.publish_config)[0]
-        self.figures["publish_ms"] = _best_of(3, publisher.publish_config)[0]
+        self.figures["build_ms"], self.figures["stored_bytes"] = best_of(3, full)
+        self.figures["publish_first_ms"] = timed(publisher.publish_config)[0]
+        self.figures["publish_ms"] = best_of(3, publisher.publish_config)[0]
         log(self.name, f"build {self.figures['build_ms']:.0f} ms, {self.figures['stored_bytes']} bytes")
 
     # -- 2. the gateway's load ---------------------------------------------------------------------------------
@@ -496,7 +272,7 @@ class Side:
             runs = []
             for _ in range(3):
                 store = fresh(client)
-                runs.append(await _timed_reload(store))
+                runs.append(await timed_reload(store))
             return runs, store
 
         async def retained() -> int:
@@ -525,7 +301,7 @@ class Side:
                 incremental = []
                 for i in range(3):
                     self.change_small_tenant(fx, i)  # Django between loop runs: no loop is running here
-                    incremental.append(runner.run(_timed_reload(store)))
+                    incremental.append(runner.run(timed_reload(store)))
                 self.detail["incremental_loads_ms_stall_ms"] = incremental
                 self.figures["incremental_load_ms"] = statistics.median(ms for ms, _ in incremental)
                 self.figures["incremental_stall_ms"] = max(stall for _, stall in incremental)
@@ -562,9 +338,9 @@ class Side:
                 response = client.get(path)
                 if response.status_code != 200:
                     raise RuntimeError(f"GET {path} answered {response.status_code}: {response.content[:300]!r}")
-            times = sorted(_timed(partial(client.get, path))[0] for _ in range(REST_REQUESTS))
-            self.figures[f"rest_{name}_p50_ms"] = _percentile(times, 50)
-            self.figures[f"rest_{name}_p95_ms"] = _percentile(times, 95)
+            times = sorted(timed(partial(client.get, path))[0] for _ in range(REST_REQUESTS))
+            self.figures[f"rest_{name}_p50_ms"] = percentile_of(times, 50)
+            self.figures[f"rest_{name}_p95_ms"] = percentile_of(times, 95)
         self.notes.append(
             f"REST: {REST_REQUESTS} GETs each through django.test.Client, in-process (no network, no server), "
             "first page at the default page size, signed in as the big tenant's owner"
@@ -746,12 +522,6 @@ class Side:
         self.figures["revoke_delay_ms"] = delay if delay is not None else f"gave up ({REVOKE_GIVE_UP_S:.0f} s)"
         seen = f"{delay:.0f} ms" if delay is not None else "never"
         log(self.name, f"{changes} changes committed in {commits_s:.1f} s; revocation at the gateway after {seen}")
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    from bench.common import percentile
-
-    return percentile(sorted_values, q)
 
 
 if __name__ == "__main__":
