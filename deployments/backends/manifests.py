@@ -5,8 +5,8 @@ the Kubernetes backend applies what these functions return, and the preview endp
 as YAML. Names are deterministic (``<deployment>-r<number>`` per revision, ``<deployment>`` for the HTTPRoute) and
 every object carries the ownership labels of ``manifests_common``, which is how the backend finds and prunes them.
 
-The pod itself is ``manifests_pod``'s, the tenant's shared objects ``manifests_tenant``'s; their public names are
-re-exported here, so callers import this module alone.
+The pod itself is ``manifests_pod``'s, the tenant's shared objects ``manifests_tenant``'s; the names the backend,
+the API's preview and the console use are re-exported here, so those callers import this module alone.
 """
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ from typing import Any
 import yaml
 
 from deployments.backends.base import DeploymentSpec, RevisionSpec
-from deployments.backends.manifests_common import DEFAULT_GPU_PLACEMENT as DEFAULT_GPU_PLACEMENT
 from deployments.backends.manifests_common import DEPLOYMENT_ID_LABEL as DEPLOYMENT_ID_LABEL
 from deployments.backends.manifests_common import DEPLOYMENT_LABEL as DEPLOYMENT_LABEL
-from deployments.backends.manifests_common import GPU_RESOURCE as GPU_RESOURCE
 from deployments.backends.manifests_common import MANAGED_BY as MANAGED_BY
 from deployments.backends.manifests_common import MANAGER as MANAGER
-from deployments.backends.manifests_common import MODEL_CACHE_CLAIM as MODEL_CACHE_CLAIM
 from deployments.backends.manifests_common import MODEL_PORT as MODEL_PORT
-from deployments.backends.manifests_common import MODEL_SERVICE_ACCOUNT as MODEL_SERVICE_ACCOUNT
 from deployments.backends.manifests_common import REVISION_LABEL as REVISION_LABEL
 from deployments.backends.manifests_common import TENANT_LABEL as TENANT_LABEL
 from deployments.backends.manifests_common import KubeSettings as KubeSettings
@@ -35,11 +31,7 @@ from deployments.backends.manifests_common import object_meta
 from deployments.backends.manifests_common import revision_labels as revision_labels
 from deployments.backends.manifests_common import revision_object_name as revision_object_name
 from deployments.backends.manifests_common import service_url as service_url
-from deployments.backends.manifests_common import tenant_labels as tenant_labels
-from deployments.backends.manifests_pod import RUNTIMES as RUNTIMES
-from deployments.backends.manifests_pod import RuntimeProfile as RuntimeProfile
 from deployments.backends.manifests_pod import pod_spec
-from deployments.backends.manifests_pod import termination_grace_s as termination_grace_s
 from deployments.backends.manifests_tenant import tenant_objects as tenant_objects
 
 
