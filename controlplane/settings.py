@@ -21,6 +21,7 @@ from controlplane.contracts.env import (
     env_list,
     env_str,
 )
+from controlplane.contracts.sealing import dev_secrets_key, key_text_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -62,6 +63,22 @@ try:
         raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) of 50+ characters is required in production")
     if PRODUCTION and (len(FRONTDOOR_KEY_PEPPER) < 32 or FRONTDOOR_KEY_PEPPER == _DEV_PEPPER):
         raise ImproperlyConfigured("FRONTDOOR_KEY_PEPPER (or _FILE) of 32+ characters is required in production")
+
+    # Tenant secrets (deployments/secrets.py). At rest they are sealed with FRONTDOOR_SECRETS_KEY, which only the
+    # control plane reads (in development a key derived from SECRET_KEY); on their way through Redis, to the gateway
+    # (an external deployment's upstream key) and the local agent (a replica's secret variables), with
+    # FRONTDOOR_SEAL_KEY, which those read too. Without a seal key nothing that would travel that way is accepted.
+    FRONTDOOR_SECRETS_KEY = env_str("FRONTDOOR_SECRETS_KEY", "" if PRODUCTION else dev_secrets_key(SECRET_KEY))
+    if not FRONTDOOR_SECRETS_KEY:
+        raise ImproperlyConfigured(
+            "FRONTDOOR_SECRETS_KEY (or _FILE) is required in production (`python -m controlplane.contracts.sealing`)"
+        )
+    FRONTDOOR_SEAL_KEY = env_str("FRONTDOOR_SEAL_KEY", "")
+    for _name, _keys in (("FRONTDOOR_SECRETS_KEY", FRONTDOOR_SECRETS_KEY), ("FRONTDOOR_SEAL_KEY", FRONTDOOR_SEAL_KEY)):
+        if _keys and (_problem := key_text_problem(_keys)):
+            raise ImproperlyConfigured(f"{_name} (or _FILE): {_problem}")
+    FRONTDOOR_SECRET_MAX_BYTES = env_int("FRONTDOOR_SECRET_MAX_BYTES", 8192)
+    FRONTDOOR_SECRETS_PER_TENANT = env_int("FRONTDOOR_SECRETS_PER_TENANT", 50)
 
     ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -227,6 +244,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Schema generation calls Model.objects.none(); our fail-closed `objects` managers refuse unscoped use.
     "DEFAULT_QUERY_MANAGER": "_default_manager",
+    # Two choice sets are named "kind"; the secrets' gets a name of its own.
+    "ENUM_NAME_OVERRIDES": {"SecretKindEnum": "deployments.models.secret.TenantSecret.Kind"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "controlplane.schema.add_error_responses",

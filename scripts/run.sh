@@ -33,6 +33,12 @@ bash scripts/setup.sh
 export PATH="$ROOT/.venv/bin:$PATH"
 mkdir -p var
 
+# The key that seals tenant secrets on their way to the gateway and the local agent: made once, kept in var/.
+if [ -z "${FRONTDOOR_SEAL_KEY:-}${FRONTDOOR_SEAL_KEY_FILE:-}" ]; then
+  [ -s var/seal.key ] || (umask 077 && python -m controlplane.contracts.sealing > var/seal.key)
+  export FRONTDOOR_SEAL_KEY_FILE="$ROOT/var/seal.key"
+fi
+
 for port in "$WEB_PORT" "$GATEWAY_PORT" "$FRONTDOOR_LOCAL_AGENT_PORT" "$FRONTDOOR_GATEWAY_METRICS_PORT"; do
   if python -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
     die "port $port is already in use (set WEB_PORT / GATEWAY_PORT / FRONTDOOR_LOCAL_AGENT_PORT / FRONTDOOR_GATEWAY_METRICS_PORT to free ones)"

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import pytest
 import redis
 
+from controlplane.contracts.sealing import dev_secrets_key
+
 RUN_ID = re.compile(r"[a-z0-9]{1,20}")
 
 
@@ -69,7 +71,13 @@ class RunNames:
             # The committing process publishes the snapshot itself unless a test runs the publisher's own worker
             # (tests/support/worker.py ``SnapshotPublisher``, which the ``platform`` fixture starts).
             "FRONTDOOR_SNAPSHOT_PUBLISH": "inline",
+            # Secrets travel sealed to the gateways and agents this run starts, with a key of the run's own.
+            "FRONTDOOR_SEAL_KEY": self.seal_key,
         }
+
+    @property
+    def seal_key(self) -> str:
+        return dev_secrets_key(f"test run {self.run_id} seal")
 
     def key_patterns(self) -> list[str]:
         """Redis match patterns covering every key this run can write (the run's prefix, per-test ones, Celery's)."""
@@ -91,6 +99,7 @@ def apply(run: RunNames) -> None:
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = transport_options
     settings.FRONTDOOR_SNAPSHOT_QUEUE = run.snapshot_queue
     settings.FRONTDOOR_SNAPSHOT_PUBLISH = "inline"
+    settings.FRONTDOOR_SEAL_KEY = run.seal_key
     # Inline, the snapshot's tasks go to the default queue like every other (no publisher worker consumes its own).
     settings.CELERY_TASK_ROUTES = {}
     # The app may have read the settings already (its configuration is read once, on first use).
