@@ -30,6 +30,7 @@ from controlplane.domain_errors import Deleting, Invalid
 from deployments import network
 from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
 from deployments.reconcile.enqueue import enqueue_reconcile
+from deployments.secrets import secret_reference_errors
 from deployments.sizing import SIZING_FIELDS
 from quotas.admission import admit_deployment, lock_quota
 from tenants.models import Tenant
@@ -42,6 +43,8 @@ WRITABLE_FIELDS = (
     "image",
     "args",
     "env",
+    "secret_env",
+    "upstream_key_secret",
     "endpoints",
     "gpu_type",
     "gpu_count",
@@ -92,6 +95,8 @@ def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | 
             add("endpoints", "runtime 'external' needs at least one endpoint URL")
         if deployment.gpu_count:
             add("gpu_count", "runtime 'external' runs no replicas here, so it takes no GPUs")
+        if deployment.secret_env:
+            add("secret_env", "runtime 'external' runs no replicas here; its upstream key is upstream_key_secret")
         for name in SIZING_FIELDS:
             if getattr(deployment, name) is not None:
                 add(name, "runtime 'external' runs no replicas here, so it takes no sizing")
@@ -107,6 +112,12 @@ def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | 
         add("args", message)
     for message in env_errors(deployment.env, local=local):
         add("env", message)
+    if isinstance(deployment.secret_env, dict):
+        for message in env_errors({name: "" for name in deployment.secret_env}, local=local):
+            add("secret_env", message)
+    for field, messages in secret_reference_errors(deployment).items():
+        for message in messages:
+            add(field, message)
     if deployment.gpu_type and deployment.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
         add("gpu_type", f"unknown GPU type {deployment.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}")
     if errors := {name: messages for name, messages in errors.items() if messages}:

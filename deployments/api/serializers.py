@@ -87,6 +87,17 @@ class DeploymentSerializer(serializers.ModelSerializer):
         child=serializers.CharField(max_length=1000, allow_blank=True), max_length=64, required=False
     )
     env = serializers.DictField(child=serializers.CharField(max_length=4096, allow_blank=True), required=False)
+    secret_env = serializers.DictField(
+        child=serializers.CharField(max_length=63),
+        required=False,
+        help_text='variables set from the tenant\'s secrets: variable name to secret name, e.g. {"HF_TOKEN": "hf"}',
+    )
+    upstream_key_secret = serializers.CharField(
+        max_length=63,
+        allow_blank=True,
+        required=False,
+        help_text="runtime 'external': the secret sent upstream as 'Authorization: Bearer <value>'",
+    )
     endpoints = serializers.ListField(
         child=serializers.CharField(max_length=500), max_length=32, required=False, help_text="runtime 'external' only"
     )

@@ -7,6 +7,7 @@ from deployments.models.deployment import ModelDeployment as ModelDeployment
 from deployments.models.deployment import Revision as Revision
 from deployments.models.deployment import Runtime as Runtime
 from deployments.models.deployment import spec_digest as spec_digest
+from deployments.models.secret import TenantSecret as TenantSecret
 from deployments.models.slo import Rollout as Rollout
 from deployments.models.slo import SloSample as SloSample
 from deployments.models.slo import SloStatus as SloStatus

@@ -19,7 +19,19 @@ from deployments.sizing import SIZING_FIELDS, Sizing, default_sizing, sizing_for
 from tenants.models import Tenant
 
 # Fields of a deployment whose change makes a new revision (everything that changes what a replica runs).
-REVISION_SPEC_FIELDS = ("runtime", "model", "image", "args", "env", "gpu_type", "gpu_count", *SIZING_FIELDS)
+REVISION_SPEC_FIELDS = (
+    "runtime",
+    "model",
+    "image",
+    "args",
+    "env",
+    "secret_env",
+    "gpu_type",
+    "gpu_count",
+    *SIZING_FIELDS,
+)
+# Revision fields left out of the frozen spec at their default, so revisions made before they existed hash alike.
+_OMITTED_AT_DEFAULT: dict[str, Any] = {**dict.fromkeys(SIZING_FIELDS, None), "secret_env": {}}
 # Fields only the platform writes (reconciler, autoscaler, services); the API and the admin show them read-only.
 SYSTEM_FIELDS = (
     "generation",
@@ -76,6 +88,10 @@ class ModelDeployment(models.Model):
     image = models.CharField(max_length=300, blank=True, help_text="container image; empty = the runtime's default")
     args = models.JSONField(default=list, blank=True)
     env = models.JSONField(default=dict, blank=True)
+    # Variables whose values are the tenant's secrets: {"HF_TOKEN": "hf-token"} (variable name to secret name).
+    secret_env = models.JSONField(default=dict, blank=True)
+    # Runtime ``external``: the secret the gateway sends upstream as ``Authorization: Bearer <value>``.
+    upstream_key_secret = models.CharField(max_length=63, blank=True)
     endpoints = models.JSONField(default=list, blank=True, help_text="base URLs, for runtime 'external' only")
     gpu_type = models.CharField(max_length=32, blank=True)
     gpu_count = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(16)])
@@ -119,9 +135,7 @@ class ModelDeployment(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "name"], name="deployment_unique_name_per_tenant"),
             models.CheckConstraint(condition=Q(min_replicas__lte=F("max_replicas")), name="deployment_min_le_max"),
-            models.CheckConstraint(
-                condition=Q(gpu_count=0) | ~Q(gpu_type=""), name="deployment_gpu_type_when_gpus"
-            ),
+            models.CheckConstraint(condition=Q(gpu_count=0) | ~Q(gpu_type=""), name="deployment_gpu_type_when_gpus"),
         ]
         indexes = [models.Index(fields=["tenant", "status"], name="deployment_tenant_status")]
 
@@ -148,11 +162,16 @@ class ModelDeployment(models.Model):
     def revision_spec(self) -> dict[str, Any]:
         """The part of the deployment a revision freezes.
 
-        A sizing field left to its default is absent rather than null, so revisions made before the sizing fields
-        existed and revisions made since with the defaults freeze the same spec (and hash alike).
+        A sizing field left to its default, or no ``secret_env``, is absent rather than null or empty, so revisions
+        made before those fields existed and revisions made since with the defaults freeze the same spec (and hash
+        alike).
         """
         spec = {field: getattr(self, field) for field in REVISION_SPEC_FIELDS}
-        return {field: value for field, value in spec.items() if value is not None or field not in SIZING_FIELDS}
+        return {
+            field: value
+            for field, value in spec.items()
+            if field not in _OMITTED_AT_DEFAULT or value != _OMITTED_AT_DEFAULT[field]
+        }
 
     def sizing_values(self) -> dict[str, Any]:
         """The sizing fields as set (None: the default)."""
@@ -273,5 +292,3 @@ class DeploymentEvent(models.Model):
             message=message,
             kind=cls.Kind.WARNING if warning else cls.Kind.NORMAL,
         )
-
-
