@@ -33,7 +33,10 @@ class DeploymentManifestsViewSet(TenantScopedViewSet):
         revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("number"))
         spec = desired_spec(deployment, revisions)
         kube = manifests.KubeSettings.from_env()
-        objects = manifests.tenant_objects(spec.tenant, kube) + manifests.deployment_objects(spec, kube)
+        # The tenant's Secrets are shown with their keys, never their values.
+        objects = manifests.redacted(manifests.tenant_objects(spec.tenant, kube)) + manifests.deployment_objects(
+            spec, kube
+        )
         return HttpResponse(manifests.to_yaml(objects), content_type="application/yaml; charset=utf-8")
 
 

@@ -23,14 +23,33 @@ class PermanentBackendError(Exception):
 
 
 @dataclass(frozen=True)
+class SecretValue:
+    """One of the tenant's secrets, opened for the backend: a value for ``secret_env`` or a registry login.
+
+    The value is left out of ``repr`` so that a logged spec never carries it.
+    """
+
+    name: str
+    kind: str  # "generic" or "registry"
+    version: int
+    value: str = field(repr=False)
+    registry_server: str = ""
+    registry_username: str = ""
+
+
+@dataclass(frozen=True)
 class TenantSpec:
-    """What a backend needs to know about a tenant (namespace, quota, isolation)."""
+    """What a backend needs to know about a tenant (namespace, quota, isolation, secrets)."""
 
     slug: str
     gpus: dict[str, int]
     max_replicas: int
     cpu_cores: int
     memory_gib: int
+    secrets: tuple[SecretValue, ...] = ()
+
+    def secret(self, name: str) -> SecretValue | None:
+        return next((s for s in self.secrets if s.name == name and s.kind == "generic"), None)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,14 @@ def is_subset(wanted: Any, actual: Any) -> bool:
     return bool(wanted == actual or (isinstance(wanted, int | str) and str(wanted) == str(actual)))
 
 
+def _keys_removed(wanted: dict[str, Any], actual: dict[str, Any]) -> bool:
+    """A Secret holding keys we no longer want (a deleted tenant secret): applying removes them, since this field
+    manager owns every key it applied."""
+    if wanted.get("kind") != "Secret":
+        return False
+    return bool(set(actual.get("data") or {}) - set(wanted.get("data") or {}))
+
+
 def _server_message(exc: ApiException) -> str:
     try:
         body = json.loads(exc.body or "{}")
@@ -130,6 +138,11 @@ class KubernetesBackend:
                 self.core.patch_namespaced_service_account,
                 self.core.delete_namespaced_service_account,
             ),
+            "Secret": (
+                self.core.list_namespaced_secret,
+                self.core.patch_namespaced_secret,
+                self.core.delete_namespaced_secret,
+            ),
             "PersistentVolumeClaim": (
                 self.core.list_namespaced_persistent_volume_claim,
                 self.core.patch_namespaced_persistent_volume_claim,
@@ -141,6 +154,7 @@ class KubernetesBackend:
             "ResourceQuota": self.core.read_namespaced_resource_quota,
             "NetworkPolicy": self.networking.read_namespaced_network_policy,
             "ServiceAccount": self.core.read_namespaced_service_account,
+            "Secret": self.core.read_namespaced_secret,
             "PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim,
         }
 
@@ -199,7 +213,7 @@ class KubernetesBackend:
 
     def _apply(self, counter: _Counter, obj: dict[str, Any], actual: dict[str, Any] | None) -> dict[str, Any]:
         """Server-side apply ``obj`` unless ``actual`` already has every field we manage."""
-        if actual is not None and is_subset(obj, actual):
+        if actual is not None and is_subset(obj, actual) and not _keys_removed(obj, actual):
             return actual
         kind, meta = obj["kind"], obj["metadata"]
         kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_CONTENT_TYPE}

@@ -8,6 +8,7 @@ worker never depends on the agent being up at the moment it reconciles.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -15,29 +16,61 @@ import redis
 
 from controlplane.contracts import localagent as protocol
 from controlplane.contracts.revision_status import RevisionStatus
+from controlplane.contracts.sealing import Sealer
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,
+    RevisionSpec,
     TenantSpec,
     TransientBackendError,
 )
 
+logger = logging.getLogger(__name__)
+
 WAITING_FOR_AGENT = "waiting for the local agent to pick up the change"
 
 
-def desired_document(deployment: DeploymentSpec) -> dict[str, Any]:
-    """The agent's view of a deployment. Deterministic (no timestamps), so an unchanged spec writes nothing."""
+def desired_document(deployment: DeploymentSpec, sealer: Sealer | None = None) -> dict[str, Any]:
+    """The agent's view of a deployment. Deterministic (no timestamps, deterministic seals), so an unchanged spec
+    writes nothing."""
+    revisions = []
+    for rev in sorted(deployment.revisions, key=lambda r: r.id):
+        if not rev.runs_replicas:
+            continue
+        doc: dict[str, Any] = {
+            "id": rev.id,
+            "number": rev.number,
+            "replicas": rev.replicas,
+            "weight": rev.weight,
+            "spec": rev.spec,
+        }
+        if sealed := sealed_env(deployment, rev, sealer):
+            doc["sealed_env"] = sealed
+        revisions.append(doc)
     return {
         "id": deployment.id,
         "tenant": deployment.tenant.slug,
         "name": deployment.name,
         "deleted": False,
-        "revisions": [
-            {"id": rev.id, "number": rev.number, "replicas": rev.replicas, "weight": rev.weight, "spec": rev.spec}
-            for rev in sorted(deployment.revisions, key=lambda r: r.id)
-            if rev.runs_replicas
-        ],
+        "revisions": revisions,
     }
+
+
+def sealed_env(deployment: DeploymentSpec, rev: RevisionSpec, sealer: Sealer | None) -> dict[str, str]:
+    """The revision's secret variables, sealed for the agent: a secret value never reaches Redis in clear.
+
+    Without a seal key (which the API refuses such deployments for) or a secret (deleted under a running revision,
+    which the API refuses too), a variable is left out, and the replica starts without it.
+    """
+    sealed: dict[str, str] = {}
+    for variable, name in sorted((rev.spec.get("secret_env") or {}).items()):
+        secret = deployment.tenant.secret(str(name))
+        if sealer is None or secret is None:
+            logger.warning("deployment %s: %s is left out (no seal key or no secret %r)", deployment.id, variable, name)
+            continue
+        context = protocol.secret_env_context(deployment.tenant.slug, deployment.id, str(variable))
+        sealed[str(variable)] = sealer.seal(secret.value, context, deterministic=True)
+    return sealed
 
 
 def tombstone_document(tenant_slug: str, deployment_id: int, name: str) -> dict[str, Any]:
@@ -49,12 +82,14 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, redis_url: str | None = None, prefix: str | None = None) -> None:
-        if redis_url is None or prefix is None:
+    def __init__(self, redis_url: str | None = None, prefix: str | None = None, seal_key: str | None = None) -> None:
+        if redis_url is None or prefix is None or seal_key is None:
             from django.conf import settings
 
             redis_url = redis_url or settings.REDIS_URL
             prefix = prefix or settings.FRONTDOOR_REDIS_PREFIX
+            seal_key = settings.FRONTDOOR_SEAL_KEY if seal_key is None else seal_key
+        self.sealer = Sealer.from_text(seal_key) if seal_key else None
         self.prefix = prefix
         self.notify_channel = protocol.notify_channel(prefix, redis_url)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -66,7 +101,7 @@ class LocalBackend:
     def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
         # One round trip reads the stored desired document, the status and the heartbeat together, so a pass over
         # an unchanged deployment (every resync revisits ready ones) costs one Redis read and no write.
-        raw = json.dumps(desired_document(deployment), sort_keys=True)
+        raw = json.dumps(desired_document(deployment, self.sealer), sort_keys=True)
         current, raw_status, raw_agent = self._read(deployment.id, with_desired=True)
         writes = 0
         if current is None or current.decode() != raw:

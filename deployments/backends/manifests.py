@@ -23,16 +23,24 @@ from deployments.backends.manifests_common import MANAGED_BY as MANAGED_BY
 from deployments.backends.manifests_common import MANAGER as MANAGER
 from deployments.backends.manifests_common import MODEL_PORT as MODEL_PORT
 from deployments.backends.manifests_common import REVISION_LABEL as REVISION_LABEL
+from deployments.backends.manifests_common import SECRETS_ANNOTATION, object_meta
 from deployments.backends.manifests_common import TENANT_LABEL as TENANT_LABEL
 from deployments.backends.manifests_common import KubeSettings as KubeSettings
 from deployments.backends.manifests_common import deployment_labels as deployment_labels
 from deployments.backends.manifests_common import namespace_name as namespace_name
-from deployments.backends.manifests_common import object_meta
 from deployments.backends.manifests_common import revision_labels as revision_labels
 from deployments.backends.manifests_common import revision_object_name as revision_object_name
 from deployments.backends.manifests_common import service_url as service_url
-from deployments.backends.manifests_pod import pod_spec
+from deployments.backends.manifests_pod import pod_spec, secret_versions
+from deployments.backends.manifests_tenant import redacted as redacted
 from deployments.backends.manifests_tenant import tenant_objects as tenant_objects
+
+
+def template_meta(spec: DeploymentSpec, revision: RevisionSpec, labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"labels": labels}
+    if versions := secret_versions(spec.tenant, revision.spec):
+        meta["annotations"] = {SECRETS_ANNOTATION: versions}
+    return meta
 
 
 def revision_deployment(
@@ -43,7 +51,7 @@ def revision_deployment(
     selector = {DEPLOYMENT_LABEL: spec.name, REVISION_LABEL: f"r{revision.number}"}
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector},
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec(spec, revision, kube)},
+        "template": {"metadata": template_meta(spec, revision, labels), "spec": pod_spec(spec, revision, kube)},
         # Surge only: a replica is replaced after its successor is ready (GPU capacity permitting).
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
         "progressDeadlineSeconds": 3600,
@@ -180,6 +188,17 @@ def deployment_objects(
     return objects
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes a string of several lines (the drain hook's program) as a literal block, readable as it runs."""
+
+
+def _string(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def to_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
     """A multi-document YAML stream, as ``kubectl apply -f`` takes it."""
-    return yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False, default_flow_style=False)
+    return yaml.dump_all([dict(o) for o in objects], Dumper=_Dumper, sort_keys=False, default_flow_style=False)

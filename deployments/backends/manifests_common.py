@@ -31,6 +31,11 @@ TRITON_METRICS_PORT = 8002
 # Tenant-wide objects the pods use.
 MODEL_SERVICE_ACCOUNT = "frontdoor-model"
 MODEL_CACHE_CLAIM = "frontdoor-model-cache"
+# The tenant's secrets: values by secret name (``secretKeyRef``), and its registry logins (``imagePullSecrets``).
+SECRETS_NAME = "frontdoor-secrets"
+REGISTRIES_NAME = "frontdoor-registries"
+# On the pod template: the versions of the secrets the pods read, so that a rotated value rolls them.
+SECRETS_ANNOTATION = "frontdoor.dev/secret-versions"
 
 POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
 CACHE_ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany")

@@ -5,8 +5,9 @@
   not fill the node's disk; ``/dev/shm`` is a memory emptyDir sized by the deployment, since tensor parallelism
   exchanges tensors through it; the startup probe's window is the deployment's ``startup_timeout_s``.
 - Serving: readiness gates traffic; liveness restarts a wedged engine within about a minute.
-- Draining: ``preStop`` sleeps while the endpoint leaves the Service and the gateways' snapshots, then SIGTERM lets
-  the server finish its in-flight requests, within a grace period of the request timeout plus that sleep.
+- Draining: ``preStop`` (``drain_hook.py``) waits while the endpoint leaves the Service and the gateways' snapshots,
+  then until the server's in-flight gauges read zero (at most the request timeout); SIGTERM then finds it idle. The
+  grace period covers that wait, the request timeout and the server's own shutdown.
 - Containment: seccomp ``RuntimeDefault``, no privilege escalation, no capabilities, no service account token, and
   a non-root user where the runtime's image supports one (``RuntimeProfile.run_as_user``).
 - Sizing: CPU, memory, shared memory and ephemeral storage from ``deployments.sizing.sizing_for``.
@@ -19,12 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.backends.base import DeploymentSpec, RevisionSpec
+from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
+from deployments.backends.drain_hook import drain_command
 from deployments.backends.manifests_common import (
     GPU_RESOURCE,
     MODEL_CACHE_CLAIM,
     MODEL_PORT,
     MODEL_SERVICE_ACCOUNT,
+    SECRETS_NAME,
     TRITON_METRICS_PORT,
     KubeSettings,
 )
@@ -106,7 +109,8 @@ def revision_sizing(rspec: Mapping[str, Any]) -> Sizing:
 
 
 def termination_grace_s(spec: DeploymentSpec) -> int:
-    """Long enough for the preStop sleep, the longest request the deployment allows, and the server's shutdown."""
+    """Long enough for the preStop hook (the propagation wait, then draining for at most the longest request the
+    deployment allows) and the server's shutdown."""
     return PRESTOP_SLEEP_S + spec.request_timeout_s + SHUTDOWN_MARGIN_S
 
 
@@ -124,7 +128,7 @@ def _triton_repository(model: str) -> str:
     return model if "://" in model or model.startswith("/") else f"{MODEL_CACHE_MOUNT}/{model}"
 
 
-def container_args(runtime: str, rspec: Mapping[str, Any]) -> list[str]:
+def container_args(runtime: str, rspec: Mapping[str, Any], request_timeout_s: int) -> list[str]:
     model = str(rspec.get("model", ""))
     gpus = int(rspec.get("gpu_count") or 0)
     extra = [str(arg) for arg in rspec.get("args") or []]
@@ -143,16 +147,34 @@ def container_args(runtime: str, rspec: Mapping[str, Any]) -> list[str]:
             f"--http-port={port}",
             f"--metrics-port={TRITON_METRICS_PORT}",
             "--allow-grpc=false",
+            # What still executes at SIGTERM may finish for as long as a request may run (Triton's default is 30 s).
+            f"--exit-timeout-secs={request_timeout_s}",
             *extra,
         ]
     return ["--model", model, "--host", "0.0.0.0", "--port", port, *extra]
 
 
-def container_env(profile: RuntimeProfile, rspec: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The cache locations, then the deployment's own variables, which win on the same name."""
+def container_env(profile: RuntimeProfile, rspec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The cache locations, then the deployment's own variables, which win on the same name, then the variables
+    read from the tenant's secrets (by reference: no value is in the pod spec)."""
     env: dict[str, str] = dict(profile.hf_env or {})
     env.update({str(k): str(v) for k, v in (rspec.get("env") or {}).items()})
-    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+    secret_env = {str(k): str(v) for k, v in (rspec.get("secret_env") or {}).items()}
+    entries: list[dict[str, Any]] = [
+        {"name": name, "value": value} for name, value in sorted(env.items()) if name not in secret_env
+    ]
+    entries += [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRETS_NAME, "key": secret}}}
+        for name, secret in sorted(secret_env.items())
+    ]
+    return entries
+
+
+def secret_versions(tenant: TenantSpec, rspec: Mapping[str, Any]) -> str:
+    """The versions of the secrets the revision reads, as ``name=version`` pairs: a rotation changes the pod
+    template, so the Deployment rolls its pods onto the new value (env from a Secret is read at container start)."""
+    names = sorted({str(v) for v in (rspec.get("secret_env") or {}).values()})
+    return ",".join(f"{name}={secret.version if (secret := tenant.secret(name)) else 0}" for name in names)
 
 
 def resources(rspec: Mapping[str, Any], sizing: Sizing) -> dict[str, Any]:
@@ -223,7 +245,7 @@ def model_container(spec: DeploymentSpec, revision: RevisionSpec, kube: KubeSett
     container: dict[str, Any] = {
         "name": "model",
         "image": str(rspec.get("image") or default_image),
-        "args": container_args(runtime, rspec),
+        "args": container_args(runtime, rspec, spec.request_timeout_s),
         "ports": ports,
         "env": container_env(profile, rspec),
         "resources": resources(rspec, sizing),
@@ -232,7 +254,9 @@ def model_container(spec: DeploymentSpec, revision: RevisionSpec, kube: KubeSett
             {"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT},
         ],
         **probes(profile, sizing),
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
+        "lifecycle": {
+            "preStop": {"exec": {"command": drain_command(runtime, PRESTOP_SLEEP_S, spec.request_timeout_s)}}
+        },
         "securityContext": container_security_context(),
     }
     if profile.command:

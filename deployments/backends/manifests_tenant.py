@@ -2,11 +2,16 @@
 
 Namespace (with Pod Security admission labels), ResourceQuota, the ingress NetworkPolicy (the gateway, and
 Prometheus on the metrics ports), the egress NetworkPolicy (DNS and the operator's model-download CIDRs), the
-ServiceAccount the pods run as, and the model cache PersistentVolumeClaim the pods mount at ``/models``.
+ServiceAccount the pods run as (which carries the tenant's registry logins as ``imagePullSecrets``), the model cache
+PersistentVolumeClaim the pods mount at ``/models``, and the two Secrets holding the tenant's secrets: one value per
+secret name, read by ``secretKeyRef``, and one ``.dockerconfigjson`` with every registry login. Both are always
+applied, empty when the tenant has none, so that a deleted secret leaves them too.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from deployments.backends.base import TenantSpec
@@ -17,6 +22,8 @@ from deployments.backends.manifests_common import (
     MODEL_CACHE_CLAIM,
     MODEL_PORT,
     MODEL_SERVICE_ACCOUNT,
+    REGISTRIES_NAME,
+    SECRETS_NAME,
     TRITON_METRICS_PORT,
     KubeSettings,
     namespace_name,
@@ -121,7 +128,53 @@ def _service_account(tenant: TenantSpec, ns: str) -> dict[str, Any]:
         "kind": "ServiceAccount",
         "metadata": object_meta(MODEL_SERVICE_ACCOUNT, ns, tenant_labels(tenant.slug)),
         "automountServiceAccountToken": False,
+        # Pods admitted under this account pull with the tenant's registry logins (none: an empty config).
+        "imagePullSecrets": [{"name": REGISTRIES_NAME}],
     }
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _values(tenant: TenantSpec, ns: str) -> dict[str, Any]:
+    data = {s.name: _b64(s.value) for s in tenant.secrets if s.kind == "generic"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(SECRETS_NAME, ns, tenant_labels(tenant.slug)),
+        "type": "Opaque",
+        "data": data,
+    }
+
+
+def _registries(tenant: TenantSpec, ns: str) -> dict[str, Any]:
+    auths = {
+        s.registry_server: {
+            "username": s.registry_username,
+            "password": s.value,
+            "auth": _b64(f"{s.registry_username}:{s.value}"),
+        }
+        for s in tenant.secrets
+        if s.kind == "registry"
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(REGISTRIES_NAME, ns, tenant_labels(tenant.slug)),
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": _b64(json.dumps({"auths": auths}, sort_keys=True))},
+    }
+
+
+def redacted(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``objects`` with every Secret's values replaced by a placeholder: what a preview may show."""
+    shown = []
+    for obj in objects:
+        if obj.get("kind") == "Secret":
+            obj = {**obj, "data": dict.fromkeys(obj.get("data") or {}, "(not shown)")}
+        shown.append(obj)
+    return shown
 
 
 def _model_cache(tenant: TenantSpec, ns: str, kube: KubeSettings) -> dict[str, Any]:
@@ -149,6 +202,8 @@ def tenant_objects(tenant: TenantSpec, kube: KubeSettings) -> list[dict[str, Any
         _quota(tenant, ns),
         _ingress_policy(tenant, ns, kube),
         _egress_policy(tenant, ns, kube),
+        _values(tenant, ns),
+        _registries(tenant, ns),
         _service_account(tenant, ns),
         _model_cache(tenant, ns, kube),
     ]

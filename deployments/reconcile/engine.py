@@ -26,9 +26,11 @@ from deployments.backends.base import (
     DeploymentStatus,
     PermanentBackendError,
     RevisionSpec,
+    SecretValue,
     TenantSpec,
 )
-from deployments.models import DeploymentEvent, ModelDeployment, Revision
+from deployments.models import DeploymentEvent, ModelDeployment, Revision, TenantSecret
+from deployments.secrets import reveal
 from quotas.models import Quota
 from tenants.models import Tenant
 
@@ -103,6 +105,22 @@ def tenant_spec(tenant: Tenant, quota: Quota | None) -> TenantSpec:
         max_replicas=quota.max_replicas,
         cpu_cores=quota.cpu_cores,
         memory_gib=quota.memory_gib,
+        secrets=tenant_secrets(tenant),
+    )
+
+
+def tenant_secrets(tenant: Tenant) -> tuple[SecretValue, ...]:
+    """The tenant's secrets, opened, by name (the reconciler is their only reader besides the snapshot publisher)."""
+    return tuple(
+        SecretValue(
+            name=row.name,
+            kind=row.kind,
+            version=row.version,
+            value=reveal(row),
+            registry_server=row.registry_server,
+            registry_username=row.registry_username,
+        )
+        for row in TenantSecret.unscoped_objects.filter(tenant=tenant).order_by("name")
     )
 
 

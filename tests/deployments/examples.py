@@ -16,10 +16,29 @@ from collections.abc import Callable
 from typing import Any
 
 from deployments.backends import manifests
-from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
+from deployments.backends.base import DeploymentSpec, RevisionSpec, SecretValue, TenantSpec
 
+# The tenant's secrets: a Hugging Face token its gated models need, rotated twice, and a login to NVIDIA's registry.
+HF_TOKEN_VALUE = "hf_exampleTokenValueThatMustNotLeak0123"
+REGISTRY_PASSWORD = "nvapi-examplePasswordThatMustNotLeak"
+SECRETS = (
+    SecretValue(name="hf-token", kind="generic", version=3, value=HF_TOKEN_VALUE),
+    SecretValue(
+        name="ngc",
+        kind="registry",
+        version=1,
+        value=REGISTRY_PASSWORD,
+        registry_server="nvcr.io",
+        registry_username="$oauthtoken",
+    ),
+)
 TENANT = TenantSpec(
-    slug="acme", gpus={"nvidia-h100": 16, "nvidia-l4": 4}, max_replicas=20, cpu_cores=256, memory_gib=2048
+    slug="acme",
+    gpus={"nvidia-h100": 16, "nvidia-l4": 4},
+    max_replicas=20,
+    cpu_cores=256,
+    memory_gib=2048,
+    secrets=SECRETS,
 )
 # What the documentation shows: a named storage class and a download proxy's CIDR, the rest as defaults.
 DOC_KUBE = manifests.KubeSettings(model_cache_class="shared-rwx", egress_cidrs=("10.20.30.0/24",))
@@ -49,6 +68,7 @@ def llama_70b() -> DeploymentSpec:
         model="meta-llama/Llama-3.1-70B-Instruct",
         args=["--max-model-len", "32768", "--gpu-memory-utilization", "0.92"],
         env={"VLLM_LOGGING_LEVEL": "INFO"},
+        secret_env={"HF_TOKEN": "hf-token"},
         gpu_type="nvidia-h100",
         gpu_count=4,
     )
@@ -57,7 +77,13 @@ def llama_70b() -> DeploymentSpec:
 
 def tgi_l4_scaled_to_zero() -> DeploymentSpec:
     revision = _revision(
-        1, replicas=0, runtime="tgi", model="mistralai/Mistral-7B-Instruct-v0.3", gpu_type="nvidia-l4", gpu_count=1
+        1,
+        replicas=0,
+        runtime="tgi",
+        model="mistralai/Mistral-7B-Instruct-v0.3",
+        secret_env={"HF_TOKEN": "hf-token"},
+        gpu_type="nvidia-l4",
+        gpu_count=1,
     )
     return _deployment("mistral-l4", revision, min_replicas=0, max_replicas=2)
 
@@ -100,9 +126,13 @@ EXAMPLES: dict[str, Callable[[], DeploymentSpec]] = {
 }
 
 
-def render(spec: DeploymentSpec, kube: manifests.KubeSettings = DOC_KUBE) -> list[dict[str, Any]]:
-    """The tenant's objects and the deployment's, as the preview endpoint returns them."""
-    return manifests.tenant_objects(spec.tenant, kube) + manifests.deployment_objects(spec, kube)
+def render(
+    spec: DeploymentSpec, kube: manifests.KubeSettings = DOC_KUBE, *, reveal: bool = False
+) -> list[dict[str, Any]]:
+    """The tenant's objects and the deployment's, as the preview endpoint returns them (Secrets without their
+    values), or as the backend applies them with ``reveal``."""
+    tenant = manifests.tenant_objects(spec.tenant, kube)
+    return (tenant if reveal else manifests.redacted(tenant)) + manifests.deployment_objects(spec, kube)
 
 
 def llama_70b_yaml() -> str:

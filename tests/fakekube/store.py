@@ -22,6 +22,7 @@ KINDS = {
     "pods": "Pod",
     "services": "Service",
     "serviceaccounts": "ServiceAccount",
+    "secrets": "Secret",
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "resourcequotas": "ResourceQuota",
     "deployments": "Deployment",
