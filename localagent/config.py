@@ -16,6 +16,7 @@ from controlplane.contracts.env import (
     env_int,
     env_str,
 )
+from controlplane.contracts.sealing import Sealer, SealError, sealer_from_env
 
 # Runtimes whose replicas are started from a command template in FRONTDOOR_LOCAL_COMMAND_<RUNTIME>.
 TEMPLATE_RUNTIMES = ("vllm", "tgi", "triton")
@@ -46,6 +47,13 @@ def _non_negative(name: str, default: float) -> float:
     if value < 0:
         raise ImproperlyConfiguredEnv(f"{name}={value}: use 0 or more seconds")
     return value
+
+
+def _sealer() -> Sealer | None:
+    try:
+        return sealer_from_env("FRONTDOOR_SEAL_KEY")
+    except SealError as exc:
+        raise ImproperlyConfiguredEnv(f"FRONTDOOR_SEAL_KEY (or _FILE): {exc}") from exc
 
 
 @dataclass
@@ -81,6 +89,9 @@ class AgentConfig:
     stage_dir: Path | None = None
     # Names (or "PREFIX*") passed from the agent's environment to every replica.
     replica_env: tuple[str, ...] = DEFAULT_REPLICA_ENV
+    # Opens the replicas' secret variables (FRONTDOOR_SEAL_KEY or _FILE, the control plane's seal key); None: a
+    # revision's secret variables are left out.
+    sealer: Sealer | None = None
 
     def health_path(self, runtime: str) -> str:
         return self.health_paths.get(runtime) or DEFAULT_HEALTH_PATHS.get(runtime, "/health")
@@ -109,6 +120,7 @@ class AgentConfig:
             run_as=env_str("FRONTDOOR_LOCAL_RUN_AS", cls.run_as),
             stage_dir=Path(stage_dir) if (stage_dir := env_str("FRONTDOOR_LOCAL_STAGE_DIR")) else None,
             replica_env=_replica_env(os.environ.get("FRONTDOOR_LOCAL_REPLICA_ENV")),
+            sealer=_sealer(),
         )
         for runtime, template in config.commands.items():
             if "{port}" not in template:

@@ -1,7 +1,8 @@
 """How a revision's replica is started: the command line and environment for its runtime.
 
 A replica never inherits the agent's environment (database and Redis URLs, secrets): it gets a minimal one built
-here, the operator's passthrough list on top, then the tenant's variables minus the ones the local backend refuses.
+here, the operator's passthrough list on top, then the tenant's variables (its ``env`` and the secret variables the
+control plane sealed for it, opened here) minus the ones the local backend refuses.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import shlex
 from pathlib import Path
 
-from controlplane.contracts.localagent import DesiredRevision
+from controlplane.contracts.localagent import DesiredDeployment, DesiredRevision, secret_env_context
 from controlplane.contracts.replica_env import ENV_NAME, RESERVED_FLAGS, args_errors, env_refusal, template_flags
+from controlplane.contracts.sealing import Sealer, SealError
 from localagent.config import TEMPLATE_RUNTIMES, AgentConfig
 from localagent.procs import MARKER_ENV
 from localagent.sandbox import ReplicaDir, RunAs
@@ -92,10 +94,26 @@ def passthrough_env(patterns: tuple[str, ...], environ: dict[str, str] | None = 
     return picked
 
 
-def tenant_env(revision: DesiredRevision, key: str) -> dict[str, str]:
-    """The revision's variables minus those the local backend refuses (dropped with a warning, never started)."""
+def secret_env(revision: DesiredRevision, owner: DesiredDeployment, key: str, sealer: Sealer | None) -> dict[str, str]:
+    """The revision's secret variables, opened; one that does not open (no key, another key, another deployment's
+    value) is left out with a warning that names the variable, never its value."""
+    opened: dict[str, str] = {}
+    for name, sealed in revision.sealed_env.items():
+        if sealer is None:
+            log.warning("replica %s: %s is left out: the agent has no FRONTDOOR_SEAL_KEY", key, name)
+            continue
+        try:
+            opened[name] = sealer.unseal(sealed, secret_env_context(owner.tenant, owner.id, name))
+        except SealError as exc:
+            log.warning("replica %s: %s is left out: %s", key, name, exc)
+    return opened
+
+
+def tenant_env(revision: DesiredRevision, key: str, secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """The revision's variables and opened secret variables, minus those the local backend refuses (dropped with a
+    warning, never started)."""
     kept: dict[str, str] = {}
-    for name, value in (revision.spec.get("env") or {}).items():
+    for name, value in {**(revision.spec.get("env") or {}), **(secrets or {})}.items():
         if not isinstance(name, str) or not ENV_NAME.match(name) or not isinstance(value, str) or "\x00" in value:
             log.warning("replica %s: dropping malformed environment entry %r", key, name)
             continue
@@ -116,6 +134,7 @@ def build_env(
     replica_dir: ReplicaDir,
     builtin: BuiltinRuntime | None = None,
     environ: dict[str, str] | None = None,
+    owner: DesiredDeployment | None = None,
 ) -> dict[str, str]:
     """The replica's whole environment, built from nothing (see the module docstring for the layers)."""
     environ = dict(os.environ) if environ is None else environ
@@ -129,7 +148,8 @@ def build_env(
         "USER": run_as.name,
         "LOGNAME": run_as.name,
     }
-    env |= tenant_env(revision, key)
+    secrets = secret_env(revision, owner, key, config.sealer) if owner is not None else {}
+    env |= tenant_env(revision, key, secrets)
     env[MARKER_ENV] = marker(config, key)
     if revision.gpu_count:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)

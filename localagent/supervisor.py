@@ -343,7 +343,14 @@ class Supervisor:
         try:
             replica_dir = self.replica_dirs.prepare(key)
             env = launch.build_env(
-                self.config, revision, key, gpu_ids, run_as=self.run_as, replica_dir=replica_dir, builtin=builtin
+                self.config,
+                revision,
+                key,
+                gpu_ids,
+                run_as=self.run_as,
+                replica_dir=replica_dir,
+                builtin=builtin,
+                owner=deployment,
             )
             proc, ident = procs.spawn(
                 argv, env, launch.log_path(self.config, key), cwd=replica_dir.path, user=self.run_as.popen_kwargs()

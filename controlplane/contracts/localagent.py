@@ -36,6 +36,7 @@ from typing import Any
 
 from controlplane.contracts import redis_names
 from controlplane.contracts.revision_status import RevisionStatus
+from controlplane.contracts.sealing import context
 
 # A status older than this means no agent is writing it.
 HEARTBEAT_STALE_S = 10.0
@@ -72,6 +73,8 @@ class DesiredRevision:
     number: int
     replicas: int
     spec: dict[str, Any]
+    # The variables the spec's ``secret_env`` names, their values sealed (``secret_env_context``); never in clear.
+    sealed_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def runtime(self) -> str:
@@ -91,8 +94,17 @@ class DesiredRevision:
 
     @property
     def spec_hash(self) -> str:
-        """Identifies what a replica runs: an adopted replica must have been started from the same spec."""
-        return hashlib.sha256(json.dumps(self.spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Identifies what a replica runs: an adopted replica must have been started from the same spec.
+
+        Sealed values are deterministic, so they change only with the value: a rotated secret restarts the replica.
+        """
+        what: Any = {"spec": self.spec, "sealed_env": self.sealed_env} if self.sealed_env else self.spec
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def secret_env_context(tenant: str, deployment_id: int, variable: str) -> str:
+    """What a replica's secret variable is sealed under: a value copied to another deployment does not open."""
+    return context("replica-env", tenant, deployment_id, variable)
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ def parse_desired(raw: str | bytes) -> DesiredDeployment:
             number=int(rev.get("number", 0)),
             replicas=max(0, int(rev["replicas"])),
             spec=dict(rev.get("spec") or {}),
+            sealed_env={str(k): str(v) for k, v in (rev.get("sealed_env") or {}).items()},
         )
         for rev in doc.get("revisions") or []
     )

@@ -401,6 +401,11 @@ def test_it_prunes_only_what_nothing_uses(tmp_path: Path) -> None:
     holder = os.open(locked / ".lock", os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_SH)
     user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"{running}/bin/python"])
+    cmdline = Path(f"/proc/{user.pid}/cmdline")
+    # Until the child has exec'd, /proc shows the parent's command line, which names no staged environment.
+    deadline = time.monotonic() + 10
+    while str(running).encode() not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         stagefs.prune(stage, keep={current.name})
     finally:
