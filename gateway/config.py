@@ -5,9 +5,10 @@ Django-free: only ``controlplane.contracts.env`` helpers, which import nothing f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controlplane.contracts.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
+from controlplane.contracts.sealing import Sealer, SealError, sealer_from_env
 
 DEV_KEY_PEPPER = "dev-insecure-api-key-pepper"  # identical to the control plane's development default
 # Which client carries upstream requests: "auto" picks per endpoint (the hand-written one for plain http, the
@@ -54,6 +55,9 @@ class GatewayConfig:
     metrics_port: int = 0
     metrics_token: str = ""  # when set, scrapes must send ``Authorization: Bearer <token>``
     workers: int = 1
+    # Opens the upstream keys of external deployments, sealed in the snapshot (FRONTDOOR_SEAL_KEY or _FILE, the
+    # control plane's seal key). None: no key opens, and external endpoints are called without one.
+    sealer: Sealer | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -96,7 +100,15 @@ class GatewayConfig:
             metrics_port=_port("FRONTDOOR_GATEWAY_METRICS_PORT", d.metrics_port),
             metrics_token=env_str("FRONTDOOR_GATEWAY_METRICS_TOKEN", d.metrics_token),
             workers=_positive("FRONTDOOR_GATEWAY_WORKERS", d.workers),
+            sealer=_sealer(),
         )
+
+
+def _sealer() -> Sealer | None:
+    try:
+        return sealer_from_env("FRONTDOOR_SEAL_KEY")
+    except SealError as exc:  # a key that does not parse stops the start: it would open nothing
+        raise ImproperlyConfiguredEnv(f"FRONTDOOR_SEAL_KEY (or _FILE): {exc}") from exc
 
 
 def _port(name: str, default: int) -> int:

@@ -116,6 +116,7 @@ async def _open(config: GatewayConfig, resolver: AsyncResolver, closing: context
         config.redis_prefix,
         channel(config.redis_prefix, config.redis_url, CONFIG_NOTIFY),
         await local_services(config, resolver),
+        config.sealer,
     )
     external.use(store.current)
     store.on_change.append(auth.clear)

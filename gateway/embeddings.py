@@ -41,7 +41,8 @@ async def serve_embeddings(ctx: GatewayContext, call: Admitted, deployment: Depl
         payload["model"] = revision.model or deployment.model
         balancer.acquire(endpoint)
         try:
-            result = await ctx.batcher.submit(embeddings_batch_key(endpoint, payload, revision.tenant_given), payload)
+            batch_key = embeddings_batch_key(endpoint, payload, revision.tenant_given, deployment.upstream_key)
+            result = await ctx.batcher.submit(batch_key, payload)
             break
         except UpstreamRejected as rejected:
             # A client error the model server found (e.g. input too long) is the client's to read, as-is.

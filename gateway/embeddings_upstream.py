@@ -39,11 +39,18 @@ class UpstreamRejected(GatewayError):
         self.data = data
 
 
-def embeddings_batch_key(endpoint: str, payload: dict[str, Any], tenant_given: bool = False) -> str:
-    """Requests merge only when they go to the same replica, for the same model, with the same options."""
+def embeddings_batch_key(
+    endpoint: str, payload: dict[str, Any], tenant_given: bool = False, upstream_key: str = ""
+) -> str:
+    """Requests merge only when they go to the same replica, for the same model, with the same options, and (to a
+    tenant-given endpoint) with the same upstream key: one deployment's requests are never sent with another's.
+
+    ``upstream_key`` is visible ASCII (``upstream_key_problem``), so it holds no NUL: the key splits back apart.
+    """
     options = (str(payload.get("encoding_format") or ""), str(payload.get("dimensions") or ""))
     origin = _TENANT_GIVEN if tenant_given else _PLATFORM
-    return "\x00".join((endpoint, origin, str(payload["model"]), *options))
+    bearer = upstream_key if tenant_given else ""
+    return "\x00".join((endpoint, origin, bearer, str(payload["model"]), *options))
 
 
 class EmbeddingsUpstream:
@@ -58,7 +65,7 @@ class EmbeddingsUpstream:
         self.external = external
 
     async def send(self, batch_key: str, body: dict[str, Any]) -> dict[str, Any]:
-        endpoint, origin, _ = batch_key.split("\x00", 2)
+        endpoint, origin, bearer, _ = batch_key.split("\x00", 3)
         data = orjson.dumps(body)
         # A batch is several requests: it gets an id of its own.
         request_id = "emb_" + os.urandom(8).hex()
@@ -66,7 +73,7 @@ class EmbeddingsUpstream:
             # A batch has a timeout of its own: merged, it would otherwise outlive its callers' timeouts.
             async with asyncio.timeout(self.config.total_timeout_s):
                 if origin == _TENANT_GIVEN:
-                    status, answer = await self._post_tenant_given(endpoint, data, request_id)
+                    status, answer = await self._post_tenant_given(endpoint, data, request_id, bearer)
                 else:
                     status, answer = await self._post_platform(endpoint, data, request_id)
         except TimeoutError:
@@ -101,11 +108,11 @@ class EmbeddingsUpstream:
             raise _reset(exc) from None
         return await _read(response)
 
-    async def _post_tenant_given(self, endpoint: str, body: bytes, request_id: str) -> tuple[int, bytes]:
+    async def _post_tenant_given(self, endpoint: str, body: bytes, request_id: str, bearer: str) -> tuple[int, bytes]:
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.first_byte_timeout_s):
-                response = await self.external.post(endpoint, PATH, body, request_id, cfg.connect_timeout_s)
+                response = await self.external.post(endpoint, PATH, body, request_id, cfg.connect_timeout_s, bearer)
         except UpstreamConnectError as exc:
             raise self._refused(endpoint, "refused" if isinstance(exc, EndpointRefused) else "connect") from None
         except OSError as exc:

@@ -184,9 +184,13 @@ class ExternalUpstream:
             raise AddressRefused(f"{host!r} does not resolve: {exc}") from None
 
     async def post(
-        self, endpoint: str, path: str, body: bytes, request_id: str, connect_timeout_s: float
+        self, endpoint: str, path: str, body: bytes, request_id: str, connect_timeout_s: float, bearer: str = ""
     ) -> UpstreamAnswer:
-        """POST to a tenant-given endpoint at the address its check allowed; ``EndpointRefused`` when refused."""
+        """POST to a tenant-given endpoint at the address its check allowed; ``EndpointRefused`` when refused.
+
+        ``bearer``: the deployment's upstream key, sent as ``Authorization: Bearer`` ("" sends none). It goes only
+        to an endpoint that passed the check, and never further: redirects are not followed.
+        """
         try:
             pinned = await self.check(endpoint, connect_timeout_s)
         except AddressRefused as refused:
@@ -197,7 +201,7 @@ class ExternalUpstream:
         except TimeoutError:
             raise UpstreamConnectError(TimeoutError(f"resolving {loggable(endpoint)} took too long")) from None
         full_path = request_path(pinned.target, path)
-        return await pinned.transport.send(pinned.destination, full_path, body, request_id, connect_timeout_s)
+        return await pinned.transport.send(pinned.destination, full_path, body, request_id, connect_timeout_s, bearer)
 
 
 def _no_lookup(host: str, port: int) -> list[str]:

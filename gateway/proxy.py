@@ -68,8 +68,9 @@ async def open_upstream(
         try:
             async with asyncio.timeout(first_byte_timeout_s):
                 if revision.tenant_given:
+                    # The deployment's upstream key, if it has one; the client's own Authorization stays here.
                     response = await ctx.external.post(
-                        endpoint, path, body_for(revision), call.rid, cfg.connect_timeout_s
+                        endpoint, path, body_for(revision), call.rid, cfg.connect_timeout_s, deployment.upstream_key
                     )
                 else:
                     transport, destination = ctx.transports.for_replica(endpoint)

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from controlplane.contracts import snapshot as contract
 from controlplane.contracts.addresses import Address
 from controlplane.contracts.redis_names import config_index_key, config_sections_key, config_version_key
+from controlplane.contracts.sealing import Sealer
 from gateway.snapshot_index import MALFORMED, SectionEntry, Snapshot, compose_snapshot, parse_section
 
 log = logging.getLogger("frontdoor.gateway.snapshot")
@@ -43,13 +44,15 @@ class CachedSection:
     parsed: SectionEntry | None  # the newest version that parsed; None when none did (it is left out)
 
 
-def _parse_fetched(name: str, listed: int, raw: bytes, previous: CachedSection | None) -> CachedSection:
+def _parse_fetched(
+    name: str, listed: int, raw: bytes, previous: CachedSection | None, sealer: Sealer | None
+) -> CachedSection:
     """A fetched section, parsed; a malformed one keeps the previous version that parsed (or none: fail closed)."""
     try:
         doc: Mapping[str, Any] = contract.decode_section(raw)
         if not isinstance(doc, dict):
             raise TypeError(f"a section is a JSON object, not {type(doc).__name__}")
-        parsed = parse_section(doc)
+        parsed = parse_section(doc, sealer)
     except MALFORMED as exc:
         kept = previous.parsed if previous is not None else None
         outcome = "keeping the version parsed before" if kept is not None else "leaving it out"
@@ -63,12 +66,13 @@ def _rebuild(
     kept: dict[str, CachedSection],
     fetched: dict[str, tuple[int, bytes]],
     local_services: frozenset[tuple[Address, int]],
+    sealer: Sealer | None = None,
 ) -> tuple[dict[str, CachedSection], Snapshot]:
     """Parse the fetched sections (name -> (version the index listed, encoded)) and compose the snapshot with the
     kept ones. Pure: it runs in a worker thread, the store swaps the result in on the event loop."""
     sections = dict(kept)
     for name, (listed, raw) in fetched.items():
-        sections[name] = _parse_fetched(name, listed, raw, sections.get(name))
+        sections[name] = _parse_fetched(name, listed, raw, sections.get(name), sealer)
     parsed = (sections[name].parsed for name in sorted(sections))
     return sections, compose_snapshot(version, (p for p in parsed if p is not None), local_services)
 
@@ -106,10 +110,13 @@ class SnapshotStore:
         prefix: str,
         channel: str,
         local_services: frozenset[tuple[Address, int]] = frozenset(),
+        sealer: Sealer | None = None,
     ) -> None:
-        """``channel``: the installation's config notice channel (``controlplane.contracts.redis_names``)."""
+        """``channel``: the installation's config notice channel (``controlplane.contracts.redis_names``);
+        ``sealer``: what opens the upstream keys sealed in the snapshot (``GatewayConfig.sealer``)."""
         self.redis = redis
         self.local_services = local_services
+        self.sealer = sealer
         self.sections_key = config_sections_key(prefix)
         self.index_key = config_index_key(prefix)
         self.version_key = config_version_key(prefix)
@@ -142,7 +149,9 @@ class SnapshotStore:
             else:
                 to_parse = {name: (index[name], raw) for name, raw in fetched.items()}
                 with _collector_paused(large=sum(len(raw) for raw in fetched.values()) >= LARGE_LOAD_BYTES):
-                    kept, snap = await asyncio.to_thread(_rebuild, version, kept, to_parse, self.local_services)
+                    kept, snap = await asyncio.to_thread(
+                        _rebuild, version, kept, to_parse, self.local_services, self.sealer
+                    )
             self.sections = kept
             self._swap(snap)
             return True

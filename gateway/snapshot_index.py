@@ -9,7 +9,8 @@ frozen index.
 
 Each snapshot also yields the address policy for tenant-given endpoints (runtime ``external``): its ``network``
 section (allowed networks, the platform's own listeners), this process's own listeners, and the replicas the
-platform runs (every other runtime's endpoints), which no external endpoint may point at.
+platform runs (every other runtime's endpoints), which no external endpoint may point at. An external deployment's
+upstream key, sealed in its section, is opened here with the seal key (``GatewayConfig.sealer``), once per parse.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from controlplane.contracts.addresses import (
     parse_address,
     parse_networks,
 )
+from controlplane.contracts.sealing import Sealer, SealError
 from controlplane.contracts.snapshot import DEFAULT_KEY_ENV, SnapshotDocument
 from gateway.limits import Limits
 
@@ -91,6 +93,8 @@ class DeploymentEntry:
     external: bool = False  # runtime "external": its endpoints are tenant-given
     # 0: it scales to zero, so replicas refusing every connection mean "starting" (gateway/coldhold.py).
     min_replicas: int = 1
+    # Runtime "external": what its endpoints get as ``Authorization: Bearer``, opened from the snapshot; "" none.
+    upstream_key: str = field(default="", repr=False)
 
     @property
     def cold(self) -> bool:
@@ -207,7 +211,30 @@ def _key_entry(key_id: str, k: Mapping[str, Any]) -> KeyEntry:
     )
 
 
-def _deployment_entry(d: Mapping[str, Any]) -> DeploymentEntry:
+def _upstream_key(d: Mapping[str, Any], sealer: Sealer | None) -> str:
+    """The deployment's upstream key in clear; "" when it has none, or when it does not open (warned: the gateway
+    then calls the endpoint without one, and the endpoint's refusal reaches the client as any upstream failure)."""
+    sealed = d.get("upstream_key")
+    if not sealed:
+        return ""
+    tenant, name = str(d["tenant"]), str(d["name"])
+    if sealer is None:
+        log.warning(
+            "snapshot: deployment %s/%s: upstream key left out: the gateway has no FRONTDOOR_SEAL_KEY", tenant, name
+        )
+        return ""
+    try:
+        key = sealer.unseal(str(sealed), contract.upstream_key_context(tenant, name))
+    except SealError as exc:
+        log.warning("snapshot: deployment %s/%s: upstream key left out: %s", tenant, name, exc)
+        return ""
+    if problem := contract.upstream_key_problem(key):
+        log.warning("snapshot: deployment %s/%s: upstream key left out: %s", tenant, name, problem)
+        return ""
+    return key
+
+
+def _deployment_entry(d: Mapping[str, Any], sealer: Sealer | None = None) -> DeploymentEntry:
     deployment_model = str(d.get("model") or d["name"])
     external = d.get("runtime") == contract.EXTERNAL_RUNTIME
     revisions = tuple(
@@ -236,11 +263,15 @@ def _deployment_entry(d: Mapping[str, Any]) -> DeploymentEntry:
         model_patterns=_model_patterns(deployment_model, str(d["name"])),
         external=external,
         min_replicas=int(d["min_replicas"]) if d.get("min_replicas") is not None else 1,
+        upstream_key=_upstream_key(d, sealer) if external else "",
     )
 
 
-def parse_section(doc: Mapping[str, Any]) -> SectionEntry:
-    """Parse one section (or a whole document, which has the same maps); raises one of ``MALFORMED``."""
+def parse_section(doc: Mapping[str, Any], sealer: Sealer | None = None) -> SectionEntry:
+    """Parse one section (or a whole document, which has the same maps); raises one of ``MALFORMED``.
+
+    ``sealer`` opens the upstream keys of external deployments (``GatewayConfig.sealer``).
+    """
     keys = {key_id: _key_entry(key_id, k) for key_id, k in (doc.get("keys") or {}).items()}
     tenants = {
         slug: TenantEntry(
@@ -254,7 +285,7 @@ def parse_section(doc: Mapping[str, Any]) -> SectionEntry:
     for d in raw_deployments:
         if d.get("state") == contract.DELETING:
             continue
-        entry = _deployment_entry(d)
+        entry = _deployment_entry(d, sealer)
         deployments[(entry.tenant, entry.name)] = entry
         by_tenant.setdefault(entry.tenant, []).append(entry)
     # Every endpoint a backend published (any runtime but external) is a replica the platform runs, deleting or not.
@@ -318,9 +349,11 @@ def compose_snapshot(
     )
 
 
-def parse_snapshot(doc: SnapshotDocument, local_services: frozenset[tuple[Address, int]] = frozenset()) -> Snapshot:
+def parse_snapshot(
+    doc: SnapshotDocument, local_services: frozenset[tuple[Address, int]] = frozenset(), sealer: Sealer | None = None
+) -> Snapshot:
     """Build the lookup index from a whole snapshot document (docs/contracts.md "Config snapshot").
 
     ``local_services``: this process's own listeners (and its Redis), refused to tenant-given endpoints.
     """
-    return compose_snapshot(int(doc.get("version") or 0), [parse_section(doc)], local_services)
+    return compose_snapshot(int(doc.get("version") or 0), [parse_section(doc, sealer)], local_services)

@@ -112,9 +112,20 @@ class UpstreamTransport(abc.ABC):
 
     @abc.abstractmethod
     async def send(
-        self, destination: Destination, path: str, body: bytes, request_id: str, connect_timeout_s: float
+        self,
+        destination: Destination,
+        path: str,
+        body: bytes,
+        request_id: str,
+        connect_timeout_s: float,
+        bearer: str = "",
     ) -> UpstreamAnswer:
-        """POST ``body`` (JSON) to ``path`` at ``destination``, with ``x-request-id``; raises the errors above."""
+        """POST ``body`` (JSON) to ``path`` at ``destination``, with ``x-request-id``; raises the errors above.
+
+        ``bearer``: sent as ``Authorization: Bearer <bearer>`` (an external deployment's upstream key; "" sends no
+        Authorization at all). Nothing of the client's request but its body is sent: never the client's own key.
+        The caller checked it is visible ASCII (``controlplane.contracts.snapshot.upstream_key_problem``).
+        """
 
     @abc.abstractmethod
     async def aclose(self) -> None:

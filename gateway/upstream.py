@@ -214,15 +214,23 @@ class UpstreamPool(UpstreamTransport):
         return destination.scheme == "http"
 
     async def send(
-        self, destination: Destination, path: str, body: bytes, request_id: str, connect_timeout_s: float
+        self,
+        destination: Destination,
+        path: str,
+        body: bytes,
+        request_id: str,
+        connect_timeout_s: float,
+        bearer: str = "",
     ) -> UpstreamResponse:
         """POST ``body`` (JSON) to ``path`` at ``destination``; returns once the response headers arrived."""
         if destination.scheme != "http":
             raise UpstreamConnectError(ValueError(f"this client speaks http only, not {destination.scheme}"))
         host, port = destination.connect_host, destination.port
+        authorization = b"authorization: Bearer %s\r\n" % bearer.encode("ascii") if bearer else b""
         head = (
-            b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
-            b"content-length: %d\r\n\r\n" % (path.encode(), destination.authority_bytes, request_id.encode(), len(body))
+            b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\nx-request-id: %s\r\n%s"
+            b"content-length: %d\r\n\r\n"
+            % (path.encode(), destination.authority_bytes, request_id.encode(), authorization, len(body))
         )
         data = head + body
         while True:

@@ -110,13 +110,21 @@ class LibraryTransport(UpstreamTransport):
         return self._session
 
     async def send(
-        self, destination: Destination, path: str, body: bytes, request_id: str, connect_timeout_s: float
+        self,
+        destination: Destination,
+        path: str,
+        body: bytes,
+        request_id: str,
+        connect_timeout_s: float,
+        bearer: str = "",
     ) -> LibraryResponse:
         """POST ``body`` (JSON) to ``path`` at ``destination``; returns once the response headers arrived."""
         host = destination.connect_host
         authority = f"[{host}]" if ":" in host else host
         url = URL(f"{destination.scheme}://{authority}:{destination.port}{path}", encoded=True)
         headers = {"Host": destination.authority, "Content-Type": "application/json", "x-request-id": request_id}
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s)
         # The URL names the checked address of a pinned destination: the certificate must still match its host.
         pinned_tls = destination.pinned and destination.scheme == "https"

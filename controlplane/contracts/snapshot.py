@@ -44,6 +44,7 @@ from controlplane.contracts.redis_names import (
     config_snapshot_key,
     config_version_key,
 )
+from controlplane.contracts.sealing import context
 
 # The limit names of a key's and a tenant's ``limits`` (a tenant has a monthly budget besides); null is unlimited.
 KEY_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests")
@@ -108,6 +109,10 @@ class DeploymentDoc(TypedDict):
     timeout_s: float
     created: int  # epoch seconds
     revisions: list[RevisionDoc]
+    # Runtime "external" only: the key the gateway sends upstream as ``Authorization: Bearer``, sealed
+    # deterministically with the seal key (``controlplane.contracts.sealing``) under ``upstream_key_context``, never
+    # in clear. Absent: the gateway sends no Authorization header (a client's own is never forwarded).
+    upstream_key: NotRequired[str]
 
 
 class NetworkDoc(TypedDict):
@@ -150,6 +155,24 @@ def tenant_section(tenant_id: int | str) -> str:
 def deployment_key(tenant_slug: str, name: str) -> str:
     """The document's key of a deployment."""
     return f"{tenant_slug}/{name}"
+
+
+def upstream_key_context(tenant_slug: str, name: str) -> str:
+    """What an external deployment's upstream key is sealed under: a seal copied to another deployment does not open."""
+    return context("upstream", tenant_slug, name)
+
+
+def upstream_key_problem(value: str) -> str:
+    """Why ``value`` cannot be sent as ``Authorization: Bearer <value>`` ("" when it can).
+
+    Visible ASCII only: a space would split the header's value, and a line break would end the header and start
+    another one (on a pooled connection, another request).
+    """
+    if not value:
+        return "it is empty"
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        return "an HTTP header carries visible ASCII only (no spaces, line breaks or other characters)"
+    return ""
 
 
 def encode_document(document: SnapshotDocument) -> bytes:

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from controlplane.contracts import snapshot as contract
 from controlplane.contracts.redis_names import CONFIG_NOTIFY
+from controlplane.contracts.sealing import SealError
 from controlplane.contracts.snapshot import (
     KEY_LIMIT_FIELDS,
     TENANT_LIMIT_FIELDS,
@@ -49,7 +50,7 @@ from controlplane.contracts.snapshot import (
     TenantDoc,
 )
 from controlplane.redis import get_redis, redis_channel, redis_prefix
-from deployments.models import ModelDeployment, Revision, Runtime
+from deployments.models import ModelDeployment, Revision, Runtime, TenantSecret
 from deployments.network import network_document
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
@@ -82,6 +83,7 @@ PROJECTED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "timeout_s",
         "created_at",
         "endpoints",
+        "upstream_key_secret",
     ),
     Revision: ("id", "deployment", "number", "weight", "endpoints", "spec"),
 }
@@ -192,7 +194,8 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
             "tenant_id",
         )
     )
-    for pk, tenant, name, model, runtime, state, min_r, max_r, concurrent, timeout_s, created, endpoints, tid in rows:
+    keyed: list[tuple[DeploymentDoc, int, str]] = []  # external deployments with an upstream key: (doc, tenant, secret)
+    for pk, tenant, name, model, runtime, state, min_r, max_r, max_c, timeout_s, created, endpoints, key, tid in rows:
         doc: DeploymentDoc = {
             "id": pk,
             "tenant": tenant,
@@ -202,7 +205,7 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
             "state": state,
             "min_replicas": min_r,
             "max_replicas": max_r,
-            "max_concurrent_requests": concurrent,
+            "max_concurrent_requests": max_c,
             "timeout_s": timeout_s,
             "created": int(created),
             "revisions": [],
@@ -212,6 +215,9 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
         if runtime == Runtime.EXTERNAL:
             # An external deployment's replicas are its own endpoint URLs; no backend reports any.
             external_endpoints[pk] = _urls(endpoints)
+            if key:
+                keyed.append((doc, tid, key))
+    _seal_upstream_keys(keyed)
     # Only routed revisions (weight > 0) travel: the gateway ignores the others, and history would bloat it.
     revisions = (
         _of_tenants(Revision.unscoped_objects.filter(weight__gt=0), tenant_ids, field="deployment__tenant_id")
@@ -239,6 +245,51 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
     return deployments
 
 
+def _seal_upstream_keys(keyed: list[tuple[DeploymentDoc, int, str]]) -> None:
+    """Put each external deployment's upstream key in its doc, sealed for the gateway: (doc, tenant id, secret name).
+
+    One query reads every secret named, in the build's transaction. The seal is deterministic, so a section whose
+    key did not change keeps its bytes (and is not rewritten). A key that cannot be sealed or sent is left out with
+    a warning naming the deployment, never the value: the gateway then sends no Authorization header.
+    """
+    if not keyed:
+        return
+    # Imported here: deployments.secrets publishes through controlplane.snapshot.triggers, which imports this module.
+    from deployments import secrets as tenant_secrets
+
+    sealer = tenant_secrets.transport_sealer()
+    if sealer is None:
+        for doc, _, _ in keyed:
+            log.warning("deployment %s/%s: upstream key left out: no FRONTDOOR_SEAL_KEY", doc["tenant"], doc["name"])
+        return
+    rows = (
+        TenantSecret.unscoped_objects.filter(
+            tenant_id__in={tid for _, tid, _ in keyed},
+            name__in={name for _, _, name in keyed},
+            kind=TenantSecret.Kind.GENERIC,
+        )
+        .order_by()
+        .only("tenant_id", "name", "sealed_value")
+    )
+    secrets = {(secret.tenant_id, secret.name): secret for secret in rows}
+    for doc, tid, name in keyed:
+        where = f"deployment {doc['tenant']}/{doc['name']}"
+        secret = secrets.get((tid, name))
+        if secret is None:
+            log.warning("%s: upstream key left out: the tenant has no generic secret %r", where, name)
+            continue
+        try:
+            value = tenant_secrets.reveal(secret)
+        except SealError as exc:
+            log.warning("%s: upstream key left out: secret %r does not open: %s", where, name, exc)
+            continue
+        if problem := contract.upstream_key_problem(value):
+            log.warning("%s: upstream key left out: secret %r cannot be sent: %s", where, name, problem)
+            continue
+        context = contract.upstream_key_context(doc["tenant"], doc["name"])
+        doc["upstream_key"] = sealer.seal(value, context, deterministic=True)
+
+
 def _of_tenants(rows: QuerySet[M], tenant_ids: Collection[int] | None, field: str = "tenant_id") -> QuerySet[M]:
     return rows if tenant_ids is None else rows.filter(**{f"{field}__in": list(tenant_ids)})
 
@@ -252,7 +303,8 @@ class Built:
 
 
 def build_sections(version: int, tenant_ids: Collection[int] | None = None) -> Built:
-    """The sections of ``tenant_ids`` (None: every tenant's) and the platform's, read from Postgres in four queries.
+    """The sections of ``tenant_ids`` (None: every tenant's) and the platform's, read from Postgres in four queries
+    (a fifth reads the secrets of external deployments that send an upstream key).
 
     Outside a transaction the reads run in one REPEATABLE READ, READ ONLY transaction, so keys, tenants and
     deployments come from the same moment. Inside a caller's transaction they share the caller's view.

@@ -240,10 +240,10 @@ def test_the_event_loop_keeps_running_while_sections_are_parsed(
     entered, released = threading.Event(), threading.Event()
     waits: list[bool] = []
 
-    def blocking_parse(doc: Any) -> SectionEntry:
+    def blocking_parse(doc: Any, *args: Any) -> SectionEntry:
         entered.set()
         waits.append(released.wait(5))  # only a coroutine on the loop sets it
-        return parse(doc)
+        return parse(doc, *args)
 
     monkeypatch.setattr(gateway_snapshot, "parse_section", blocking_parse)
 
