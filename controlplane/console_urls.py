@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from controlplane.console import home
 from controlplane.loginlimit import RateLimitedLoginView
+from deployments.console import secrets as console_secrets
 from deployments.console import slo as console_slo
 from deployments.console import views as deployments_console
 from tenants import console as tenants_console
@@ -46,6 +47,7 @@ urlpatterns = [
     path(
         "t/<slug:tenant>/keys/<str:key_id>/revoke/", tenants_console.KeyRevokeView.as_view(), name="console-key-revoke"
     ),
+    path("t/<slug:tenant>/secrets/", console_secrets.SecretListView.as_view(), name="console-secrets"),
     path("t/<slug:tenant>/members/", tenants_console.MemberListView.as_view(), name="console-members"),
     path(
         "t/<slug:tenant>/members/<str:username>/",

@@ -14,8 +14,10 @@ from django.core.exceptions import ValidationError
 
 from controlplane.console import show_refusal
 from controlplane.domain_errors import DomainError, QuotaExceeded
-from deployments.models import Runtime
+from deployments.models import Runtime, TenantSecret
+from deployments.models.secret import SECRET_NAME_MAX_LENGTH, SECRET_NAME_VALIDATOR
 from deployments.sizing import BOUNDS, SIZING_FIELDS, Sizing, default_sizing
+from tenants.models import Tenant
 
 
 def _gpu_choices() -> list[tuple[str, str]]:
@@ -38,6 +40,66 @@ def show_sizing_defaults(form: forms.Form, defaults: Sizing) -> None:
         form.fields[name].widget.attrs["placeholder"] = f"{getattr(defaults, name):g}"
 
 
+def parse_secret_env(text: str) -> dict[str, str]:
+    """``VAR=secret-name`` lines (blank ones skipped) as ``{"VAR": "secret-name"}``; ``ValidationError`` names each
+    malformed line.
+
+    A line is echoed by its variable only: someone who pastes a value where a secret's name belongs
+    (``HF_TOKEN=hf_...``) must not see it written back in an error. Whether the variable may be set and whether the
+    secret exists are the service's rules.
+    """
+    mapping: dict[str, str] = {}
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        variable, equals, name = (part.strip() for part in line.partition("="))
+        if not equals or not variable or not name:
+            problems.append(f"line {number}: write VAR=secret-name")
+            continue
+        try:
+            SECRET_NAME_VALIDATOR(name)
+        except ValidationError:
+            problems.append(
+                f"line {number}: {variable} is not set to a secret's name ({SECRET_NAME_VALIDATOR.message})"
+            )
+            continue
+        if variable in mapping:
+            problems.append(f"line {number}: {variable} is set twice")
+            continue
+        mapping[variable] = name
+    if problems:
+        raise ValidationError(problems)
+    return mapping
+
+
+def _secret_env_field() -> forms.CharField:
+    return forms.CharField(
+        required=False,
+        max_length=8000,
+        label="Secret environment",
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "autocomplete": "off"}),
+        help_text="one VAR=secret-name a line: replicas get VAR set to the secret's value; not for runtime 'external'",
+    )
+
+
+def _upstream_key_field(tenant: Tenant | None) -> forms.Field:
+    """The upstream key's input: a choice of the tenant's generic secrets when the tenant is known, else a name."""
+    label = "Upstream key secret"
+    help_text = "runtime 'external' only: a secret the gateway sends upstream as Authorization: Bearer; empty = none"
+    if tenant is None:
+        return forms.CharField(required=False, max_length=SECRET_NAME_MAX_LENGTH, label=label, help_text=help_text)
+    names = (
+        TenantSecret.objects.for_tenant(tenant)
+        .filter(kind=TenantSecret.Kind.GENERIC)
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    choices = [("", "none"), *((name, name) for name in names)]
+    return forms.ChoiceField(choices=choices, required=False, label=label, help_text=help_text)
+
+
 class DeploymentForm(forms.Form):
     """Input for a new deployment; rules beyond field types are the service's (shown back on the fields)."""
 
@@ -45,9 +107,11 @@ class DeploymentForm(forms.Form):
     runtime = forms.ChoiceField(choices=Runtime.choices, initial=Runtime.BUILTIN)
     model = forms.CharField(max_length=200, help_text="model id the replicas serve, e.g. frontdoor/sim-chat")
     image = forms.CharField(max_length=300, required=False, help_text="empty = the runtime's default image")
+    secret_env = _secret_env_field()
     endpoints = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="runtime 'external' only: one URL a line"
     )
+    upstream_key_secret = _upstream_key_field(None)
     gpu_type = forms.ChoiceField(choices=_gpu_choices, required=False)
     gpu_count = forms.IntegerField(min_value=0, max_value=16, initial=0, label="GPUs per replica")
     min_replicas = forms.IntegerField(min_value=0, max_value=1000, initial=1, help_text="0 = scale to zero when idle")
@@ -61,8 +125,11 @@ class DeploymentForm(forms.Form):
     ephemeral_storage_gib = _sizing_input("ephemeral_storage_gib", "Ephemeral storage per replica (GiB)")
     startup_timeout_s = _sizing_input("startup_timeout_s", "Startup window (s)", integer=True)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tenant: Tenant | None = None, **kwargs: Any) -> None:
+        """``tenant``, when given, makes the upstream key a choice of its generic secrets."""
         super().__init__(*args, **kwargs)
+        if tenant is not None:
+            self.fields["upstream_key_secret"] = _upstream_key_field(tenant)
         # The placeholders show the defaults for the runtime and GPU count submitted (the initial ones at first).
         runtime = str(self.data.get("runtime") or Runtime.BUILTIN)
         try:
@@ -71,10 +138,14 @@ class DeploymentForm(forms.Form):
             gpus = 0
         show_sizing_defaults(self, default_sizing(runtime, gpus))
 
+    def clean_secret_env(self) -> dict[str, str]:
+        return parse_secret_env(self.cleaned_data.get("secret_env") or "")
+
     def service_data(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
         data["endpoints"] = [line.strip() for line in data.get("endpoints", "").splitlines() if line.strip()]
         data["gpu_type"] = data.get("gpu_type") or ""
+        data["upstream_key_secret"] = data.get("upstream_key_secret") or ""
         return data
 
 

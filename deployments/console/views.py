@@ -141,10 +141,10 @@ class DeploymentCreateView(TenantConsoleView):
         )
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
-        return self._render(DeploymentForm())
+        return self._render(DeploymentForm(tenant=self.tenant))
 
     def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
-        form = DeploymentForm(request.POST)
+        form = DeploymentForm(request.POST, tenant=self.tenant)
         if form.is_valid():
             try:
                 deployment = services.create_deployment(
