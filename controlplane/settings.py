@@ -97,6 +97,9 @@ try:
     FRONTDOOR_BACKEND = env_str("FRONTDOOR_BACKEND", "local")
     FRONTDOOR_GATEWAY_URL = env_str("FRONTDOOR_GATEWAY_URL", "http://127.0.0.1:8001")
     FRONTDOOR_RESYNC_SECONDS = env_float("FRONTDOOR_RESYNC_SECONDS", 30.0)
+    # A replica runs on one node (replicas spanning nodes are not supported): more GPUs per replica than a node has
+    # would never schedule, so the API refuses them on the Kubernetes backend.
+    FRONTDOOR_K8S_GPUS_PER_NODE = env_int("FRONTDOOR_K8S_GPUS_PER_NODE", 8)
     FRONTDOOR_GPU_TYPES = env_list("FRONTDOOR_GPU_TYPES", ["nvidia-h100", "nvidia-h200", "nvidia-a100", "nvidia-l4"])
     LOGIN_RATE_LIMIT_PER_MINUTE = env_int("FRONTDOOR_LOGIN_RATE_LIMIT", 10)
     # GPUs the cluster has, by type: the staff capacity view compares quotas and allocations against it.

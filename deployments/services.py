@@ -32,7 +32,7 @@ from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeplo
 from deployments.reconcile.enqueue import enqueue_reconcile
 from deployments.secrets import secret_reference_errors
 from deployments.sizing import SIZING_FIELDS
-from quotas.admission import admit_deployment, lock_quota
+from quotas.admission import admit_deployment, lock_quota, pod_footprint
 from tenants.models import Tenant
 
 # Fields a tenant may set on a deployment. Everything else (status, generation, replicas observed...) is ours.
@@ -57,12 +57,14 @@ WRITABLE_FIELDS = (
     "timeout_s",
     "max_concurrent_requests",
     *SIZING_FIELDS,
+    "cold_start_timeout_s",
+    "scale_to_zero_grace_s",
     "desired_state",
 )
 # Read by the SLO collector from Postgres; changing them needs no reconcile.
 _SLO_FIELDS = frozenset({"slo_p95_latency_ms", "slo_error_rate"})
 # Fields whose change may ask for more capacity.
-_CAPACITY_FIELDS = frozenset({"gpu_type", "gpu_count", "max_replicas", "desired_state"})
+_CAPACITY_FIELDS = frozenset({"runtime", "gpu_type", "gpu_count", "max_replicas", "desired_state", *SIZING_FIELDS})
 # Fields whose change means the endpoints must pass the address policy again (a name is resolved then).
 _ENDPOINT_FIELDS = frozenset({"endpoints", "runtime"})
 
@@ -118,6 +120,13 @@ def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | 
     for field, messages in secret_reference_errors(deployment).items():
         for message in messages:
             add(field, message)
+    per_node = settings.FRONTDOOR_K8S_GPUS_PER_NODE
+    if settings.FRONTDOOR_BACKEND == "kubernetes" and deployment.gpus_per_replica > per_node:
+        add(
+            "gpu_count",
+            f"a replica runs on one node, and a node has {per_node} GPUs (FRONTDOOR_K8S_GPUS_PER_NODE): "
+            f"{deployment.gpu_count} per replica would never be scheduled; use tensor parallelism within {per_node}",
+        )
     if deployment.gpu_type and deployment.gpu_type not in settings.FRONTDOOR_GPU_TYPES:
         add("gpu_type", f"unknown GPU type {deployment.gpu_type!r}; known: {', '.join(settings.FRONTDOOR_GPU_TYPES)}")
     if errors := {name: messages for name, messages in errors.items() if messages}:
@@ -167,11 +176,14 @@ def _clamp_desired(deployment: ModelDeployment, current: int | None) -> int:
 def _admit(deployment: ModelDeployment, replacing: ModelDeployment | None) -> None:
     if deployment.desired_state == ModelDeployment.DesiredState.DELETING:
         return
+    cpu_cores, memory_gib = pod_footprint(deployment)
     admit_deployment(
         deployment.tenant,
         gpu_type=deployment.gpu_type,
         gpu_count=deployment.gpu_count,
         max_replicas=deployment.max_replicas,
+        cpu_cores=cpu_cores,
+        memory_gib=memory_gib,
         replacing=replacing,
     )
 

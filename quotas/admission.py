@@ -17,7 +17,8 @@ from django.db import transaction
 from django.db.models import F, Sum
 
 from controlplane.domain_errors import QuotaExceeded
-from deployments.models import ModelDeployment
+from deployments.models import ModelDeployment, Runtime
+from deployments.sizing import SIZING_FIELDS
 from quotas.models import Quota
 from tenants.models import Tenant
 
@@ -29,6 +30,17 @@ class Usage:
     deployments: int
     replicas: int
     gpus: int  # of one GPU type: sum of gpu_count × max_replicas
+    # What every replica's pod requests, at max_replicas: the namespace's ResourceQuota caps both.
+    cpu_cores: float = 0.0
+    memory_gib: float = 0.0
+
+
+def pod_footprint(deployment: ModelDeployment) -> tuple[float, float]:
+    """CPU cores and GiB of memory one replica's pod requests (none for ``external``: it runs no pods)."""
+    if deployment.runtime == Runtime.EXTERNAL:
+        return 0.0, 0.0
+    sizing = deployment.sizing
+    return sizing.cpu_cores, sizing.memory_gib
 
 
 def lock_quota(tenant: Tenant) -> Quota:
@@ -57,7 +69,19 @@ def current_usage(tenant: Tenant, *, gpu_type: str, excluding: ModelDeployment |
     if gpu_type:
         gpu_totals = held.filter(gpu_type=gpu_type).aggregate(gpus=Sum(F("gpu_count") * F("max_replicas")))
         gpus = int(gpu_totals["gpus"] or 0)
-    return Usage(deployments=held.count(), replicas=int(totals["replicas"] or 0), gpus=gpus)
+    # Sizing defaults depend on the runtime and GPU count, so the sums are taken here (a tenant holds a handful).
+    cpu = memory = 0.0
+    for deployment in held.only("runtime", "gpu_type", "gpu_count", "max_replicas", *SIZING_FIELDS):
+        per_cpu, per_memory = pod_footprint(deployment)
+        cpu += per_cpu * deployment.max_replicas
+        memory += per_memory * deployment.max_replicas
+    return Usage(
+        deployments=held.count(),
+        replicas=int(totals["replicas"] or 0),
+        gpus=gpus,
+        cpu_cores=cpu,
+        memory_gib=memory,
+    )
 
 
 def admit_deployment(
@@ -66,10 +90,15 @@ def admit_deployment(
     gpu_type: str,
     gpu_count: int,
     max_replicas: int,
+    cpu_cores: float = 0.0,
+    memory_gib: float = 0.0,
     replacing: ModelDeployment | None = None,
 ) -> Quota:
     """Refuse with ``QuotaExceeded`` unless the tenant's quota has room for this deployment.
 
+    ``cpu_cores`` and ``memory_gib`` are what one replica's pod requests (``pod_footprint``): at ``max_replicas``
+    they must fit the quota's CPU and memory, which the namespace's ResourceQuota enforces too (without this check a
+    deployment admitted here would leave replicas the cluster never creates).
     ``replacing`` is the deployment being updated or scaled (its current holding is not counted twice; pass
     the row as stored, before the change). A change that does not ask for more of a resource is always
     admitted on that resource, so a tenant over a lowered quota can still scale down.
@@ -99,4 +128,21 @@ def admit_deployment(
                 f"quota exceeded: {gpu_type} GPUs: asked {gpus_asked} "
                 f"({gpu_count} per replica × {max_replicas} replicas), {left} of {allowed} left"
             )
+
+    held_cpu, held_memory = pod_footprint(replacing) if replacing is not None else (0.0, 0.0)
+    for resource, per_replica, held, used, allowed, unit in (
+        ("CPU", cpu_cores, held_cpu, usage.cpu_cores, quota.cpu_cores, " cores"),
+        ("memory", memory_gib, held_memory, usage.memory_gib, quota.memory_gib, " GiB"),
+    ):
+        asked, holding = per_replica * max_replicas, held * (replacing.max_replicas if replacing else 0)
+        if asked > holding and used + asked > allowed:
+            remaining = max(allowed - used, 0.0)
+            raise QuotaExceeded(
+                f"quota exceeded: {resource}: asked {_n(asked)}{unit} ({_n(per_replica)} per replica × "
+                f"{max_replicas} replicas), {_n(remaining)} of {allowed}{unit} left"
+            )
     return quota
+
+
+def _n(value: float) -> str:
+    return f"{value:g}"

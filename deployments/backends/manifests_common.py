@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.contracts.env import ImproperlyConfiguredEnv, env_json, env_list, env_str
+from controlplane.contracts.env import ImproperlyConfiguredEnv, env_float, env_json, env_list, env_str
 from deployments.backends.base import DeploymentSpec, RevisionSpec
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -63,7 +63,6 @@ class KubeSettings:
 
     namespace_prefix: str = "fd-"
     gateway_namespace: str = "frontdoor-gateway"
-    gateway_name: str = "frontdoor"
     gateway_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: {"app.kubernetes.io/name": "frontdoor-gateway"}
     )
@@ -76,6 +75,10 @@ class KubeSettings:
     egress_cidrs: tuple[str, ...] = ()
     prometheus_namespace: str = "monitoring"
     prometheus_pod_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+    # The namespace's ResourceQuota is the tenant's quota times this: admission keeps what the tenant holds within
+    # the quota itself, and a rollout runs a deployment's new revision beside the old one until it is ready (and
+    # a rotated secret surges one pod per Deployment), which a quota of exactly 1x would block forever.
+    quota_headroom: float = 2.0
 
     @classmethod
     def from_env(cls) -> KubeSettings:
@@ -84,7 +87,6 @@ class KubeSettings:
             # An empty prefix is a real choice (namespaces named after the tenant alone), so it is not a default.
             namespace_prefix=os.environ.get("FRONTDOOR_K8S_NAMESPACE_PREFIX", default.namespace_prefix),
             gateway_namespace=env_str("FRONTDOOR_K8S_GATEWAY_NAMESPACE", default.gateway_namespace),
-            gateway_name=env_str("FRONTDOOR_K8S_GATEWAY_NAME", default.gateway_name),
             gateway_pod_labels=_env_labels("FRONTDOOR_K8S_GATEWAY_POD_LABELS", default.gateway_pod_labels),
             gpu_placement=_env_gpu_placement(),
             builtin_image=env_str("FRONTDOOR_K8S_BUILTIN_IMAGE", default.builtin_image),
@@ -107,7 +109,15 @@ class KubeSettings:
             egress_cidrs=tuple(_cidr(value) for value in env_list("FRONTDOOR_K8S_EGRESS_CIDRS")),
             prometheus_namespace=env_str("FRONTDOOR_K8S_PROMETHEUS_NAMESPACE", default.prometheus_namespace),
             prometheus_pod_labels=_env_labels("FRONTDOOR_K8S_PROMETHEUS_POD_LABELS", default.prometheus_pod_labels),
+            quota_headroom=_env_headroom(default.quota_headroom),
         )
+
+
+def _env_headroom(default: float) -> float:
+    value = env_float("FRONTDOOR_K8S_QUOTA_HEADROOM", default)
+    if not 1.0 <= value <= 10.0:
+        raise ImproperlyConfiguredEnv(f"FRONTDOOR_K8S_QUOTA_HEADROOM={value} must be between 1 and 10")
+    return value
 
 
 def _env_choice(name: str, default: str, accepts: Any, expected: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from deployments.backends.base import TenantSpec
@@ -55,7 +56,13 @@ def _namespace(tenant: TenantSpec, kube: KubeSettings) -> dict[str, Any]:
     }
 
 
-def _quota(tenant: TenantSpec, ns: str) -> dict[str, Any]:
+def _quota(tenant: TenantSpec, ns: str, kube: KubeSettings) -> dict[str, Any]:
+    """The tenant's quota with ``kube.quota_headroom`` for rollouts: a backstop, since admission already keeps what
+    the tenant holds within the quota (GPUs per type, replicas, CPU and memory at every deployment's max)."""
+
+    def room(amount: int) -> int:
+        return math.ceil(amount * kube.quota_headroom)
+
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -64,10 +71,10 @@ def _quota(tenant: TenantSpec, ns: str) -> dict[str, Any]:
             "hard": {
                 # Kubernetes has one extended resource for every NVIDIA GPU, so the per-type quota is summed here
                 # and enforced per type by the control plane's admission checks.
-                f"requests.{GPU_RESOURCE}": str(sum(tenant.gpus.values())),
-                "pods": str(tenant.max_replicas),
-                "requests.cpu": str(tenant.cpu_cores),
-                "requests.memory": f"{tenant.memory_gib}Gi",
+                f"requests.{GPU_RESOURCE}": str(room(sum(tenant.gpus.values()))),
+                "pods": str(room(tenant.max_replicas)),
+                "requests.cpu": str(room(tenant.cpu_cores)),
+                "requests.memory": f"{room(tenant.memory_gib)}Gi",
             }
         },
     }
@@ -199,7 +206,7 @@ def tenant_objects(tenant: TenantSpec, kube: KubeSettings) -> list[dict[str, Any
     ns = namespace_name(tenant.slug, kube)
     return [
         _namespace(tenant, kube),
-        _quota(tenant, ns),
+        _quota(tenant, ns, kube),
         _ingress_policy(tenant, ns, kube),
         _egress_policy(tenant, ns, kube),
         _values(tenant, ns),

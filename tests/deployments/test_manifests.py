@@ -70,10 +70,10 @@ def test_it_labels_and_names_every_object_deterministically() -> None:
         assert labels[manifests.DEPLOYMENT_LABEL] == "chat"
         assert obj["metadata"]["namespace"] == "fd-acme"
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    assert ("Deployment", "chat-r1") in names and ("Service", "chat-r3") in names and ("HTTPRoute", "chat") in names
-    revision_labels = {
-        o["metadata"]["labels"].get(manifests.REVISION_LABEL) for o in objects if o["kind"] != "HTTPRoute"
-    }
+    assert ("Deployment", "chat-r1") in names and ("Service", "chat-r3") in names
+    # No HTTPRoute: the gateway is the only way to the replicas, so nothing may route around it.
+    assert {kind for kind, _name in names} == {"Deployment", "Service", "PodDisruptionBudget"}
+    revision_labels = {o["metadata"]["labels"].get(manifests.REVISION_LABEL) for o in objects}
     assert revision_labels == {"r1", "r3"}
 
 
@@ -102,29 +102,21 @@ def test_it_places_cpu_only_revisions_without_gpu_selectors() -> None:
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
 
 
-def test_it_splits_route_traffic_by_revision_weight() -> None:
-    route = manifests.http_route(
-        deployment(revision(1, weight=80), revision(2, weight=20)), "fd-acme", manifests.KubeSettings()
-    )
-    assert route is not None
-    backends = route["spec"]["rules"][0]["backendRefs"]
-    assert [(b["name"], b["weight"]) for b in backends] == [("chat-r1", 80), ("chat-r2", 20)]
-    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
-
-
 def test_it_lets_only_the_gateway_reach_model_pods(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRONTDOOR_K8S_GATEWAY_NAMESPACE", "edge")
+    monkeypatch.setenv("FRONTDOOR_K8S_QUOTA_HEADROOM", "1.5")
     objects = {o["metadata"]["name"]: o for o in manifests.tenant_objects(TENANT, manifests.KubeSettings.from_env())}
     quota, policy = objects["frontdoor-quota"], objects["frontdoor-gateway-only"]
     peer = policy["spec"]["ingress"][0]["from"][0]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "edge"}
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "frontdoor-gateway"}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # The tenant's quota (12 GPUs, 8 replicas, 64 cores, 512 GiB) with room for rollouts, rounded up.
     assert quota["spec"]["hard"] == {
-        "requests.nvidia.com/gpu": "12",
-        "pods": "8",
-        "requests.cpu": "64",
-        "requests.memory": "512Gi",
+        "requests.nvidia.com/gpu": "18",
+        "pods": "12",
+        "requests.cpu": "96",
+        "requests.memory": "768Gi",
     }
 
 
@@ -159,7 +151,8 @@ def test_it_previews_the_manifests_as_yaml_for_a_viewer(vera: Any, acme: Any, ap
     documents = list(yaml.safe_load_all(response.content))
     kinds = [d["kind"] for d in documents]
     assert kinds[:3] == ["Namespace", "ResourceQuota", "NetworkPolicy"]
-    assert {"Deployment", "Service", "PodDisruptionBudget", "HTTPRoute"} <= set(kinds)
+    assert {"Deployment", "Service", "PodDisruptionBudget"} <= set(kinds)
+    assert "HTTPRoute" not in kinds
     assert all(manifest_problem(d) is None for d in documents)
 
 

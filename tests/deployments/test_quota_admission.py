@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from controlplane.access import Principal
@@ -191,3 +192,62 @@ def test_two_simultaneous_creates_cannot_together_exceed_the_quota(acme: Tenant,
     assert sorted(outcomes.values()) == ["created", "refused"]
     held = ModelDeployment.objects.for_tenant(acme).exclude(desired_state="deleting")
     assert sum(d.gpu_count * d.max_replicas for d in held) == 8
+
+
+def test_it_admits_only_the_replicas_whose_cpu_and_memory_fit_the_namespace_quota(
+    api: Callable[[User | None], APIClient], alice: User, acme: Tenant
+) -> None:
+    # The 70B example's pod asks 16 cores and 104 GiB per replica (vLLM's defaults for 4 GPUs).
+    set_quota(acme, gpus={"nvidia-h100": 64}, max_replicas=16, max_deployments=5, cpu_cores=64, memory_gib=512)
+    client = api(alice)
+    llama = {"name": "llama-70b", "runtime": "vllm", "model": "m", "gpu_type": "nvidia-h100", "gpu_count": 4}
+
+    too_many = client.post(BASE, {**llama, "max_replicas": 8}, format="json")
+    fits = client.post(BASE, {**llama, "min_replicas": 1, "max_replicas": 4}, format="json")
+    more_memory = client.patch(f"{BASE}llama-70b/", {"memory_gib": 200}, format="json")
+    second = client.post(BASE, {**llama, "name": "second", "max_replicas": 1}, format="json")
+
+    assert too_many.status_code == 422
+    assert too_many.json()["error"]["message"] == (
+        "quota exceeded: CPU: asked 128 cores (16 per replica × 8 replicas), 64 of 64 cores left"
+    )
+    assert fits.status_code == 201, fits.json()
+    assert more_memory.status_code == 422
+    assert (
+        "quota exceeded: memory: asked 800 GiB (200 per replica × 4 replicas)" in more_memory.json()["error"]["message"]
+    )
+    assert second.status_code == 422
+    assert "quota exceeded: CPU: asked 16 cores" in second.json()["error"]["message"]
+    assert [d.name for d in ModelDeployment.objects.for_tenant(acme)] == ["llama-70b"]
+    assert ModelDeployment.objects.for_tenant(acme).get().memory_gib is None
+
+
+def test_lowering_what_a_deployment_asks_is_admitted_over_a_lowered_quota(
+    api: Callable[[User | None], APIClient], alice: User, acme: Tenant
+) -> None:
+    set_quota(acme, max_replicas=16, cpu_cores=64, memory_gib=512)
+    client = api(alice)
+    assert client.post(BASE, {"name": "cpu", "runtime": "builtin", "model": "m", "max_replicas": 8}).status_code == 201
+    set_quota(acme, cpu_cores=2)
+
+    assert client.patch(f"{BASE}cpu/", {"max_replicas": 4}, format="json").status_code == 200
+    assert client.patch(f"{BASE}cpu/", {"max_replicas": 5}, format="json").status_code == 422
+
+
+@override_settings(FRONTDOOR_BACKEND="kubernetes", FRONTDOOR_K8S_GPUS_PER_NODE=8)
+def test_on_kubernetes_a_replica_may_not_ask_more_gpus_than_a_node_has(
+    api: Callable[[User | None], APIClient], alice: User, acme: Tenant
+) -> None:
+    set_quota(acme, gpus={"nvidia-h100": 64}, max_replicas=4, cpu_cores=512, memory_gib=4096)
+    client = api(alice)
+    big = {"name": "big", "runtime": "vllm", "model": "m", "gpu_type": "nvidia-h100", "gpu_count": 16}
+
+    refused = client.post(BASE, big, format="json")
+    node = client.post(BASE, {**big, "gpu_count": 8}, format="json")
+    grown = client.patch(f"{BASE}big/", {"gpu_count": 9}, format="json")
+
+    assert refused.status_code == 400
+    assert "a node has 8 GPUs (FRONTDOOR_K8S_GPUS_PER_NODE)" in refused.json()["error"]["fields"]["gpu_count"][0]
+    assert node.status_code == 201, node.json()
+    assert grown.status_code == 400
+    assert ModelDeployment.objects.for_tenant(acme).get().gpu_count == 8

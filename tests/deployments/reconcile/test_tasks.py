@@ -186,7 +186,7 @@ def test_it_reconciles_the_tenant_right_after_a_quota_change(
     assert message["args"] == [acme.pk]
     tasks.reconcile_tenant.apply(args=message["args"]).get()  # what the worker does with it
     resource_quota = on_fakekube.store.objects[("resourcequotas", "fd-acme", "frontdoor-quota")]
-    assert resource_quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "3"
+    assert resource_quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "6"  # 3, with the default headroom of 2
 
 
 def test_it_sends_a_follow_up_back_to_the_queue_its_pass_came_from(broker: Any) -> None:
