@@ -36,6 +36,7 @@ from deployments.backends.base import (
     TenantSpec,
     TransientBackendError,
 )
+from deployments.backends.quantity import same_quantity
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,45 @@ class _Counter:
     writes: int = 0
 
 
-def is_subset(wanted: Any, actual: Any) -> bool:
-    """True when every field in ``wanted`` has the same value in ``actual`` (fields the server added are ignored)."""
+# Maps whose values are resource quantities (requests, limits, a ResourceQuota's hard), and fields that hold one.
+_QUANTITY_MAPS = frozenset({"requests", "limits", "hard"})
+_QUANTITY_FIELDS = frozenset({"sizeLimit", "averageValue"})
+
+
+def is_subset(wanted: Any, actual: Any, key: str = "", parent: str = "") -> bool:
+    """True when every field in ``wanted`` has the same value in ``actual`` (fields the server added are ignored).
+
+    ``actual`` is read as the API server returns it: resource quantities compare by value (it stores ``1024Gi`` as
+    ``1Ti`` and ``1000`` as ``1k``), an empty string, list or map matches a field that is absent (it leaves empty
+    optional fields out, a Secret's empty ``data`` for one), and the top-level ``apiVersion`` and ``kind`` may be
+    absent (the items of a list carry none). ``key`` and ``parent`` name the field being compared and its map."""
     if isinstance(wanted, dict):
-        return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in wanted.items())
+        if not isinstance(actual, dict):
+            return False
+        for k, v in wanted.items():
+            if k in actual:
+                if not is_subset(v, actual[k], k, key):
+                    return False
+            elif not (_is_empty(v) or (not key and k in ("apiVersion", "kind"))):
+                return False
+        return True
     if isinstance(wanted, list):
-        return isinstance(actual, list) and len(wanted) == len(actual) and all(map(is_subset, wanted, actual))
-    return bool(wanted == actual or (isinstance(wanted, int | str) and str(wanted) == str(actual)))
+        return (
+            isinstance(actual, list)
+            and len(wanted) == len(actual)
+            and all(is_subset(w, a, key, parent) for w, a in zip(wanted, actual, strict=True))
+        )
+    if wanted == actual or (isinstance(wanted, int | str) and str(wanted) == str(actual)):
+        return True
+    return _holds_quantity(key, parent) and same_quantity(wanted, actual)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and not value)
+
+
+def _holds_quantity(key: str, parent: str) -> bool:
+    return parent in _QUANTITY_MAPS or key in _QUANTITY_FIELDS or (key == "value" and parent == "target")
 
 
 def _keys_removed(wanted: dict[str, Any], actual: dict[str, Any]) -> bool:
@@ -98,6 +131,7 @@ class KubernetesBackend:
         self.autoscaling = k8s.AutoscalingV2Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
         self._tenants_applied: dict[str, tuple[TenantSpec, float]] = {}
+        self._routeless: set[str] = set()  # namespaces without HTTPRoutes of ours (see _leftover_routes)
         self._lock = threading.Lock()
         route = partial(self._custom, "gateway.networking.k8s.io", "v1", "httproutes")
         # kind -> (list(namespace, label_selector), patch(name, namespace, body, **kw), delete(name, namespace, **kw))
@@ -272,8 +306,25 @@ class KubernetesBackend:
         )
 
     def _actual(self, counter: _Counter, namespace: str, selector: str) -> dict[str, dict[str, dict[str, Any]]]:
-        kinds = ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "HTTPRoute")
-        return {kind: self._list(counter, kind, namespace, selector) for kind in kinds}
+        kinds = ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler")
+        actual = {kind: self._list(counter, kind, namespace, selector) for kind in kinds}
+        actual["HTTPRoute"] = self._leftover_routes(counter, namespace, selector)
+        return actual
+
+    def _leftover_routes(self, counter: _Counter, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
+        """HTTPRoutes an earlier version made (none is made now), to be pruned; none where Gateway API's CRDs are
+        not installed (the list is a 404 then). Looked for once per namespace and process once there are none."""
+        if namespace in self._routeless:
+            return {}
+        try:
+            routes = self._list(counter, "HTTPRoute", namespace, f"{manifests.MANAGED_BY}={manifests.MANAGER}")
+        except _NotFound:
+            routes = {}
+        if not routes:
+            with self._lock:
+                self._routeless.add(namespace)
+        wanted = dict(pair.split("=", 1) for pair in selector.split(","))
+        return {name: r for name, r in routes.items() if wanted.items() <= r["metadata"].get("labels", {}).items()}
 
     def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
         counter = _Counter()

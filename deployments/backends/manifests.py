@@ -2,7 +2,7 @@
 
 Nothing here does I/O or touches the ORM: the reconciler builds ``TenantSpec``/``DeploymentSpec`` from Postgres,
 the Kubernetes backend applies what these functions return, and the preview endpoint renders the same objects
-as YAML. Names are deterministic (``<deployment>-r<number>`` per revision, ``<deployment>`` for the HTTPRoute) and
+as YAML. Names are deterministic (``<deployment>-r<number>`` per revision) and
 every object carries the ownership labels of ``manifests_common``, which is how the backend finds and prunes them.
 
 The pod itself is ``manifests_pod``'s, the tenant's shared objects ``manifests_tenant``'s; the names the backend,
@@ -129,49 +129,14 @@ def revision_dependents(
     return objects
 
 
-def http_route(spec: DeploymentSpec, namespace: str, kube: KubeSettings) -> dict[str, Any] | None:
-    """The Gateway API HTTPRoute splitting traffic by revision weight; None when no revision runs on Kubernetes."""
-    revisions = [r for r in spec.revisions if r.runs_replicas]
-    if not revisions:
-        return None
-    model_header = f"{spec.tenant.slug}.{spec.name}"
-    backends = [
-        {"name": revision_object_name(spec.name, r.number), "port": MODEL_PORT, "weight": r.weight}
-        for r in sorted(revisions, key=lambda r: r.number)[-16:]  # the CRD allows 16 backendRefs per rule
-    ]
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": object_meta(spec.name, namespace, deployment_labels(spec)),
-        "spec": {
-            "parentRefs": [
-                {
-                    "group": "gateway.networking.k8s.io",
-                    "kind": "Gateway",
-                    "name": kube.gateway_name,
-                    "namespace": kube.gateway_namespace,
-                }
-            ],
-            "rules": [
-                {
-                    "matches": [
-                        {
-                            "path": {"type": "PathPrefix", "value": "/"},
-                            "headers": [{"type": "Exact", "name": "x-frontdoor-model", "value": model_header}],
-                        }
-                    ],
-                    "backendRefs": backends,
-                }
-            ],
-        },
-    }
-
-
 def deployment_objects(
     spec: DeploymentSpec, kube: KubeSettings, owner_uids: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """Every object of a deployment in the order to apply them: Services before the Deployments, so a Service the
-    API server refuses leaves no GPU pods running behind it; the other dependents and the HTTPRoute last."""
+    API server refuses leaves no GPU pods running behind it; the other dependents last.
+
+    No HTTPRoute: the gateway is the only way in (keys, limits, metering happen there) and reaches replicas
+    itself, so a Gateway API route would only be a path around it."""
     namespace = namespace_name(spec.tenant.slug, kube)
     uids = owner_uids or {}
     running = [r for r in spec.revisions if r.runs_replicas]
@@ -182,9 +147,6 @@ def deployment_objects(
     objects = [o for objs in dependents.values() for o in objs if o["kind"] == "Service"]
     objects.extend(revision_deployment(spec, revision, namespace, kube) for revision in running)
     objects.extend(o for objs in dependents.values() for o in objs if o["kind"] != "Service")
-    route = http_route(spec, namespace, kube)
-    if route is not None:
-        objects.append(route)
     return objects
 
 

@@ -47,6 +47,10 @@ def add_revision(deployment: ModelDeployment, number: int, weight: int, **spec: 
     )
 
 
+def revisions_of(deployment: ModelDeployment) -> list[Revision]:
+    return list(Revision.unscoped_objects.filter(deployment=deployment).order_by("number"))
+
+
 def names(fake: FakeKubeServer, plural: str, selector: str = CHAT) -> list[str]:
     with fake.store.lock:
         return sorted(o["metadata"]["name"] for o in fake.store.list(plural, NS, selector))
@@ -81,7 +85,7 @@ def test_it_creates_every_object_on_the_first_pass(
     assert names(fakekube, "persistentvolumeclaims", "") == ["frontdoor-model-cache"]
     for plural in ("deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers"):
         assert names(fakekube, plural) == ["chat-r1"], plural
-    assert names(fakekube, "httproutes") == ["chat"]
+    assert names(fakekube, "httproutes") == []
     deployment.refresh_from_db()
     assert deployment.status == ModelDeployment.Status.READY
     assert deployment.observed_generation == deployment.generation
@@ -134,10 +138,24 @@ def test_it_keeps_the_stable_revision_until_the_canary_is_ready_then_prunes_it(
     reconcile.reconcile_deployment(deployment.pk, kube_backend)
     for plural in ("deployments", "services", "poddisruptionbudgets"):
         assert names(fakekube, plural) == ["chat-r2"], plural
-    route = fakekube.store.get("httproutes", NS, "chat")
-    assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == ["chat-r2"]
     assert Revision.unscoped_objects.get(deployment=deployment, number=1).endpoints == []
     assert condition(deployment, "Ready")["status"] == "True"
+
+
+def test_it_prunes_the_httproute_an_earlier_version_made_and_leaves_other_routes(
+    acme: Any, fakekube: FakeKubeServer, kube_backend: KubernetesBackend
+) -> None:
+    deployment = make_deployment(acme, desired_replicas=1)
+    converge(deployment, kube_backend)
+    labels = fakekube.store.get("services", NS, "chat-r1")["metadata"]["labels"]
+    mine = {key: value for key, value in labels.items() if key != "frontdoor.dev/revision"}
+    route: dict[str, Any] = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "spec": {}}
+    fakekube.store.create("httproutes", NS, {**route, "metadata": {"name": "chat", "labels": mine}}, "v1")
+    fakekube.store.create("httproutes", NS, {**route, "metadata": {"name": "theirs", "labels": {"a": "b"}}}, "v1")
+
+    KubernetesBackend.from_environment().apply_deployment(reconcile.desired_spec(deployment, revisions_of(deployment)))
+
+    assert sorted(name for (p, ns, name) in fakekube.store.objects if p == "httproutes") == ["theirs"]
 
 
 def test_it_converges_after_a_spell_of_server_errors(
@@ -183,7 +201,8 @@ def test_it_updates_the_namespace_quota_when_the_quota_changes(
     Quota.unscoped_objects.filter(tenant=acme).update(gpus={"nvidia-h100": 2}, max_replicas=3, cpu_cores=16)
     assert reconcile.reconcile_tenant(acme.pk, kube_backend)
     hard = fakekube.store.get("resourcequotas", NS, "frontdoor-quota")["spec"]["hard"]
-    assert hard["requests.nvidia.com/gpu"] == "2" and hard["pods"] == "3" and hard["requests.cpu"] == "16"
+    # Twice the quota (FRONTDOOR_K8S_QUOTA_HEADROOM): room for a rollout beside what admission holds to 1x.
+    assert hard["requests.nvidia.com/gpu"] == "4" and hard["pods"] == "6" and hard["requests.cpu"] == "32"
 
 
 def test_it_reports_pods_waiting_for_gpus_until_they_run(
