@@ -70,7 +70,7 @@ def enter_hold(ctx: GatewayContext, deployment: DeploymentEntry) -> float:
             f"Too many requests are waiting for '{deployment.name}' to start.", "deployment_starting", cfg.cold_hold_s
         )
     cold.held += 1
-    return time.monotonic() + cfg.cold_hold_s
+    return time.monotonic() + deployment.hold_s(cfg.cold_hold_s)
 
 
 async def until_warm(

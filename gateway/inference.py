@@ -115,7 +115,7 @@ async def serve_inference(
         deployment_id=deployment.id,
         deployment_max_concurrent=deployment.max_concurrent,
         estimated_tokens=parsed.prompt_estimate + parsed.max_tokens,
-        lease_ttl_s=timeout_s + ctx.config.cold_hold_s + LEASE_MARGIN_S,
+        lease_ttl_s=timeout_s + deployment.hold_s(ctx.config.cold_hold_s) + LEASE_MARGIN_S,
     )
     assert limit_request is not None
     rate_headers: dict[str, str] = {}

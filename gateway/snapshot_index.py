@@ -95,10 +95,15 @@ class DeploymentEntry:
     min_replicas: int = 1
     # Runtime "external": what its endpoints get as ``Authorization: Bearer``, opened from the snapshot; "" none.
     upstream_key: str = field(default="", repr=False)
+    # How long a request may wait for a replica while it starts from zero; 0: the gateway's ``cold_hold_s``.
+    cold_hold_s: float = 0.0
 
     @property
     def cold(self) -> bool:
         return not any(r.endpoints for r in self.revisions)
+
+    def hold_s(self, default_s: float) -> float:
+        return self.cold_hold_s or default_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +269,12 @@ def _deployment_entry(d: Mapping[str, Any], sealer: Sealer | None = None) -> Dep
         external=external,
         min_replicas=int(d["min_replicas"]) if d.get("min_replicas") is not None else 1,
         upstream_key=_upstream_key(d, sealer) if external else "",
+        cold_hold_s=_positive(d.get("cold_hold_s")),
     )
+
+
+def _positive(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0.0
 
 
 def parse_section(doc: Mapping[str, Any], sealer: Sealer | None = None) -> SectionEntry:

@@ -113,6 +113,9 @@ class DeploymentDoc(TypedDict):
     # deterministically with the seal key (``controlplane.contracts.sealing``) under ``upstream_key_context``, never
     # in clear. Absent: the gateway sends no Authorization header (a client's own is never forwarded).
     upstream_key: NotRequired[str]
+    # Seconds a request may wait for a replica while the deployment starts from zero. Absent: the gateway's own
+    # FRONTDOOR_GATEWAY_COLD_HOLD_S.
+    cold_hold_s: NotRequired[int]
 
 
 class NetworkDoc(TypedDict):

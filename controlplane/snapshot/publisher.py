@@ -29,6 +29,7 @@ from typing import TypeVar, cast
 
 import orjson
 import redis
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import F, FloatField, Func, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
@@ -52,6 +53,7 @@ from controlplane.contracts.snapshot import (
 from controlplane.redis import get_redis, redis_channel, redis_prefix
 from deployments.models import ModelDeployment, Revision, Runtime, TenantSecret
 from deployments.network import network_document
+from deployments.sizing import sizing_for
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
 
@@ -84,6 +86,11 @@ PROJECTED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "created_at",
         "endpoints",
         "upstream_key_secret",
+        # How long the gateway holds a request while the deployment starts (``cold_hold_s``).
+        "cold_start_timeout_s",
+        "gpu_type",
+        "gpu_count",
+        "startup_timeout_s",
     ),
     Revision: ("id", "deployment", "number", "weight", "endpoints", "spec"),
 }
@@ -176,6 +183,17 @@ def _tenants_section(tenant_ids: Collection[int] | None) -> dict[int, tuple[str,
     return tenants
 
 
+def cold_hold_s(runtime: str, chosen: int | None, gpus: int, startup_timeout_s: int | None) -> int | None:
+    """How long the gateway holds a request for the deployment while no replica is up: the deployment's own
+    ``cold_start_timeout_s``; else, on Kubernetes, its startup window (a GPU node, the image and the weights take
+    minutes there); else None, the gateway's ``FRONTDOOR_GATEWAY_COLD_HOLD_S``."""
+    if chosen is not None:
+        return chosen
+    if settings.FRONTDOOR_BACKEND != "kubernetes" or runtime == Runtime.EXTERNAL:
+        return None
+    return sizing_for(runtime, gpus, {"startup_timeout_s": startup_timeout_s}).startup_timeout_s
+
+
 def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[str, DeploymentDoc]]:
     """Each tenant's live deployments with their routed revisions (of ``tenant_ids``, or every tenant's), by id."""
     live = ~Q(desired_state=ModelDeployment.DesiredState.DELETING)
@@ -195,7 +213,9 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
         )
     )
     keyed: list[tuple[DeploymentDoc, int, str]] = []  # external deployments with an upstream key: (doc, tenant, secret)
-    for pk, tenant, name, model, runtime, state, min_r, max_r, max_c, timeout_s, created, endpoints, key, tid in rows:
+    for row in rows:
+        pk, tenant, name, model, runtime, state, min_r, max_r, max_c, timeout_s, created, endpoints, key = row[:13]
+        cold_start, gpu_type, gpu_count, startup, tid = row[13:]
         doc: DeploymentDoc = {
             "id": pk,
             "tenant": tenant,
@@ -210,6 +230,8 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
             "created": int(created),
             "revisions": [],
         }
+        if (hold := cold_hold_s(runtime, cold_start, gpu_count if gpu_type else 0, startup)) is not None:
+            doc["cold_hold_s"] = hold
         deployments.setdefault(tid, {})[contract.deployment_key(tenant, name)] = doc
         by_id[pk] = doc
         if runtime == Runtime.EXTERNAL:

@@ -110,6 +110,16 @@ class ModelDeployment(models.Model):
     shm_gib = models.FloatField(null=True, blank=True, help_text="shared memory, less than memory_gib")
     ephemeral_storage_gib = models.FloatField(null=True, blank=True)
     startup_timeout_s = models.PositiveIntegerField(null=True, blank=True)
+    # How long a request may wait while the deployment starts from zero; null: the startup window on Kubernetes,
+    # the gateway's FRONTDOOR_GATEWAY_COLD_HOLD_S on the local backend.
+    cold_start_timeout_s = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(3600)]
+    )
+    # How long the deployment stays idle at one replica before it may scale to zero (a GPU pod that reloads its
+    # weights for minutes should not thrash); null: FRONTDOOR_SCALE_TO_ZERO_GRACE_S.
+    scale_to_zero_grace_s = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(86400)]
+    )
 
     desired_state = models.CharField(max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING)
     # Bumped on every change the reconciler must act on; observed_generation is what it last converged.

@@ -169,7 +169,9 @@ def tick(now: float | None = None) -> TickResult:
             quota_cap=holding.cap_for(deployment),
             stable_window_s=windows[0],
             panic_window_s=windows[1],
-            scale_to_zero_grace_s=windows[2],
+            scale_to_zero_grace_s=(
+                windows[2] if deployment.scale_to_zero_grace_s is None else deployment.scale_to_zero_grace_s
+            ),
         )
         decision = decide(
             state, config, now=now, concurrency=float(concurrency), ready=deployment.ready_replicas,

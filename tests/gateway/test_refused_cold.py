@@ -23,6 +23,7 @@ from controlplane.contracts.redis_names import wake_key
 from tests.support.gateway import ROOT, Process, World, free_port, start_gateway, stop, wait_http
 
 CHAT = "/v1/chat/completions"
+GATEWAY_HOLD_S = 3  # the ``gateway`` fixture's FRONTDOOR_GATEWAY_COLD_HOLD_S
 
 
 def chat(gateway: Process, key: str, model: str = "chat") -> httpx.Response:
@@ -127,6 +128,26 @@ def test_a_held_refused_request_gets_deployment_starting_when_no_replica_comes(
     assert response.json()["error"]["code"] == "deployment_starting"
     assert int(response.headers["retry-after"]) >= 1
     assert redis_client.ttl(wake_key(prefix, dep["id"])) > 0
+
+
+def test_a_deployment_with_a_longer_startup_window_holds_past_the_gateways_own_hold(
+    world: World, gateway: Process, upstream: Process, redis_client: redis.Redis, prefix: str
+) -> None:
+    tenant = world.tenant()
+    dep = world.deployment(tenant, "chat", [f"http://127.0.0.1:{free_port()}"], min_replicas=0)
+    dep["cold_hold_s"] = 60  # what the control plane publishes for a deployment whose pods take minutes to start
+    key = world.key(tenant)
+    world.publish(gateway)
+
+    thread, answers = in_background(gateway, key.full)
+    wait_for_wake(redis_client, prefix, dep["id"])
+    thread.join(GATEWAY_HOLD_S + 2)  # past the test gateway's own hold, which would have answered 503 by now
+    assert thread.is_alive(), f"answered instead of held: {[a.status_code for a in answers]}"
+
+    dep["revisions"][0]["endpoints"] = [upstream.url]
+    world.publish()
+    thread.join(20)
+    assert [a.status_code for a in answers] == [200]
 
 
 @pytest.fixture

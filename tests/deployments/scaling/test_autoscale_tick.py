@@ -82,6 +82,31 @@ def test_it_lowers_replicas_at_most_by_half_per_tick_and_reaches_zero_when_idle(
     assert {"ScaledUp", "ScaledDown", "ScaledToZero"} <= set(reasons)
 
 
+def idle_ticks_until_zero(deployment: ModelDeployment, ticks: int) -> int | None:
+    """Tick an idle deployment every 2 simulated seconds; the first second at which it reached zero, or None."""
+    for step in range(ticks):
+        autoscale.tick(now=T0 + 2 * step)
+        deployment = _reconciled(deployment)
+        if deployment.desired_replicas == 0:
+            return 2 * step
+    return None
+
+
+@pytest.mark.django_db
+def test_a_deployment_keeps_its_last_replica_for_its_own_idle_grace(
+    acme: Tenant, make_deployment: Callable[..., ModelDeployment], rds: redis.Redis
+) -> None:
+    # The platform's grace is 8 s here; a GPU deployment that reloads weights for minutes asks for longer.
+    patient = make_deployment(acme, name="patient", min_replicas=0, max_replicas=2, scale_to_zero_grace_s=30)
+    default = make_deployment(acme, name="default", min_replicas=0, max_replicas=2)
+
+    patient_zero = idle_ticks_until_zero(patient, 30)  # bounded: 60 simulated seconds
+    default.refresh_from_db()
+
+    assert default.desired_replicas == 0
+    assert patient_zero is not None and patient_zero >= 30
+
+
 @pytest.mark.django_db
 def test_it_keeps_min_replicas_when_idle(
     acme: Tenant, make_deployment: Callable[..., ModelDeployment], rds: redis.Redis
