@@ -1,36 +1,74 @@
 """A fake Kubernetes API server: real HTTP on 127.0.0.1, used through the official ``kubernetes`` client.
 
-It keeps objects in memory per (resource plural, namespace, name) and implements what Frontdoor's backend uses:
-create / get / list (``labelSelector``) / patch (JSON merge, strategic merge approximated as merge, and
-server-side apply ``application/apply-patch+yaml`` without managedFields) / replace / delete, with
-``resourceVersion`` increments, 409 on a stale ``resourceVersion`` or on creating an existing name, 404s, and
-``Status`` objects as error bodies. Deleting an object deletes the objects whose ``ownerReferences`` name it
-(the garbage collector's cascade); deleting a namespace deletes everything in it.
+It serves the resources of ``kinds.py`` at the client's normal paths (``/api/v1/...``, ``/apis/<group>/<version>/
+...``, cluster-wide lists, the ``status`` and ``scale`` subresources): create, get, list (``labelSelector``,
+``fieldSelector``), replace, JSON merge / strategic merge / JSON patch, server-side apply
+(``application/apply-patch+yaml`` with ``fieldManager`` and ``force``, tracking field ownership) and delete
+(``propagationPolicy``), with what ``store.py`` does on every write. As on a real server, the items of a list of a
+built-in kind carry no ``apiVersion`` and ``kind``, errors are ``Status`` bodies, and a write without
+``fieldManager`` is owned by the client's User-Agent up to its first ``/``.
 
-For tests and the benchmark: request counters (reads vs writes, and a write log), injected faults (N failing
-calls with a status, latency, dropped connections, 422 for a name, 409s), direct status control (Deployment
-``readyReplicas``, Pending Unschedulable pods) and an optional "controller" that marks Deployments ready.
+For tests and the benchmark: request counters (reads vs writes, a write log), injected faults (N failing calls
+with a status, latency, dropped connections, 422 for a name, 409s), the controllers of ``controller.py``
+(settling after every write by default, or stepping on a thread) and ``/_fake/...`` control endpoints.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from tests.fakekube.store import KINDS, ApiError, Store, merge
+from tests.fakekube.cluster import NodeSpec, cpu_nodes, default_nodes, gpu_nodes
+from tests.fakekube.kinds import RESOURCES, ApiError, Resource, bad_request
+from tests.fakekube.store import Store
 
-_PATH = re.compile(
-    r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
-    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
-)
-_NS_PATH = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
+_PREFIX = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))(?P<rest>/.*)?$")
+
+
+def _route(path: str) -> tuple[Resource, str | None, str | None, str]:
+    """(resource, namespace or None, name or None, subresource) for an API path; 404 when there is none."""
+    missing = ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+    match = _PREFIX.match(path)
+    if match is None or not match.group("rest"):
+        raise missing
+    group, version = (match.group("group") or "", match.group("core") or match.group("version"))
+    parts = match.group("rest").strip("/").split("/")
+    namespace: str | None = None
+    if parts[0] == "namespaces" and len(parts) >= 3 and parts[2] not in ("status", "finalize"):
+        namespace, parts = parts[1], parts[2:]
+    if len(parts) > 3 or not parts[0]:
+        raise missing
+    plural, name = parts[0], parts[1] if len(parts) > 1 else None
+    sub = parts[2] if len(parts) > 2 else ""
+    resource = RESOURCES.get(plural)
+    if resource is None or resource.group != group or resource.version != version:
+        raise missing
+    if sub not in ("", "status", "scale") or (sub == "scale" and plural not in ("deployments", "replicasets")):
+        raise missing
+    if not resource.namespaced and namespace is not None:
+        raise missing
+    return resource, namespace, name, sub
+
+
+def _manager(query: dict[str, list[str]], user_agent: str) -> str:
+    given = query.get("fieldManager", [""])[0]
+    return given or (user_agent.split("/", 1)[0] if user_agent else "unknown")
+
+
+def _list_items(resource: Resource, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A built-in kind's list items carry no ``apiVersion``/``kind`` (the list's own say them); a CRD's do."""
+    if not resource.builtin:
+        return list(items)
+    return [{k: v for k, v in item.items() if k not in ("apiVersion", "kind")} for item in items]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,22 +80,27 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests print what matters
         return
 
-    def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+    def _send_bytes(self, code: int, data: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
+    def _send(self, code: int, body: Any) -> None:
+        self._send_bytes(code, json.dumps(body).encode())
+
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not raw:
             return {}
-        if "yaml" in (self.headers.get("Content-Type") or ""):
-            return yaml.safe_load(raw)
-        return json.loads(raw)
+        try:
+            if "yaml" in (self.headers.get("Content-Type") or "") and not raw.lstrip().startswith(b"{"):
+                return yaml.safe_load(raw)
+            return json.loads(raw)  # JSON is YAML too, and the official client sends apply bodies as JSON
+        except (ValueError, yaml.YAMLError) as exc:
+            raise bad_request(f"the request body could not be decoded: {exc}") from exc
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -80,7 +123,11 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/_fake/"):
             self._control(verb, url.path)
             return
-        body = self._body()
+        try:
+            body = self._body()
+        except ApiError as exc:
+            self._send(exc.code, exc.body())
+            return
         with store.lock:
             faults = store.faults
             latency = faults.latency_s
@@ -108,59 +155,88 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(409, "Conflict", "injected conflict: the object has been modified")
             with store.lock:
                 code, result = self._dispatch(verb, url.path, parse_qs(url.query), body)
+                data = json.dumps(result).encode()  # under the lock: the controller thread writes too
         except ApiError as exc:
             self._send(exc.code, exc.body())
             return
-        self._send(code, result)
+        self._send_bytes(code, data)
 
     def _dispatch(self, verb: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         store = self.server.store
-        ns_match = _NS_PATH.match(path)
-        if ns_match:
-            plural, namespace, name, api_version = "namespaces", "", ns_match.group("name"), "v1"
-        else:
-            match = _PATH.match(path)
-            if not match or match.group("plural") not in KINDS:
-                raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
-            plural, name = match.group("plural"), match.group("name")
-            namespace = match.group("ns") or ""
-            api_version = "v1" if match.group("cv") else f"{match.group('group')}/{match.group('gv')}"
+        resource, namespace, name, sub = _route(path)
+        plural, ns = resource.plural, namespace or ""
         if verb != "GET":
             store.stats.writes += 1
-            store.stats.write_log.append((verb, plural, namespace, name or body.get("metadata", {}).get("name", "")))
-        if verb == "GET" and name is None:
-            selector = query.get("labelSelector", [""])[0]
-            scope = namespace if (namespace or plural == "namespaces") else None  # None = every namespace
-            items = store.list(plural, scope, selector)
-            return 200, {
-                "apiVersion": api_version,
-                "kind": f"{KINDS[plural]}List",
-                "metadata": {"resourceVersion": str(store.version)},
-                "items": items,
-            }
+            named = name or (body.get("metadata", {}).get("name", "") if isinstance(body, dict) else "")
+            store.stats.write_log.append((verb, plural, ns, named))
+        manager = _manager(query, self.headers.get("User-Agent") or "")
+        if name is None:
+            if verb == "GET":
+                scope = namespace if (namespace or not resource.namespaced) else None  # None = every namespace
+                selector = query.get("labelSelector", [""])[0]
+                fields = query.get("fieldSelector", [""])[0]
+                items = store.list(plural, "" if not resource.namespaced else scope, selector, fields)
+                return 200, {
+                    "apiVersion": resource.api_version,
+                    "kind": f"{resource.kind}List",
+                    "metadata": {"resourceVersion": str(store.version)},
+                    "items": _list_items(resource, items),
+                }
+            if verb == "POST":
+                if resource.namespaced and namespace is None:
+                    raise ApiError(
+                        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                    )
+                if not isinstance(body, dict):
+                    raise bad_request("the body of a create is an object")
+                return 201, store.create(plural, ns, body, resource.api_version, manager)
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        if resource.namespaced and namespace is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        if sub == "scale":
+            return self._scale(verb, resource, ns, name, body, manager)
         if verb == "GET":
-            return 200, store.get(plural, namespace, name or "")
-        if verb == "POST":
-            return 201, store.create(plural, namespace, body, api_version)
+            return 200, store.get(plural, ns, name)
         if verb == "PUT":
-            return 200, store.update(plural, namespace, name or "", body, check_version=True)
+            if not isinstance(body, dict):
+                raise bad_request("the body of a replace is an object")
+            return 200, store.update(plural, ns, name, body, check_version=True, manager=manager, subresource=sub)
         if verb == "DELETE":
-            # Like the real server: the deleted object comes back (here with its deletion time).
-            gone = store.delete(plural, namespace, name or "")
-            gone["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            return 200, gone
+            options = body if isinstance(body, dict) else {}
+            propagation = options.get("propagationPolicy") or query.get("propagationPolicy", ["Background"])[0]
+            grace = options.get("gracePeriodSeconds", query.get("gracePeriodSeconds", [None])[0])
+            return 200, store.delete(plural, ns, name, propagation, None if grace is None else int(grace))
         if verb == "PATCH":
             content_type = self.headers.get("Content-Type") or ""
             if "apply-patch" in content_type:
-                return store.apply(plural, namespace, name or "", body, api_version)
-            old = store.get(plural, namespace, name or "")
-            return 200, store.update(plural, namespace, name or "", merge(old, body), check_version=True)
+                force = query.get("force", ["false"])[0].lower() == "true"
+                given = query.get("fieldManager", [""])[0]
+                return store.apply(plural, ns, name, body, resource.api_version, given, force, sub)
+            return 200, store.patch(plural, ns, name, body, content_type, manager, sub)
+        raise ApiError(405, "MethodNotAllowed", verb)
+
+    def _scale(
+        self, verb: str, resource: Resource, namespace: str, name: str, body: Any, manager: str
+    ) -> tuple[int, Any]:
+        store = self.server.store
+        if verb == "GET":
+            return 200, store.read_scale(resource.plural, namespace, name)
+        if verb in ("PUT", "PATCH") and isinstance(body, dict):
+            replicas = (body.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int):
+                raise bad_request("spec.replicas of a Scale is an integer")
+            return 200, store.scale(resource.plural, namespace, name, replicas, manager)
         raise ApiError(405, "MethodNotAllowed", verb)
 
     def _control(self, verb: str, path: str) -> None:
-        """``GET /_fake/stats``, ``POST /_fake/reset``, ``POST /_fake/faults`` (JSON fields of ``Faults``)."""
+        """``GET /_fake/stats``, ``POST /_fake/reset``, ``POST /_fake/faults`` (JSON fields of ``Faults``),
+        ``POST /_fake/pod-faults`` (``{"fault": ..., "image": ...}`` or ``{"clear": true}``), ``POST /_fake/settle``."""
         store = self.server.store
-        body = self._body() if verb == "POST" else {}
+        try:
+            body = self._body() if verb == "POST" else {}
+        except ApiError as exc:
+            self._send(exc.code, exc.body())
+            return
         with store.lock:
             if path == "/_fake/stats":
                 self._send(200, store.stats.snapshot())
@@ -171,6 +247,16 @@ class Handler(BaseHTTPRequestHandler):
                 for key, value in body.items():
                     setattr(store.faults, key, value)
                 self._send(200, {})
+            elif path == "/_fake/pod-faults" and verb == "POST":
+                if body.get("clear"):
+                    store.controller.clear_faults()
+                else:
+                    store.controller.inject(
+                        body["fault"], image=body.get("image"), pod=body.get("pod"), namespace=body.get("namespace", "")
+                    )
+                self._send(200, {})
+            elif path == "/_fake/settle" and verb == "POST":
+                self._send(200, {"steps": store.controller.settle()})
             else:
                 self._send(404, ApiError(404, "NotFound", path).body())
 
@@ -179,9 +265,17 @@ class FakeKubeServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        nodes: Iterable[NodeSpec] | None = None,
+        store: Store | None = None,
+    ) -> None:
         super().__init__((host, port), Handler)
-        self.store = Store()
+        self.store = store or Store()
+        for node in default_nodes() if nodes is None else nodes:
+            self.store.add_node(node)
         self._thread: threading.Thread | None = None
 
     @property
@@ -195,18 +289,30 @@ class FakeKubeServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        self.store.controller.stop()
         self.shutdown()
         self.server_close()
 
 
 def main() -> None:
-    """Run standalone: ``python -m tests.fakekube.server [port]`` (prints its URL)."""
-    import sys
-
-    server = FakeKubeServer(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    """Run standalone: ``python -m tests.fakekube.server [port] [--controller thread] [--gpu-nodes N]`` (prints
+    its URL). ``--controller settle`` (the default) settles the controllers after every write; ``thread`` runs them
+    every 50 ms on their own, so pods become ready a moment after the writes that made them."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakekube.server")
+    parser.add_argument("port", nargs="?", type=int, default=0)
+    parser.add_argument("--controller", choices=("settle", "thread"), default="settle")
+    parser.add_argument("--gpu-nodes", type=int, default=4, help="nodes of 8 GPUs per GPU type (default 4)")
+    parser.add_argument("--cpu-nodes", type=int, default=2, help="CPU nodes without taints (default 2)")
+    args = parser.parse_args()
+    nodes = default_nodes(args.gpu_nodes, args.cpu_nodes)
+    server = FakeKubeServer(port=args.port, nodes=nodes)
+    if args.controller == "thread":
+        server.store.controller.start()
     print(server.url, flush=True)
     server.serve_forever()
 
+
+__all__ = ["FakeKubeServer", "cpu_nodes", "gpu_nodes", "main"]
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,8 @@ official client: 404s and 409s with Status bodies, resourceVersion, label select
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -106,7 +108,7 @@ def test_it_cascades_deletion_to_owned_objects(api: k8s.ApiClient, server: FakeK
     core.delete_namespaced_service("owner", "t1")
     assert sorted(s.metadata.name for s in core.list_namespaced_service("t1").items) == ["bystander"]
     core.delete_namespace("t1")
-    assert server.store.objects == {}
+    assert [key for key in server.store.objects if key[0] != "nodes"] == []
 
 
 def test_it_injects_failures_and_recovers(api: k8s.ApiClient, server: FakeKubeServer) -> None:
@@ -129,3 +131,48 @@ def test_it_drops_connections_on_request(api: k8s.ApiClient, server: FakeKubeSer
         k8s.CoreV1Api(api).list_namespace(_request_timeout=5)
     assert not isinstance(caught.value, ApiException) or caught.value.status == 0
     assert k8s.CoreV1Api(api).list_namespace().items == []
+
+
+def test_list_items_of_built_in_kinds_carry_no_kind_as_on_a_real_server(api: k8s.ApiClient) -> None:
+    core = k8s.CoreV1Api(api)
+    _ns(core)
+    core.create_namespaced_service("t1", _service("a"))
+    listed = json.loads(core.list_namespaced_service("t1", _preload_content=False).data)
+    assert listed["kind"] == "ServiceList" and listed["apiVersion"] == "v1"
+    assert "kind" not in listed["items"][0] and "apiVersion" not in listed["items"][0]
+    read = json.loads(core.read_namespaced_service("a", "t1", _preload_content=False).data)
+    assert read["kind"] == "Service" and read["apiVersion"] == "v1"
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "r"}, "spec": {}}
+    custom = k8s.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", "t1", "httproutes", route)
+    routes = custom.list_namespaced_custom_object("gateway.networking.k8s.io", "v1", "t1", "httproutes")
+    assert routes["items"][0]["kind"] == "HTTPRoute"  # a CRD's items keep theirs
+
+
+def test_it_answers_404_for_unknown_paths_versions_and_subresources(api: k8s.ApiClient, server: FakeKubeServer) -> None:
+    core = k8s.CoreV1Api(api)
+    _ns(core)
+    core.create_namespaced_service("t1", _service("a"))
+    for path in (
+        "/apis/apps/v1beta1/namespaces/t1/deployments",
+        "/api/v1/namespaces/t1/widgets",
+        "/api/v1/namespaces/t1/services/a/scale",
+        "/api/v1/namespaces/t1/nodes/x",
+    ):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(server.url + path, timeout=5)  # noqa: S310 (the local fake)
+        assert caught.value.code == 404, path
+        assert json.loads(caught.value.read())["reason"] == "NotFound"
+
+
+def test_objects_carry_their_owners_as_managed_fields(api: k8s.ApiClient) -> None:
+    core = k8s.CoreV1Api(api)
+    _ns(core)
+    kw = {"field_manager": "frontdoor", "force": True, "_content_type": "application/apply-patch+yaml"}
+    applied = json.loads(
+        core.patch_namespaced_service("a", "t1", _service("a", {"app": "x"}), _preload_content=False, **kw).data
+    )
+    (entry,) = applied["metadata"]["managedFields"]
+    assert entry["manager"] == "frontdoor" and entry["operation"] == "Apply" and entry["fieldsType"] == "FieldsV1"
+    assert entry["fieldsV1"]["f:spec"]["f:ports"] == {'k:{"port":80,"protocol":"TCP"}': {".": {}, "f:port": {}}}
+    assert entry["fieldsV1"]["f:metadata"] == {"f:labels": {"f:app": {}}}
