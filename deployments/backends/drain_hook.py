@@ -15,16 +15,7 @@ nothing.
 
 from __future__ import annotations
 
-from deployments.backends.manifests_common import MODEL_PORT, TRITON_METRICS_PORT
-
-# The gauges that count a runtime's in-flight requests, and the port of its metrics.
-IN_FLIGHT: dict[str, tuple[int, tuple[str, ...]]] = {
-    "vllm": (MODEL_PORT, ("vllm:num_requests_running", "vllm:num_requests_waiting")),
-    "builtin": (MODEL_PORT, ("vllm:num_requests_running", "vllm:num_requests_waiting")),
-    "tgi": (MODEL_PORT, ("tgi_queue_size", "tgi_batch_current_size")),
-    # Triton's pending count is what waits; what executes is finished on SIGTERM within --exit-timeout-secs.
-    "triton": (TRITON_METRICS_PORT, ("nv_inference_pending_request_count",)),
-}
+from deployments.backends.load_metrics import load_of
 
 # argv: propagation seconds, deadline seconds, metrics URL, gauge names...
 DRAIN_PROGRAM = """\
@@ -51,7 +42,8 @@ SHELL_LINE = 'p="$1"; shift; if command -v python3 >/dev/null 2>&1; then exec py
 
 def drain_command(runtime: str, propagation_s: int, deadline_s: int) -> list[str]:
     """The hook's ``exec.command`` for ``runtime``'s container."""
-    port, gauges = IN_FLIGHT.get(runtime, IN_FLIGHT["builtin"])
+    load = load_of(runtime)
+    port, gauges = load.port, load.gauges
     url = f"http://127.0.0.1:{port}/metrics"
     return [
         "/bin/sh",

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from deployments.backends.base import DeploymentSpec, RevisionSpec
+from deployments.backends.load_metrics import load_of
 from deployments.backends.manifests_common import DEPLOYMENT_ID_LABEL as DEPLOYMENT_ID_LABEL
 from deployments.backends.manifests_common import DEPLOYMENT_LABEL as DEPLOYMENT_LABEL
 from deployments.backends.manifests_common import MANAGED_BY as MANAGED_BY
@@ -118,7 +119,8 @@ def revision_dependents(
                     {
                         "type": "Pods",
                         "pods": {
-                            "metric": {"name": "frontdoor_inflight_requests"},
+                            # The runtime's in-flight gauges per pod, as the adapter serves them (load_metrics.py).
+                            "metric": {"name": load_of(str(revision.spec.get("runtime", "builtin"))).hpa_metric},
                             "target": {"type": "AverageValue", "averageValue": str(spec.target_concurrency)},
                         },
                     }

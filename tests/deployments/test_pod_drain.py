@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from deployments.backends.drain_hook import IN_FLIGHT
+from deployments.backends.load_metrics import load_of
 from deployments.backends.manifests_pod import PRESTOP_SLEEP_S, SHUTDOWN_MARGIN_S, runtime_of
 from tests.deployments import examples
 from tests.support.modelserver import RunningServer, free_port, start_server, wait_until
@@ -35,7 +35,8 @@ def test_every_pod_drains_on_the_runtimes_own_gauges_within_its_grace_period(nam
     spec = examples.EXAMPLES[name]()
     for rspec, pod, container in containers(name):
         command = container["lifecycle"]["preStop"]["exec"]["command"]
-        port, gauges = IN_FLIGHT[runtime_of(rspec)]
+        load = load_of(runtime_of(rspec))
+        port, gauges = load.port, load.gauges
         assert command[:2] == ["/bin/sh", "-c"]
         propagation, deadline, url, *names = command[5:]
         # Longer than the gateways take to load a snapshot without the endpoint (2 s).

@@ -207,3 +207,24 @@ def test_it_lists_services_before_the_deployments_they_front() -> None:
     _spec, objects = objects_of("canary")
     kinds = [o["kind"] for o in objects if o["kind"] in ("Service", "Deployment")]
     assert kinds == ["Service", "Service", "Deployment", "Deployment"]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "metric"),
+    [
+        ("vllm", "vllm_requests_inflight"),
+        ("builtin", "vllm_requests_inflight"),
+        ("tgi", "tgi_requests_inflight"),
+        ("triton", "triton_requests_pending"),
+    ],
+)
+def test_class_hpa_targets_the_in_flight_metric_the_runtime_exports(runtime: str, metric: str) -> None:
+    spec = examples.builtin_hpa()
+    revision = replace(spec.revisions[0], spec={**spec.revisions[0].spec, "runtime": runtime})
+    objects = examples.render(replace(spec, revisions=(revision,)))
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    (target,) = hpa["spec"]["metrics"]
+    assert target["type"] == "Pods"
+    assert target["pods"]["metric"]["name"] == metric
+    assert target["pods"]["target"] == {"type": "AverageValue", "averageValue": str(spec.target_concurrency)}
+    assert manifest_problem(hpa) is None
