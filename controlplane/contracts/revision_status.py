@@ -23,6 +23,12 @@ class RevisionStatus:
     # Set when replicas cannot be placed (pods Pending for GPUs, local GPU slots exhausted): the scheduler's words.
     waiting_for_capacity: str | None = None
     message: str = ""
+    # Set when replicas fail to come up (an image that cannot be pulled, a crash loop, an OOM kill, a quota the
+    # cluster refuses pods for ...): the cluster's reason (``ImagePullBackOff``) and the pod's message.
+    failure_reason: str = ""
+    failure_message: str = ""
+    # Replicas kept while they leave the gateways' routing before a scale-down removes them (Kubernetes).
+    leaving: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         """Its entry in the agent's status document; the document keys entries by revision id, so the id is left out."""
@@ -32,6 +38,8 @@ class RevisionStatus:
             "endpoints": list(self.endpoints),
             "waiting_for_capacity": self.waiting_for_capacity,
             "message": self.message,
+            "failure_reason": self.failure_reason,
+            "failure_message": self.failure_message,
         }
 
     @classmethod
@@ -44,4 +52,6 @@ class RevisionStatus:
             endpoints=[str(e) for e in entry.get("endpoints", [])],
             waiting_for_capacity=entry.get("waiting_for_capacity"),
             message=str(entry.get("message", "")),
+            failure_reason=str(entry.get("failure_reason") or ""),
+            failure_message=str(entry.get("failure_message") or ""),
         )

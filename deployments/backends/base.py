@@ -47,6 +47,7 @@ class TenantSpec:
     cpu_cores: int
     memory_gib: int
     secrets: tuple[SecretValue, ...] = ()
+    id: int = 0  # names the tenant's section of the gateway snapshot
 
     def secret(self, name: str) -> SecretValue | None:
         return next((s for s in self.secrets if s.name == name and s.kind == "generic"), None)

@@ -27,8 +27,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from controlplane.contracts.env import env_str
-from controlplane.contracts.revision_status import RevisionStatus
-from deployments.backends import manifests
+from deployments.backends import kube_scaledown, manifests
 from deployments.backends.base import (
     DeploymentSpec,
     DeploymentStatus,
@@ -36,12 +35,16 @@ from deployments.backends.base import (
     TenantSpec,
     TransientBackendError,
 )
+from deployments.backends.kube_drain import DrainGate
+from deployments.backends.kube_pods import RevisionObjects, observe, read_objects
 from deployments.backends.quantity import same_quantity
 
 logger = logging.getLogger(__name__)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 FIELD_MANAGER = "frontdoor"
+# Co-owns ``spec.replicas`` while a Deployment passes from our count to an HPA's (``_hand_replicas_over``).
+HANDOVER_MANAGER = "frontdoor-handover-to-hpa"
 # How long a tenant's objects, once applied, are trusted before being read again on a deployment's reconcile
 # (reconcile_tenant and the periodic resync re-check them regardless of this cache when the spec changes).
 TENANT_CACHE_S = 60.0
@@ -132,6 +135,13 @@ class KubernetesBackend:
         self.custom = k8s.CustomObjectsApi(api_client)
         self._tenants_applied: dict[str, tuple[TenantSpec, float]] = {}
         self._routeless: set[str] = set()  # namespaces without HTTPRoutes of ours (see _leftover_routes)
+        self.drain_gate = DrainGate()
+        self.discovery = k8s.DiscoveryV1Api(api_client)
+        self.pod_apis: dict[str, Callable[..., Any]] = {
+            "pods": self.core.list_namespaced_pod,
+            "replicasets": self.apps.list_namespaced_replica_set,
+            "endpointslices": self.discovery.list_namespaced_endpoint_slice,
+        }
         self._lock = threading.Lock()
         route = partial(self._custom, "gateway.networking.k8s.io", "v1", "httproutes")
         # kind -> (list(namespace, label_selector), patch(name, namespace, body, **kw), delete(name, namespace, **kw))
@@ -326,6 +336,27 @@ class KubernetesBackend:
         wanted = dict(pair.split("=", 1) for pair in selector.split(","))
         return {name: r for name, r in routes.items() if wanted.items() <= r["metadata"].get("labels", {}).items()}
 
+    def _hand_replicas_over(self, counter: _Counter, obj: dict[str, Any], actual: dict[str, Any] | None) -> None:
+        """Before a Deployment that had ``spec.replicas`` from us is applied without it (class ``hpa`` now), give
+        the count a second owner, so dropping it from our applied config leaves it as it is instead of resetting
+        it to 1 (Kubernetes' documented handover to an autoscaler). A conflict means the HPA owns it already."""
+        replicas = (actual or {}).get("spec", {}).get("replicas")
+        if actual is None or replicas is None:
+            return
+        meta = obj["metadata"]
+        handover = {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas},
+        }
+        kwargs = {"field_manager": HANDOVER_MANAGER, "force": False, "_content_type": APPLY_CONTENT_TYPE}
+        try:
+            self._call(counter, True, self.ops["Deployment"][1], meta["name"], meta["namespace"], handover, **kwargs)
+        except TransientBackendError as exc:
+            if "409" not in str(exc):
+                raise
+
     def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
         counter = _Counter()
         self.apply_tenant(deployment.tenant)
@@ -336,10 +367,14 @@ class KubernetesBackend:
         # applied before its Deployment exists, so a Service the API server refuses leaves no GPU pods running.
         uids = {name: obj["metadata"]["uid"] for name, obj in actual["Deployment"].items()}
         wanted = manifests.deployment_objects(deployment, self.kube, uids)
+        objects = self._read_objects(counter, deployment, namespace)
+        leaving = self._scale_down_gently(counter, deployment, namespace, wanted, actual["Deployment"], objects)
         current: dict[tuple[str, str], dict[str, Any]] = {}
         applied: dict[str, dict[str, Any]] = {}
         for obj in (o for o in wanted if o["kind"] in ("Service", "Deployment")):
             kind, name = obj["kind"], obj["metadata"]["name"]
+            if kind == "Deployment" and "replicas" not in obj["spec"] and name not in actual["HorizontalPodAutoscaler"]:
+                self._hand_replicas_over(counter, obj, actual[kind].get(name))
             current[kind, name] = self._apply(counter, obj, actual[kind].get(name))
             if kind == "Deployment":
                 applied[name] = current[kind, name]
@@ -347,6 +382,7 @@ class KubernetesBackend:
         if any(uids.get(name) != uid for name, uid in owner_uids.items()):
             # A new Deployment's uid exists only now: render its dependents again to own them.
             wanted = manifests.deployment_objects(deployment, self.kube, owner_uids)
+            self._scale_down_gently(counter, deployment, namespace, wanted, actual["Deployment"], objects)
         wanted_names: dict[str, set[str]] = {kind: set() for kind in actual}
         for obj in wanted:
             kind, name = obj["kind"], obj["metadata"]["name"]
@@ -358,62 +394,83 @@ class KubernetesBackend:
             for name in sorted(set(actual[kind]) - wanted_names[kind]):
                 self._delete(counter, kind, name, namespace)
         if counter.writes:
-            # Writes may have moved things on (an HPA sets its target's replicas): observe what is there now.
+            # Writes may have moved things on (an HPA sets its target's replicas, new pods are ready): observe what is
+            # there now.
             applied = self._list(counter, "Deployment", namespace, selector)
-        status = self._observe(counter, deployment, namespace, applied)
+            objects = self._read_objects(counter, deployment, namespace)
+        call = partial(self._call, counter)
+        status = observe(call, self.core.list_namespaced_event, deployment, namespace, applied, objects, leaving)
         status.api_calls, status.writes = counter.calls, counter.writes
         return status
+
+    def _scale_down_gently(
+        self,
+        counter: _Counter,
+        deployment: DeploymentSpec,
+        namespace: str,
+        wanted: list[dict[str, Any]],
+        actual: dict[str, dict[str, Any]],
+        objects: dict[str, RevisionObjects],
+    ) -> dict[str, frozenset[str]]:
+        """Keep each revision that scales down at its current count until the pods it removes left the gateways
+        (``kube_scaledown``); returns the leaving pods by revision label. Changes ``wanted``'s replica counts."""
+        leaving: dict[str, frozenset[str]] = {}
+        revisions = {manifests.revision_object_name(deployment.name, r.number): r for r in deployment.revisions}
+        for obj in wanted:
+            name = obj["metadata"]["name"]
+            if obj["kind"] != "Deployment" or "replicas" not in obj["spec"] or name not in actual:
+                continue
+            label = f"r{revisions[name].number}"
+            pods = objects.get(label, RevisionObjects()).pods
+            current = int(actual[name].get("spec", {}).get("replicas") or 0)
+            plan = kube_scaledown.choose_leaving(pods, current, int(obj["spec"]["replicas"]))
+            now = time.time()
+            for pod_name in plan.mark:
+                self._patch_pod(counter, pod_name, namespace, kube_scaledown.leaving_patch(now))
+            for pod_name in plan.unmark:
+                self._patch_pod(counter, pod_name, namespace, kube_scaledown.leaving_patch(None))
+            if not plan.leaving:
+                continue
+            chosen = [p for p in pods if p["metadata"]["name"] in plan.leaving]
+            since = min((kube_scaledown.leaving_since(p) or now) for p in chosen)
+            addresses = [
+                f"http://{p['status']['podIP']}:{manifests.MODEL_PORT}"
+                for p in chosen
+                if p.get("status", {}).get("podIP")
+            ]
+            if self.drain_gate.unrouted(deployment.tenant, addresses, since, now):
+                continue  # the lower count goes out now; the ReplicaSet deletes the pods marked cheapest
+            obj["spec"]["replicas"] = current
+            leaving[label] = plan.leaving
+        return leaving
+
+    def _patch_pod(self, counter: _Counter, name: str, namespace: str, body: dict[str, Any]) -> None:
+        for attempt in range(3):
+            try:
+                self._call(counter, True, self.core.patch_namespaced_pod, name, namespace, body)
+                return
+            except _NotFound:
+                return  # gone meanwhile: nothing left to mark
+            except TransientBackendError as exc:
+                # A 409 is the kubelet's status write racing ours on the same pod: patching again is the fix.
+                if "409" not in str(exc) or attempt == 2:
+                    raise
 
     def observe_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
         counter = _Counter()
         namespace = manifests.namespace_name(deployment.tenant.slug, self.kube)
         found = self._list(counter, "Deployment", namespace, self._selector(deployment.id, deployment.name))
-        status = self._observe(counter, deployment, namespace, found)
+        objects = self._read_objects(counter, deployment, namespace)
+        call = partial(self._call, counter)
+        status = observe(call, self.core.list_namespaced_event, deployment, namespace, found, objects, {})
         status.api_calls = counter.calls
         return status
 
-    def _observe(
-        self, counter: _Counter, deployment: DeploymentSpec, namespace: str, found: dict[str, dict[str, Any]]
-    ) -> DeploymentStatus:
-        status = DeploymentStatus(exists=bool(found))
-        short: list[RevisionStatus] = []
-        for revision in deployment.revisions:
-            name = manifests.revision_object_name(deployment.name, revision.number)
-            obj = found.get(name)
-            if obj is None:
-                continue
-            desired = int(obj.get("spec", {}).get("replicas", revision.replicas) or 0)
-            ready = int((obj.get("status") or {}).get("readyReplicas") or 0)
-            endpoints = [manifests.service_url(deployment.name, revision.number, namespace)] if ready else []
-            rstatus = RevisionStatus(revision.id, desired_replicas=desired, ready_replicas=ready, endpoints=endpoints)
-            status.revisions[revision.id] = rstatus
-            if ready < desired:
-                short.append(rstatus)
-        if short:
-            self._find_unschedulable(counter, deployment, namespace, short)
-        return status
-
-    def _find_unschedulable(
-        self, counter: _Counter, deployment: DeploymentSpec, namespace: str, short: list[RevisionStatus]
-    ) -> None:
-        """Copy the scheduler's message of Pending pods onto the revisions that are short of replicas."""
-        selector = f"{manifests.DEPLOYMENT_LABEL}={deployment.name}"
-        pods = self._call(counter, False, self.core.list_namespaced_pod, namespace, label_selector=selector)
-        numbers = {r.id: r.number for r in deployment.revisions}
-        for rstatus in short:
-            label = f"r{numbers[rstatus.revision_id]}"
-            for pod in pods.get("items", []):
-                if (pod["metadata"].get("labels") or {}).get(manifests.REVISION_LABEL) != label:
-                    continue
-                pod_status = pod.get("status") or {}
-                if pod_status.get("phase") != "Pending":
-                    continue
-                for condition in pod_status.get("conditions") or []:
-                    if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-                        rstatus.waiting_for_capacity = str(condition.get("message") or "Unschedulable")
-                        break
-                if rstatus.waiting_for_capacity:
-                    break
+    def _read_objects(
+        self, counter: _Counter, deployment: DeploymentSpec, namespace: str
+    ) -> dict[str, RevisionObjects]:
+        services = [manifests.revision_object_name(deployment.name, r.number) for r in deployment.revisions]
+        return read_objects(partial(self._call, counter), self.pod_apis, namespace, deployment.name, services)
 
     def delete_deployment(self, tenant_slug: str, deployment_id: int, name: str) -> DeploymentStatus:
         counter = _Counter()

@@ -100,6 +100,7 @@ def tenant_spec(tenant: Tenant, quota: Quota | None) -> TenantSpec:
     quota = quota or Quota(tenant=tenant)
     gpus = {str(k): int(v) for k, v in sorted((quota.gpus or {}).items())}
     return TenantSpec(
+        id=tenant.pk,
         slug=tenant.slug,
         gpus=gpus,
         max_replicas=quota.max_replicas,
@@ -272,6 +273,11 @@ def write_observed(
     """
     revision_updates: dict[int, dict[str, Any]] = {}
     waiting: list[str] = []
+    failures = [
+        (f.failure_reason, f"{r.name}: {f.failure_message or f.failure_reason}")
+        for r in revisions
+        if r.pk in plan and (f := status.revisions.get(r.pk)) is not None and f.failure_reason
+    ]
     not_ready: list[str] = []
     surplus: list[str] = []
     routed_ready = 0
@@ -292,6 +298,10 @@ def write_observed(
                 surplus.append(f"{r.name}: {ready - wanted} more replica(s) than planned still routed")
         if stored[r.pk] != (endpoints, desired, ready):
             revision_updates[r.pk] = {"endpoints": endpoints, "desired_replicas": desired, "ready_replicas": ready}
+    for r in revisions:
+        if (observed := status.revisions.get(r.pk)) is not None and observed.leaving:
+            # A scale-down waiting for the gateways to stop routing to the replicas it removes: keep looking.
+            surplus.append(f"{r.name}: {observed.leaving} replica(s) leaving the gateways before they stop")
     routed = any(r.weight > 0 for r in revisions)
     draining = any(r.weight == 0 and r.pk in plan for r in revisions)
     ready = running and routed and not not_ready
@@ -312,13 +322,17 @@ def write_observed(
             ("Ready", ready, "AllReplicasReady" if ready else "ReplicasNotReady", "; ".join(not_ready)),
             ("Progressing", progressing, _progress_reason(progressing, ready, draining), message),
         ]
-    owned.append(("Degraded", False, "AsExpected", ""))
+    if failures and running:
+        owned.append(("Degraded", True, failures[0][0], "; ".join(message for _reason, message in failures)))
+    else:
+        owned.append(("Degraded", False, "AsExpected", ""))
     if waiting:
         owned.append(("WaitingForCapacity", True, "Unschedulable", "; ".join(waiting)))
     else:
         owned.append(("WaitingForCapacity", False, "CapacityAvailable", ""))
     new_status = (
         ModelDeployment.Status.STOPPED if not running
+        else ModelDeployment.Status.DEGRADED if failures
         else ModelDeployment.Status.READY if ready
         else ModelDeployment.Status.PROGRESSING
     )
@@ -389,8 +403,14 @@ def _record_transitions(
 ) -> None:
     """Deployment events for the transitions a tenant cares about."""
     old = {c.get("type"): c.get("status") for c in before}
+    old_reasons = {c.get("type"): c.get("reason") for c in before}
     for condition in after:
         type_, now = condition.get("type"), condition.get("status")
+        degraded_anew = type_ == "Degraded" and now == "True" and old_reasons.get(type_) != condition.get("reason")
+        if degraded_anew and condition.get("reason") != "ApplyFailed":  # _write_degraded records that one itself
+            # Every new reason is an event (an image pull fixed, then a crash loop), not only the first one.
+            DeploymentEvent.record(deployment, str(condition.get("reason")), condition.get("message", ""), warning=True)
+            continue
         if old.get(type_) == now:
             continue
         if type_ == "Ready" and now == "True":

@@ -4,6 +4,7 @@
 # ruff: noqa: F811
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from deployments.backends.kubernetes import KubernetesBackend
 from deployments.models import ModelDeployment, Revision
 from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
+from tests.fakekube.cluster import gpu_nodes
 from tests.fakekube.fixtures import fakekube, kube_backend  # noqa: F401
 from tests.fakekube.server import FakeKubeServer
 from tests.fakekube.store import KINDS
@@ -92,7 +94,11 @@ def test_it_creates_every_object_on_the_first_pass(
     assert deployment.ready_replicas == 2
     assert condition(deployment, "Ready")["status"] == "True"
     revision = Revision.unscoped_objects.get(deployment=deployment, number=1)
-    assert revision.endpoints == [f"http://chat-r1.{NS}.svc.cluster.local:8000"]
+    # The gateway balances across the ready pods themselves, not the Service's ClusterIP.
+    with fakekube.store.lock:
+        pods = fakekube.store.list("pods", NS, "frontdoor.dev/revision=r1")
+    assert revision.endpoints == sorted(f"http://{p['status']['podIP']}:8000" for p in pods)
+    assert len(revision.endpoints) == 2
 
 
 def test_it_writes_nothing_on_a_second_pass(
@@ -134,7 +140,8 @@ def test_it_keeps_the_stable_revision_until_the_canary_is_ready_then_prunes_it(
     assert names(fakekube, "deployments") == ["chat-r1", "chat-r2"]
     assert fakekube.store.get("deployments", NS, "chat-r1")["spec"]["replicas"] == 2  # not scaled down
     assert condition(deployment, "Progressing")["status"] == "True"
-    fakekube.store.set_status("deployments", NS, "chat-r2", {"readyReplicas": 2})
+    fakekube.store.auto_ready = True  # the cluster moves again: the canary's pods start and become ready
+    fakekube.store.controller.settle()
     reconcile.reconcile_deployment(deployment.pk, kube_backend)
     for plural in ("deployments", "services", "poddisruptionbudgets"):
         assert names(fakekube, plural) == ["chat-r2"], plural
@@ -208,18 +215,17 @@ def test_it_updates_the_namespace_quota_when_the_quota_changes(
 def test_it_reports_pods_waiting_for_gpus_until_they_run(
     acme: Any, alice: Any, api: Any, fakekube: FakeKubeServer, kube_backend: KubernetesBackend
 ) -> None:
-    fakekube.store.auto_ready = False
-    deployment = make_deployment(acme, desired_replicas=1)
+    # Nine GPUs per replica: more than any of the fake's nodes has (8), so the scheduler cannot place the pod.
+    deployment = make_deployment(acme, desired_replicas=1, gpu_count=9)
     reconcile.reconcile_deployment(deployment.pk, kube_backend)
-    message = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
-    labels = {"frontdoor.dev/deployment": "chat", "frontdoor.dev/revision": "r1"}
-    fakekube.store.add_pending_pod(NS, "chat-r1-abc12", labels, message)
     reconcile.reconcile_deployment(deployment.pk, kube_backend)
     shown = api(alice).get("/api/v1/tenants/acme/deployments/chat/").json()
     waiting = next(c for c in shown["conditions"] if c["type"] == "WaitingForCapacity")
-    assert waiting["status"] == "True" and message in waiting["message"]
-    fakekube.store.set_pod_running(NS, "chat-r1-abc12")
-    fakekube.store.set_status("deployments", NS, "chat-r1", {"readyReplicas": 1})
+    assert waiting["status"] == "True"
+    assert "nodes are available" in waiting["message"] and "Insufficient nvidia.com/gpu" in waiting["message"]
+    (placement,) = [n for n in gpu_nodes("nvidia-h100", 1, gpus=16)]
+    fakekube.store.add_node(replace(placement, name="h100-16"))  # a bigger node joins the pool
+    fakekube.store.controller.settle()
     reconcile.reconcile_deployment(deployment.pk, kube_backend)
     assert condition(deployment, "WaitingForCapacity")["status"] == "False"
     assert condition(deployment, "Ready")["status"] == "True"
