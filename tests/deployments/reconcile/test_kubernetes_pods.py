@@ -231,3 +231,71 @@ def test_a_scale_up_during_the_drain_takes_the_leaving_pods_back(
     assert {p["metadata"]["name"] for p in pods(fakekube)} == before
     assert not any(LEAVING_ANNOTATION in p["metadata"].get("annotations", {}) for p in pods(fakekube))
     assert len(Revision.unscoped_objects.get(deployment=deployment, number=1).endpoints) == 3
+
+
+def test_switching_to_class_hpa_keeps_the_running_replica_count(
+    acme: Tenant, fakekube: FakeKubeServer, kube_backend: KubernetesBackend
+) -> None:
+    deployment = make(acme, min_replicas=3)
+    passes(deployment, kube_backend, fakekube, count=1)
+    assert fakekube.store.get("deployments", NS, "chat-r1")["spec"]["replicas"] == 3
+
+    services.update_deployment(deployment, {"autoscaler_class": "hpa"}, actor=None)
+    passes(deployment, kube_backend, fakekube, count=2)
+
+    applied = fakekube.store.get("deployments", NS, "chat-r1")
+    assert applied["spec"]["replicas"] == 3  # not reset to 1 when our apply stopped carrying it
+    hpa = fakekube.store.get("horizontalpodautoscalers", NS, "chat-r1")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm_requests_inflight"
+    assert len(Revision.unscoped_objects.get(deployment=deployment, number=1).endpoints) == 3
+
+
+def test_a_deployment_admitted_at_the_full_quota_runs_every_replica_and_rolls_out(
+    acme: Tenant, fakekube: FakeKubeServer, kube_backend: KubernetesBackend
+) -> None:
+    # Admission holds 4 replicas of 4 GPUs to the 16-GPU quota, CPU and memory included; the namespace's quota has
+    # the headroom a rollout needs to run the new revision beside the old one.
+    Quota.objects.for_tenant(acme).update(gpus={"nvidia-h100": 16}, max_replicas=4, cpu_cores=64, memory_gib=416)
+    deployment = make(acme, gpu_count=4, min_replicas=4)
+    passes(deployment, kube_backend, fakekube, count=1)
+    assert len(Revision.unscoped_objects.get(deployment=deployment, number=1).endpoints) == 4
+
+    services.update_deployment(deployment, {"model": "m2"}, actor=None)
+    passes(deployment, kube_backend, fakekube, count=4)
+
+    deployment.refresh_from_db()
+    assert deployment.status == ModelDeployment.Status.READY, deployment.conditions
+    routed = Revision.unscoped_objects.get(deployment=deployment, number=2)
+    assert len(routed.endpoints) == 4
+    assert not any(c["type"] == "Degraded" and c["status"] == "True" for c in deployment.conditions)
+
+
+def test_a_replica_of_a_whole_node_schedules_and_one_gpu_more_is_refused_at_the_api(
+    acme: Tenant, alice: Any, api: Any, fakekube: FakeKubeServer, kube_backend: KubernetesBackend, settings: Any
+) -> None:
+    settings.FRONTDOOR_BACKEND = "kubernetes"
+    Quota.objects.for_tenant(acme).update(gpus={"nvidia-h100": 16}, max_replicas=2, cpu_cores=64, memory_gib=512)
+    body = {"name": "chat", "runtime": "vllm", "model": "m", "gpu_type": "nvidia-h100", "gpu_count": 9}
+
+    refused = api(alice).post("/api/v1/tenants/acme/deployments/", body, format="json")
+    made = api(alice).post("/api/v1/tenants/acme/deployments/", {**body, "gpu_count": 8}, format="json")
+
+    assert refused.status_code == 400 and "FRONTDOOR_K8S_GPUS_PER_NODE" in str(refused.json())
+    assert made.status_code == 201, made.json()
+    deployment = ModelDeployment.objects.for_tenant(acme).get()
+    passes(deployment, kube_backend, fakekube, count=1)
+    assert len(Revision.unscoped_objects.get(deployment=deployment, number=1).endpoints) == 1
+
+
+def test_the_console_shows_the_failure_on_the_deployments_page(
+    acme: Tenant, alice: Any, client: Any, fakekube: FakeKubeServer, kube_backend: KubernetesBackend
+) -> None:
+    fakekube.store.controller.inject("ErrImagePull", image=BROKEN)
+    deployment = make(acme, image=BROKEN)
+    passes(deployment, kube_backend, fakekube)
+    client.force_login(alice)
+
+    page = client.get("/t/acme/deployments/chat/").content.decode()
+
+    assert "Degraded" in page and "ImagePullBackOff" in page
+    assert "Back-off pulling image" in page
