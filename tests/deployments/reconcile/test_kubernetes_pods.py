@@ -1,6 +1,8 @@
 """The Kubernetes backend against the strict fake's pods: failures reach the API with the cluster's reason, the
 gateway is given pod endpoints, and a scale-down removes only pods the gateways already stopped routing to."""
 
+# pytest fixtures are imported by name, which ruff reads as redefinitions:
+# ruff: noqa: F811
 from __future__ import annotations
 
 import time
@@ -15,12 +17,12 @@ from controlplane.snapshot.publisher import publish_config
 from deployments import services
 from deployments.backends.kube_scaledown import DELETION_COST_ANNOTATION, LEAVING_ANNOTATION
 from deployments.backends.kubernetes import KubernetesBackend
-from deployments.backends.manifests import KubeSettings
 from deployments.models import ModelDeployment, Revision
 from deployments.reconcile import engine as reconcile
 from quotas.models import Quota
 from tenants.models import Tenant
 from tests.fakekube.cluster import FakeClock
+from tests.fakekube.fixtures import kube_backend  # noqa: F401 - on this module's ``fakekube``
 from tests.fakekube.server import FakeKubeServer
 from tests.fakekube.store import Store
 from tests.fakekube.validation import server_side_problem
@@ -37,19 +39,12 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def fakekube(clock: FakeClock) -> Iterator[FakeKubeServer]:
-    """The strict fake on a clock the tests move: its controllers settle after every write."""
+    """The strict fake on a clock the tests move (its controllers settle after every write); ``kube_backend``
+    points at it."""
     server = FakeKubeServer(store=Store(clock=clock)).start()
     server.store.validator = server_side_problem
     yield server
     server.stop()
-
-
-@pytest.fixture
-def kube_backend(fakekube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch) -> KubernetesBackend:
-    monkeypatch.setenv("FRONTDOOR_K8S_API_URL", fakekube.url)
-    backend = KubernetesBackend.from_environment()
-    backend.kube = KubeSettings()
-    return backend
 
 
 @pytest.fixture
