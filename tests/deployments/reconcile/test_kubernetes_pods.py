@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from controlplane.contracts.drain import acks_key, encode_ack
+from controlplane.contracts.snapshot import decode_section, read_sections, tenant_section
 from controlplane.snapshot.publisher import publish_config
 from deployments import services
 from deployments.backends.kube_scaledown import DELETION_COST_ANNOTATION, LEAVING_ANNOTATION
@@ -294,3 +295,25 @@ def test_the_console_shows_the_failure_on_the_deployments_page(
 
     assert "Degraded" in page and "ImagePullBackOff" in page
     assert "Back-off pulling image" in page
+
+
+def test_a_deployment_scaled_to_zero_on_kubernetes_is_held_for_its_pods_startup_window(
+    acme: Tenant,
+    fakekube: FakeKubeServer,
+    kube_backend: KubernetesBackend,
+    rds: redis.Redis,
+    redis_prefix: str,
+    settings: Any,
+) -> None:
+    settings.FRONTDOOR_BACKEND = "kubernetes"
+    deployment = make(acme, min_replicas=0, startup_timeout_s=1200)
+    ModelDeployment.unscoped_objects.filter(pk=deployment.pk).update(desired_replicas=0)
+    passes(deployment, kube_backend, fakekube, count=1)
+    assert fakekube.store.get("deployments", NS, "chat-r1")["spec"]["replicas"] == 0
+
+    publish_config()
+
+    (raw,) = read_sections(rds, redis_prefix, [tenant_section(acme.pk)]).values()
+    published = decode_section(raw)["deployments"]["acme/chat"]
+    assert published["cold_hold_s"] == 1200  # the pod's startup window, not the gateway's 60 s
+    assert published["revisions"][0]["endpoints"] == []
