@@ -32,15 +32,16 @@ class RevisionStatus:
 
     def to_wire(self) -> dict[str, Any]:
         """Its entry in the agent's status document; the document keys entries by revision id, so the id is left out."""
-        return {
+        entry: dict[str, Any] = {
             "desired_replicas": self.desired_replicas,
             "ready_replicas": self.ready_replicas,
             "endpoints": list(self.endpoints),
             "waiting_for_capacity": self.waiting_for_capacity,
             "message": self.message,
-            "failure_reason": self.failure_reason,
-            "failure_message": self.failure_message,
         }
+        if self.failure_reason:  # only a failure adds these (the agent reports none today)
+            entry.update(failure_reason=self.failure_reason, failure_message=self.failure_message)
+        return entry
 
     @classmethod
     def from_wire(cls, revision_id: int, entry: dict[str, Any]) -> RevisionStatus:

@@ -32,6 +32,15 @@ def test_it_reads_back_what_it_wrote() -> None:
     assert RevisionStatus.from_wire(11, json.loads(json.dumps(SEEN.to_wire()))) == SEEN
 
 
+def test_a_failure_travels_with_its_reason_and_message() -> None:
+    failed = RevisionStatus(revision_id=11, failure_reason="CrashLoopBackOff", failure_message="pod p: exit code 1")
+
+    entry = failed.to_wire()
+
+    assert (entry["failure_reason"], entry["failure_message"]) == ("CrashLoopBackOff", "pod p: exit code 1")
+    assert RevisionStatus.from_wire(11, json.loads(json.dumps(entry))) == failed
+
+
 def test_an_entry_missing_fields_reads_as_the_defaults() -> None:
     assert RevisionStatus.from_wire(12, {}) == RevisionStatus(revision_id=12)
 
