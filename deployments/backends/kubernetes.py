@@ -381,8 +381,8 @@ class KubernetesBackend:
         owner_uids = {name: obj["metadata"]["uid"] for name, obj in applied.items()}
         if any(uids.get(name) != uid for name, uid in owner_uids.items()):
             # A new Deployment's uid exists only now: render its dependents again to own them.
+            # (Only the dependents are applied from it: the Deployments, with the counts kept above, are applied.)
             wanted = manifests.deployment_objects(deployment, self.kube, owner_uids)
-            self._scale_down_gently(counter, deployment, namespace, wanted, actual["Deployment"], objects)
         wanted_names: dict[str, set[str]] = {kind: set() for kind in actual}
         for obj in wanted:
             kind, name = obj["kind"], obj["metadata"]["name"]
