@@ -54,6 +54,13 @@ class _NotFound(Exception):
     pass
 
 
+class _Conflict(TransientBackendError):
+    """A 409: a write lost a race with another writer (or an apply met a field another manager owns)."""
+
+
+WRITE_ATTEMPTS = 3  # a write that loses a race is sent again at once this many times in all
+
+
 @dataclass
 class _Counter:
     calls: int = 0
@@ -243,7 +250,9 @@ class KubernetesBackend:
             message = _server_message(exc)
             if exc.status == 404:
                 raise _NotFound(message) from exc
-            if exc.status in (0, 409, 429) or exc.status >= 500:
+            if exc.status == 409:
+                raise _Conflict(f"Kubernetes API {exc.status}: {message}") from exc
+            if exc.status in (0, 429) or exc.status >= 500:
                 raise TransientBackendError(f"Kubernetes API {exc.status}: {message}") from exc
             raise PermanentBackendError(message) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -261,19 +270,23 @@ class KubernetesBackend:
             return actual
         kind, meta = obj["kind"], obj["metadata"]
         kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_CONTENT_TYPE}
-        for attempt in range(3):
+        try:
+            if kind == "Namespace":
+                return dict(self._write(counter, self.core.patch_namespace, meta["name"], obj, **kwargs))
+            return dict(self._write(counter, self.ops[kind][1], meta["name"], meta["namespace"], obj, **kwargs))
+        except _NotFound as exc:
+            self._tenants_applied.pop(obj["metadata"].get("labels", {}).get(manifests.TENANT_LABEL, ""), None)
+            raise TransientBackendError(f"{kind} {meta['name']}: {exc}") from exc
+
+    def _write(self, counter: _Counter, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A write sent again while it loses races (409), ``WRITE_ATTEMPTS`` times in all: writing again is the fix;
+        any other error goes up at once."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                if kind == "Namespace":
-                    return dict(self._call(counter, True, self.core.patch_namespace, meta["name"], obj, **kwargs))
-                patch = self.ops[kind][1]
-                return dict(self._call(counter, True, patch, meta["name"], meta["namespace"], obj, **kwargs))
-            except TransientBackendError as exc:
-                # A 409 is a lost race with another writer: re-applying is the fix; other transient errors go up.
-                if "409" not in str(exc) or attempt == 2:
+                return self._call(counter, True, fn, *args, **kwargs)
+            except _Conflict:
+                if attempt == WRITE_ATTEMPTS:
                     raise
-            except _NotFound as exc:
-                self._tenants_applied.pop(obj["metadata"].get("labels", {}).get(manifests.TENANT_LABEL, ""), None)
-                raise TransientBackendError(f"{kind} {meta['name']}: {exc}") from exc
         raise AssertionError("unreachable")
 
     def _delete(self, counter: _Counter, kind: str, name: str, namespace: str) -> None:
@@ -351,11 +364,8 @@ class KubernetesBackend:
             "spec": {"replicas": replicas},
         }
         kwargs = {"field_manager": HANDOVER_MANAGER, "force": False, "_content_type": APPLY_CONTENT_TYPE}
-        try:
+        with contextlib.suppress(_Conflict):
             self._call(counter, True, self.ops["Deployment"][1], meta["name"], meta["namespace"], handover, **kwargs)
-        except TransientBackendError as exc:
-            if "409" not in str(exc):
-                raise
 
     def apply_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
         counter = _Counter()
@@ -445,16 +455,8 @@ class KubernetesBackend:
         return leaving
 
     def _patch_pod(self, counter: _Counter, name: str, namespace: str, body: dict[str, Any]) -> None:
-        for attempt in range(3):
-            try:
-                self._call(counter, True, self.core.patch_namespaced_pod, name, namespace, body)
-                return
-            except _NotFound:
-                return  # gone meanwhile: nothing left to mark
-            except TransientBackendError as exc:
-                # A 409 is the kubelet's status write racing ours on the same pod: patching again is the fix.
-                if "409" not in str(exc) or attempt == 2:
-                    raise
+        with contextlib.suppress(_NotFound):  # gone meanwhile: nothing left to mark
+            self._write(counter, self.core.patch_namespaced_pod, name, namespace, body)
 
     def observe_deployment(self, deployment: DeploymentSpec) -> DeploymentStatus:
         counter = _Counter()
