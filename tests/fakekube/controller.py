@@ -22,7 +22,7 @@ import time
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from tests.fakekube import scheduling, status_controllers
+from tests.fakekube import garbage, scheduling, status_controllers
 from tests.fakekube.kinds import RESOURCES, forbidden
 from tests.fakekube.kubelet import Kubelet, PodFault, qos_class
 from tests.fakekube.rollouts import sync_deployment
@@ -353,7 +353,7 @@ class Controller:
 
     def remove_replicaset(self, namespace: str, rs: dict[str, Any]) -> None:
         self.store._remove("replicasets", namespace, rs["metadata"]["name"])
-        self.store._cascade(namespace, rs["metadata"]["uid"])
+        garbage.cascade(self.store, namespace, rs["metadata"]["uid"])
 
     # ------------------------------------------------------------------ one namespace, every controller once
 

@@ -14,20 +14,21 @@ Errors are ``ApiError``, which the front answers as a ``Status`` object.
 
 from __future__ import annotations
 
-import builtins
 import json
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakekube import apply as ssa
+from tests.fakekube import garbage
 from tests.fakekube.admission import apply_defaults, canonicalize_quantities, check_write, drop_empty_fields
 from tests.fakekube.cluster import NodeSpec, node_object
 from tests.fakekube.controller import Controller
+from tests.fakekube.faults import Faults as Faults
+from tests.fakekube.faults import Stats as Stats
 from tests.fakekube.kinds import KINDS as KINDS
 from tests.fakekube.kinds import RESOURCES, Resource, already_exists, bad_request, not_found, stale
 from tests.fakekube.kinds import ApiError as ApiError
@@ -46,28 +47,6 @@ _SERVER_METADATA = (
     "selfLink",
 )
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String alphabet (no vowels, no 0/1/3)
-
-
-@dataclass
-class Faults:
-    """Injected failures; counters decrement as they fire."""
-
-    fail_next: int = 0
-    fail_status: int = 500
-    drop_next: int = 0
-    conflict_next: int = 0
-    latency_s: float = 0.0
-    reject_names: dict[str, str] = field(default_factory=dict)  # object name -> 422 message on writes
-
-
-@dataclass
-class Stats:
-    reads: int = 0
-    writes: int = 0
-    write_log: list[tuple[str, str, str, str]] = field(default_factory=list)  # (verb, plural, namespace, name)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"reads": self.reads, "writes": self.writes, "calls": self.reads + self.writes}
 
 
 def _spec_of(obj: dict[str, Any] | None) -> dict[str, Any]:
@@ -391,7 +370,7 @@ class Store:
         """Delete; a pod first terminates (``deletionTimestamp``) and goes at the kubelet's next step."""
         obj = self.get(plural, namespace, name)
         if plural == "pods" and grace_s != 0:
-            gone = self._terminate(namespace, obj, grace_s)
+            gone = garbage.terminate(self, namespace, obj, grace_s)
             self._settle()
             return gone
         self._remove(plural, namespace, name)
@@ -400,51 +379,11 @@ class Store:
                 self._remove(*key)
             obj = {**obj, "status": {"phase": "Terminating"}}
         elif propagation == "Orphan":
-            self._orphan(namespace, obj["metadata"]["uid"])
+            garbage.orphan(self, namespace, obj["metadata"]["uid"])
         else:
-            self._cascade(namespace, obj["metadata"]["uid"])
+            garbage.cascade(self, namespace, obj["metadata"]["uid"])
         self._settle()
         return {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": self.timestamp()}}
-
-    def _terminate(self, namespace: str, pod: dict[str, Any], grace_s: int | None) -> dict[str, Any]:
-        if "deletionTimestamp" in pod["metadata"]:
-            return pod
-        grace = (
-            grace_s if grace_s is not None else int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
-        )
-        meta = {**pod["metadata"], "deletionTimestamp": self.timestamp(), "deletionGracePeriodSeconds": grace}
-        self.version += 1
-        meta["resourceVersion"] = str(self.version)
-        terminating = {**pod, "metadata": meta}
-        self._put("pods", namespace, meta["name"], terminating)
-        return terminating
-
-    def _children(self, namespace: str, uid: str) -> builtins.list[tuple[str, dict[str, Any]]]:
-        found = []
-        for (plural, ns), objs in list(self.index.items()):
-            if ns != namespace:
-                continue
-            for child in list(objs.values()):
-                if any(o.get("uid") == uid for o in child.get("metadata", {}).get("ownerReferences") or []):
-                    found.append((plural, child))
-        return found
-
-    def _cascade(self, namespace: str, uid: str) -> None:
-        """The garbage collector: dependents go too (pods gracefully), and theirs."""
-        for plural, child in self._children(namespace, uid):
-            if plural == "pods":
-                self._terminate(namespace, child, None)
-                continue
-            if self._remove(plural, namespace, child["metadata"]["name"]) is not None:
-                self._cascade(namespace, child["metadata"]["uid"])
-
-    def _orphan(self, namespace: str, uid: str) -> None:
-        for plural, child in self._children(namespace, uid):
-            owners = [o for o in child["metadata"].get("ownerReferences") or [] if o.get("uid") != uid]
-            meta = {k: v for k, v in child["metadata"].items() if k != "ownerReferences"}
-            if owners:
-                meta["ownerReferences"] = owners
-            self.write_internal(plural, namespace, {**child, "metadata": meta})
 
     # ------------------------------------------------------------------ the scale subresource
 

@@ -15,6 +15,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from tests.fakekube import garbage
 from tests.fakekube.kinds import ApiError
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def sync_replicaset(ctl: Controller, namespace: str, rs: dict[str, Any], pods: l
             related_owners = ctl.sibling_replicasets(namespace, rs)
             related = [p for p in pods if controller_of(p) in related_owners]
             for pod in pods_to_delete(active, related, len(active) - wanted, ctl.creation_order):
-                store._terminate(namespace, pod, None)
+                garbage.terminate(store, namespace, pod, None)
                 ctl.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
                 active.remove(pod)
     if len(active) >= wanted:
