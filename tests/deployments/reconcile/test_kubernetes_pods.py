@@ -27,10 +27,20 @@ from tests.fakekube.fixtures import kube_backend  # noqa: F401 - on this module'
 from tests.fakekube.server import FakeKubeServer
 from tests.fakekube.store import Store
 from tests.fakekube.validation import server_side_problem
+from tests.support.network import loopback_only
 
 pytestmark = pytest.mark.django_db
 NS = "fd-acme"
 BROKEN = "registry.example.com/acme/broken:1"
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaves_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The fake's pods have addresses in 10.244.0.0/16, which the backend publishes as endpoints: nothing here may
+    ever connect to one (the fake API server and Redis are on 127.0.0.1)."""
+    with loopback_only(monkeypatch) as attempts:
+        yield
+    assert attempts == []
 
 
 @pytest.fixture
