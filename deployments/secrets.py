@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from controlplane.audit import record_audit
 from controlplane.contracts.sealing import Sealer, context
@@ -187,13 +187,11 @@ def users_by_secret(tenant_id: int) -> dict[str, list[str]]:
     Registry logins are used by every pod of the tenant, so nothing holds them; a generic secret is used by a
     deployment that names it in ``secret_env`` or as its upstream key, or whose running revisions still do.
     """
-    live = ModelDeployment.unscoped_objects.filter(tenant_id=tenant_id).exclude(
-        desired_state=ModelDeployment.DesiredState.DELETING
-    )
+    live = _live(tenant_id)
     users: dict[str, set[str]] = {}
     for name, secret_env, upstream in live.values_list("name", "secret_env", "upstream_key_secret"):
-        for secret in {*(secret_env or {}).values(), *([upstream] if upstream else [])}:
-            users.setdefault(str(secret), set()).add(name)
+        for secret in _named(secret_env, upstream):
+            users.setdefault(secret, set()).add(name)
     running = Revision.unscoped_objects.filter(deployment__in=live).filter(Q(weight__gt=0) | Q(desired_replicas__gt=0))
     for name, spec in running.values_list("deployment__name", "spec"):
         for secret in ((spec or {}).get("secret_env") or {}).values() if isinstance(spec, dict) else ():
@@ -201,15 +199,23 @@ def users_by_secret(tenant_id: int) -> dict[str, list[str]]:
     return {secret: sorted(names) for secret, names in users.items()}
 
 
+def _live(tenant_id: int) -> QuerySet[ModelDeployment]:
+    return ModelDeployment.unscoped_objects.filter(tenant_id=tenant_id).exclude(
+        desired_state=ModelDeployment.DesiredState.DELETING
+    )
+
+
+def _named(secret_env: object, upstream: str) -> set[str]:
+    """The secrets a deployment's fields name: its ``secret_env`` values and its upstream key."""
+    named = {str(v) for v in secret_env.values()} if isinstance(secret_env, dict) else set()
+    return named | ({upstream} if upstream else set())
+
+
 def _after_change(secret: TenantSecret, *, deleted: bool = False) -> None:
     enqueue_reconcile_tenant(secret.tenant_id)
     if not deleted:
-        live = ModelDeployment.unscoped_objects.filter(tenant_id=secret.tenant_id).exclude(
-            desired_state=ModelDeployment.DesiredState.DELETING
-        )
-        rows = live.values_list("pk", "secret_env", "upstream_key_secret")
-        for pk, secret_env, upstream in rows:
-            if upstream == secret.name or secret.name in (secret_env or {}).values():
+        for pk, secret_env, upstream in _live(secret.tenant_id).values_list("pk", "secret_env", "upstream_key_secret"):
+            if secret.name in _named(secret_env, upstream):
                 enqueue_reconcile(pk)
     request_publish(tenant_id=secret.tenant_id)
 
