@@ -5,6 +5,7 @@ was issued with, which the presented key must repeat (``fd_test_...`` never open
 request is cheap but not free, so positive verifications are cached by the SHA-256 of the full presented key
 (never the key itself) in a bounded dict that is dropped on every snapshot reload: a revoked key cannot
 survive a reload in the cache, and revocation / expiry / suspension are re-checked on every request anyway.
+Those checks are ``principal_for``, which a batch line sent on behalf of a key (``gateway.inference``) passes too.
 """
 
 from __future__ import annotations
@@ -51,23 +52,7 @@ class Authenticator:
             if len(self._verified) >= self.cache_size:
                 self._verified = {}  # crude but bounded; refills at the cost of one HMAC per key
             self._verified[digest] = key_id
-        entry = snapshot.keys.get(key_id)
-        if entry is None:  # cannot happen within one snapshot, kept for safety
-            raise _bad_key()
-        if entry.revoked:
-            raise invalid_api_key("This API key has been revoked.")
-        if entry.expires_at is not None and entry.expires_at <= time.time():
-            raise invalid_api_key("This API key has expired.")
-        tenant = snapshot.tenants.get(entry.tenant)
-        if tenant is None:
-            raise _bad_key()
-        if not tenant.active:
-            raise permission_denied("Your organization is suspended.", "tenant_suspended")
-        if not any(scope in entry.scopes for scope in scopes):
-            raise permission_denied(
-                f"This API key lacks the required scope ({' or '.join(scopes)}).", "insufficient_scope"
-            )
-        return Principal(entry, tenant)
+        return principal_for(key_id, snapshot, scopes)
 
     def _verify(self, presented: bytes, snapshot: Snapshot) -> str:
         try:
@@ -82,6 +67,30 @@ class Authenticator:
         if entry is None or not secret_matches(parsed.secret, entry.hash, self.pepper) or parsed.env != entry.env:
             raise _bad_key()
         return parsed.key_id
+
+
+def principal_for(key_id: str, snapshot: Snapshot, scopes: tuple[str, ...]) -> Principal:
+    """The key ``key_id`` of ``snapshot`` as a caller, or the 401/403 the client must see.
+
+    Every way in ends here: a presented key once its secret verified, and a batch line sent on behalf of the key
+    that created the batch. Revocation, expiry, suspension and scope are checked on every request, never cached.
+    ``scopes``: the caller needs at least one of them.
+    """
+    entry = snapshot.keys.get(key_id)
+    if entry is None:  # a verified key is in its snapshot; a batch's key may have been deleted since
+        raise _bad_key()
+    if entry.revoked:
+        raise invalid_api_key("This API key has been revoked.")
+    if entry.expires_at is not None and entry.expires_at <= time.time():
+        raise invalid_api_key("This API key has expired.")
+    tenant = snapshot.tenants.get(entry.tenant)
+    if tenant is None:
+        raise _bad_key()
+    if not tenant.active:
+        raise permission_denied("Your organization is suspended.", "tenant_suspended")
+    if not any(scope in entry.scopes for scope in scopes):
+        raise permission_denied(f"This API key lacks the required scope ({' or '.join(scopes)}).", "insufficient_scope")
+    return Principal(entry, tenant)
 
 
 def _bad_key() -> GatewayError:

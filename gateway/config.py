@@ -5,8 +5,11 @@ Django-free: only ``controlplane.contracts.env`` helpers, which import nothing f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from controlplane.contracts.batch_wire import internal_token_from_env
 from controlplane.contracts.env import ImproperlyConfiguredEnv, env_bool, env_float, env_int, env_str
 from controlplane.contracts.sealing import Sealer, SealError, sealer_from_env
 
@@ -58,6 +61,14 @@ class GatewayConfig:
     # Opens the upstream keys of external deployments, sealed in the snapshot (FRONTDOOR_SEAL_KEY or _FILE, the
     # control plane's seal key). None: no key opens, and external endpoints are called without one.
     sealer: Sealer | None = field(default=None, repr=False)
+    # The Batch API (docs/gateway.md "Batch API"): where /v1/files and /v1/batches are forwarded (the operator's
+    # control plane), the token both sides share (FRONTDOOR_INTERNAL_TOKEN or _FILE; empty: no batch line is
+    # accepted and the control plane refuses the forwarded requests), the largest upload, and how long a batch
+    # line's answer is kept for a re-run to get back.
+    controlplane_url: str = "http://127.0.0.1:8000"
+    internal_token: str = field(default="", repr=False)
+    max_file_bytes: int = 200 * 1024 * 1024
+    batch_replay_ttl_s: float = 172800.0
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -101,6 +112,10 @@ class GatewayConfig:
             metrics_token=env_str("FRONTDOOR_GATEWAY_METRICS_TOKEN", d.metrics_token),
             workers=_positive("FRONTDOOR_GATEWAY_WORKERS", d.workers),
             sealer=_sealer(),
+            controlplane_url=_base_url("FRONTDOOR_CONTROLPLANE_URL", d.controlplane_url),
+            internal_token=internal_token_from_env(),
+            max_file_bytes=_positive("FRONTDOOR_BATCH_MAX_FILE_BYTES", d.max_file_bytes),
+            batch_replay_ttl_s=_positive_seconds("FRONTDOOR_BATCH_REPLAY_TTL_S", d.batch_replay_ttl_s),
         )
 
 
@@ -122,6 +137,21 @@ def _positive(name: str, default: int) -> int:
     value = env_int(name, default)
     if value < 1:
         raise ImproperlyConfiguredEnv(f"{name}={value}: use 1 or more")
+    return value
+
+
+def _base_url(name: str, default: str) -> str:
+    value = env_str(name, default).strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise ImproperlyConfiguredEnv(f"{name}={value!r}: use an http(s) URL such as http://127.0.0.1:8000")
+    return value
+
+
+def _positive_seconds(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if not (math.isfinite(value) and value >= 0.001):  # Redis refuses an expiry below a millisecond
+        raise ImproperlyConfiguredEnv(f"{name}={value}: use a positive number of seconds")
     return value
 
 

@@ -1,10 +1,10 @@
 """Everything the gateway's handlers share, built whole once per process before the first request.
 
-``build_context(config)`` opens Redis and the upstream transports, loads the snapshot (or starts without one: the
-version poll keeps trying), opens the metrics listener and starts the background tasks (pub/sub listener, 1 s
-version poll, 1 s load-figure flush, snapshot acknowledgements); ``GatewayContext.aclose()`` undoes it all, in
-reverse. The handlers (``gateway.routes``, ``gateway.inference`` and the relays) take the context as their one
-dependency; nothing in it is filled in later.
+``build_context(config)`` opens Redis, the upstream transports and the control plane's pool, loads the snapshot
+(or starts without one: the version poll keeps trying), opens the metrics listener and starts the background tasks
+(pub/sub listener, 1 s version poll, 1 s load-figure flush, snapshot acknowledgements); ``GatewayContext.aclose()``
+undoes it all, in reverse. The handlers (``gateway.routes``, ``gateway.inference``, ``gateway.files_proxy`` and the
+relays) take the context as their one dependency; nothing in it is filled in later.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import aiohttp
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -61,6 +62,7 @@ class GatewayContext:
     metrics: GatewayMetrics
     access_log: AccessLog
     replies: Replies  # errors and answers of requests that never reached the limiter
+    controlplane: aiohttp.ClientSession  # /v1/files and /v1/batches, forwarded (``gateway.files_proxy``)
     _closing: contextlib.AsyncExitStack
 
     async def aclose(self) -> None:
@@ -103,6 +105,8 @@ async def _open(config: GatewayConfig, resolver: AsyncResolver, closing: context
         library_only=config.upstream_client == "library",
     )
     closing.push_async_callback(transports.aclose)
+    controlplane = _controlplane_session(config)
+    closing.push_async_callback(controlplane.close)
     metrics = GatewayMetrics()
     access_log = AccessLog(config.access_log)
     closing.callback(access_log.flush)
@@ -168,7 +172,23 @@ async def _open(config: GatewayConfig, resolver: AsyncResolver, closing: context
         metrics=metrics,
         access_log=access_log,
         replies=Replies(metrics, access_log),
+        controlplane=controlplane,
         _closing=closing.pop_all(),  # from here on the context owns what was opened
+    )
+
+
+def _controlplane_session(config: GatewayConfig) -> aiohttp.ClientSession:
+    """The pool of the files and batches routes to the control plane: its own, apart from the tenants' upstreams.
+
+    The control plane's URL is the operator's, so the address policy of tenant-given endpoints does not apply.
+    Bodies are relayed as bytes: nothing asks for compression, nothing is decompressed. The limit bounds the
+    uploads and downloads in flight per process; the timeouts are the proxy's, per request.
+    """
+    connector = aiohttp.TCPConnector(limit=config.upstream_pool_size, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        auto_decompress=False,
     )
 
 

@@ -3,6 +3,12 @@
 Everything before the limiter is answered from memory. From the moment the limiter admits a request, exactly
 one usage event is written for it (with the limiter settle, in one round trip), whatever happens next:
 success, upstream error, timeout or client disconnect.
+
+A batch line (``controlplane.contracts.batch_wire``) takes the same pipeline. The control plane's worker sends it
+with the internal token instead of a key, naming the key that created the batch; that key's snapshot entry is the
+caller. The line is answered at most once: its answer is kept under ``batch_line_key`` and a re-run of the line
+gets it back, neither admitted nor metered again. A request without the internal token header pays one header
+comparison for all this.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import time
 from redis.exceptions import RedisError
 
 from gateway.asgi import Receive, Scope, Send, request_id_from, respond
-from gateway.auth import INFERENCE_SCOPE, Principal
+from gateway.auth import INFERENCE_SCOPE, Principal, principal_for
+from gateway.batch_lines import INTERNAL_TOKEN, BatchLine, claim_line, keep_answer, parse_line, redis_failed
 from gateway.coldhold import enter_hold, serve_holding_refusals, until_warm
 from gateway.context import GatewayContext
 from gateway.embeddings import serve_embeddings
@@ -25,6 +32,7 @@ from gateway.errors import (
     UpstreamFailure,
     body_too_large,
     gateway_timeout,
+    invalid_request,
     model_not_found,
     service_unavailable,
     stream_error_event,
@@ -73,7 +81,7 @@ async def serve_inference(
 ) -> None:
     """Serve one POST to an inference route (``kind``: chat, completions or embeddings)."""
     path: str = scope["path"]
-    authorization = rid_header = content_length = None
+    authorization = rid_header = content_length = internal_token = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value
@@ -81,14 +89,23 @@ async def serve_inference(
             rid_header = value
         elif name == b"content-length":
             content_length = value
+        elif name == INTERNAL_TOKEN:
+            internal_token = value
     rid = request_id_from(rid_header)
     snapshot = ctx.store.current
     tenant_slug = deployment_name = ""
+    line: BatchLine | None = None
     try:
-        principal = ctx.auth.authenticate(authorization, snapshot, (INFERENCE_SCOPE,))
+        if internal_token is None:
+            principal = ctx.auth.authenticate(authorization, snapshot, (INFERENCE_SCOPE,))
+        else:  # the token decides: a client's Authorization beside it counts for nothing
+            line = parse_line(scope, internal_token, rid_header, ctx.config.internal_token)
+            principal = principal_for(line.key_id, snapshot, (INFERENCE_SCOPE,))
         tenant_slug = principal.tenant.slug
         body = await read_body(receive, content_length, ctx.config.max_body_bytes)
         parsed = parse_request(kind, body, ctx.config)
+        if line is not None and parsed.stream:
+            raise invalid_request("Batch lines are answered whole: 'stream' must be false.", "stream", "invalid_value")
         deployment = snapshot.deployments.get((tenant_slug, parsed.model))
         if deployment is None:
             raise model_not_found(parsed.model)
@@ -102,9 +119,12 @@ async def serve_inference(
         ctx.replies.finished(rid, "POST", path, tenant_slug, deployment_name, 499, started)
         return
 
-    # Lease ids and usage dedup use our own id: a client reusing its x-request-id must not merge requests.
-    client_rid = rid_header is not None and rid.encode() == rid_header
-    usage_id = f"{rid}.{os.urandom(6).hex()}" if client_rid else rid
+    if line is None:
+        # Lease ids and usage dedup use our own id: a client reusing its x-request-id must not merge requests.
+        client_rid = rid_header is not None and rid.encode() == rid_header
+        usage_id = f"{rid}.{os.urandom(6).hex()}" if client_rid else rid
+    else:
+        usage_id = rid  # the line's own id: the rollup dedups on it, so a re-run is never metered twice
     timeout_s = deployment.timeout_s or ctx.config.total_timeout_s
     limit_request: LimitRequest | None = LimitRequest(
         request_id=usage_id,
@@ -118,60 +138,71 @@ async def serve_inference(
         lease_ttl_s=timeout_s + deployment.hold_s(ctx.config.cold_hold_s) + LEASE_MARGIN_S,
     )
     assert limit_request is not None
-    rate_headers: dict[str, str] = {}
+    if line is not None:
+        # Held for as long as the try may take; what it answers replaces the hold (``keep_answer``).
+        if not await claim_line(
+            ctx, line, limit_request.lease_ttl_s, send, path, started, tenant_slug, deployment_name
+        ):
+            return
+        send = line.recording(send)
     try:
-        admission: Admission | None = await ctx.limiter.admit(limit_request)
-    except (RedisError, OSError) as exc:
-        if not ctx.config.fail_open:
-            unavailable = service_unavailable(
-                f"Rate limiting is unavailable ({type(exc).__name__}); retry shortly.", "limiter_unavailable", 1.0
-            )
-            ctx.metrics.upstream_errors.inc((tenant_slug, deployment_name, "redis"))
-            await ctx.replies.error(send, rid, "POST", path, started, unavailable, tenant_slug, deployment_name)
-            return
-        admission, limit_request = None, None  # fail open: serve unmetered by the limiter, nothing to settle
-    if admission is not None:
-        rate_headers = admission.headers
-        if not admission.allowed:
-            await _refuse(ctx, send, rid, path, started, tenant_slug, deployment_name, admission)
-            return
+        rate_headers: dict[str, str] = {}
+        try:
+            admission: Admission | None = await ctx.limiter.admit(limit_request)
+        except (RedisError, OSError) as exc:
+            if not ctx.config.fail_open:
+                unavailable = redis_failed(ctx, exc, tenant_slug, deployment_name)
+                await ctx.replies.error(send, rid, "POST", path, started, unavailable, tenant_slug, deployment_name)
+                return
+            admission, limit_request = None, None  # fail open: serve unmetered by the limiter, nothing to settle
+        if admission is not None:
+            rate_headers = admission.headers
+            if not admission.allowed:
+                await _refuse(ctx, send, rid, path, started, tenant_slug, deployment_name, admission)
+                return
 
-    outcome = Outcome()
-    call = Admitted(parsed, path, send, rid, usage_id, rate_headers, timeout_s, outcome)
-    in_flight = (tenant_slug, deployment_name)
-    ctx.metrics.in_flight.inc(in_flight)
-    task = asyncio.current_task()
-    assert task is not None
-    watcher = asyncio.create_task(_wait_disconnect(receive))
+        outcome = Outcome()
+        call = Admitted(parsed, path, send, rid, usage_id, rate_headers, timeout_s, outcome)
+        in_flight = (tenant_slug, deployment_name)
+        ctx.metrics.in_flight.inc(in_flight)
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_wait_disconnect(receive))
 
-    def on_disconnect(done: asyncio.Task[None]) -> None:
-        if done.cancelled() or outcome.finished:
-            return
-        outcome.client_gone = True
-        task.cancel()
+        def on_disconnect(done: asyncio.Task[None]) -> None:
+            if done.cancelled() or outcome.finished:
+                return
+            outcome.client_gone = True
+            task.cancel()
 
-    watcher.add_done_callback(on_disconnect)
-    try:
-        await _serve_admitted(ctx, call, deployment)
-    except asyncio.CancelledError:
-        if not outcome.client_gone:
-            raise
-        task.uncancel()
-        outcome.status = 499
-    except Exception:
-        # A bug must still settle the limiter and meter the request; the client gets a plain 500.
-        log.exception("request %s failed inside the gateway", rid)
-        outcome.upstream_error = "internal"
-        if not outcome.response_started and not outcome.finished:
-            internal = GatewayError(500, "The gateway failed to process the request.", "server_error", "internal_error")
-            with contextlib.suppress(Exception):
-                await _send_error(call, internal)
-        outcome.status = outcome.status or 500
+        if line is None:  # a batch line is answered whole even when its worker went away: the re-run wants it
+            watcher.add_done_callback(on_disconnect)
+        try:
+            await _serve_admitted(ctx, call, deployment)
+        except asyncio.CancelledError:
+            if not outcome.client_gone:
+                raise
+            task.uncancel()
+            outcome.status = 499
+        except Exception:
+            # A bug must still settle the limiter and meter the request; the client gets a plain 500.
+            log.exception("request %s failed inside the gateway", rid)
+            outcome.upstream_error = "internal"
+            if not outcome.response_started and not outcome.finished:
+                internal = GatewayError(
+                    500, "The gateway failed to process the request.", "server_error", "internal_error"
+                )
+                with contextlib.suppress(Exception):
+                    await _send_error(call, internal)
+            outcome.status = outcome.status or 500
+        finally:
+            outcome.finished = True  # a disconnect callback still pending must not cancel the metering below
+            watcher.cancel()
+            ctx.metrics.in_flight.dec(in_flight)
+        await _meter(ctx, call, limit_request, principal, deployment, started, line.batch_id if line else "")
     finally:
-        outcome.finished = True  # a disconnect callback still pending must not cancel the metering below
-        watcher.cancel()
-        ctx.metrics.in_flight.dec(in_flight)
-    await _meter(ctx, call, limit_request, principal, deployment, started)
+        if line is not None:  # after the usage event: a line is never answered for good before it is metered
+            await keep_answer(ctx, line)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -210,6 +241,7 @@ async def _meter(
     principal: Principal,
     deployment: DeploymentEntry,
     started: float,
+    batch_id: str,
 ) -> None:
     """The usage event (with the limiter settle), the metrics, the load figures and the access-log line."""
     outcome = call.outcome
@@ -228,6 +260,7 @@ async def _meter(
         outcome.completion_tokens,
         latency_ms,
         outcome.ttft_ms,
+        batch_id,
     )
     published = revision_id is None or ctx.load.forget(usage_id)
     await ctx.usage.finish(limit_request, record, published)

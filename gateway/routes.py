@@ -1,5 +1,8 @@
 """The gateway's HTTP routes: a dict lookup on the path, then the inference pipeline, /v1/models or a probe.
 
+The Batch API's files and batches routes are matched by their shape after that (``files_proxy.route_methods``)
+and forwarded to the control plane.
+
 ``/healthz`` is liveness (the process answers); ``/readyz`` is readiness (a config snapshot is loaded). Until one
 is, every route that authenticates answers 503 ``snapshot_unavailable`` with ``Retry-After`` before auth: without a
 snapshot the gateway knows no key, and a 401 would tell clients that do not retry it that their key is bad.
@@ -15,6 +18,8 @@ from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, READ_SCOPE
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, service_unavailable
+from gateway.files_proxy import PREFIXES as BATCH_API_PREFIXES
+from gateway.files_proxy import forward, route_methods
 from gateway.inference import serve_inference
 from gateway.snapshot import SnapshotStore
 from gateway.validation import CHAT, COMPLETIONS, EMBEDDINGS
@@ -52,9 +57,10 @@ async def handle_http(ctx: GatewayContext, scope: Scope, receive: Receive, send:
         status = "ready" if ready else "snapshot_unavailable"
         body = orjson.dumps({"status": status, "snapshot_version": ctx.store.current.version})
         await respond(send, 200 if ready else 503, body, _request_id(scope))
+    elif path.startswith(BATCH_API_PREFIXES):
+        await _serve_batch_api(ctx, scope, receive, send, started)
     else:
-        error = GatewayError(404, f"Unknown request URL: {method} {path}.", "invalid_request_error", "unknown_url")
-        await ctx.replies.error(send, _request_id(scope), method, path, started, error)
+        await ctx.replies.error(send, _request_id(scope), method, path, started, _unknown_url(method, path))
 
 
 def snapshot_unavailable(store: SnapshotStore) -> GatewayError | None:
@@ -102,6 +108,27 @@ async def _serve_models(ctx: GatewayContext, scope: Scope, send: Send, started: 
     ]
     await respond(send, 200, orjson.dumps({"object": "list", "data": data}), rid)
     ctx.replies.finished(rid, "GET", "/v1/models", tenant, "", 200, started)
+
+
+async def _serve_batch_api(ctx: GatewayContext, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+    """``/v1/files`` and ``/v1/batches``: refused here as any unknown URL or method, else forwarded."""
+    path: str = scope["path"]
+    method: str = scope["method"]
+    methods = route_methods(scope)
+    if methods is None:
+        error: GatewayError | None = _unknown_url(method, path)
+    elif method not in methods:
+        error = _method_not_allowed(method, path)
+    else:
+        error = snapshot_unavailable(ctx.store)
+    if error is not None:
+        await ctx.replies.error(send, _request_id(scope), method, path, started, error)
+        return
+    await forward(ctx, scope, receive, send, started)
+
+
+def _unknown_url(method: str, path: str) -> GatewayError:
+    return GatewayError(404, f"Unknown request URL: {method} {path}.", "invalid_request_error", "unknown_url")
 
 
 def _method_not_allowed(method: str, path: str) -> GatewayError:

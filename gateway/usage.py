@@ -35,6 +35,7 @@ class UsageRecord:
     completion_tokens: int
     latency_ms: float
     ttft_ms: float | None
+    batch_id: str = ""  # the batch a line belongs to; empty for interactive requests
 
     def flat_fields(self) -> tuple[str | int | float, ...]:
         """The event as XADD arguments (name, value, ...), stamped with the time now."""
@@ -50,6 +51,7 @@ class UsageRecord:
             completion_tokens=self.completion_tokens,
             latency_ms=self.latency_ms,
             ttft_ms=self.ttft_ms,
+            batch_id=self.batch_id,
         )
 
     def fields(self) -> dict[str, str | int | float]:

@@ -170,6 +170,16 @@ def usage_stream_key(prefix: str) -> str:
     return f"{prefix}:usage"
 
 
+def batch_line_key(prefix: str, request_id: str) -> str:
+    """A batch line's answer in the gateway (``batch_wire.PENDING`` while a try is in flight): a re-run replays it."""
+    return f"{prefix}:batchline:{request_id}"
+
+
+def batch_runner_key(prefix: str, batch_id: int) -> str:
+    """Set while a batch's run task is queued or working (it lapses after a killed one): the tick sends one run."""
+    return f"{prefix}:batchrunner:{batch_id}"
+
+
 def wake_key(prefix: str, deployment_id: int) -> str:
     """Set by a gateway holding a request for a cold deployment; the autoscale tick consumes it."""
     return f"{prefix}:wake:{deployment_id}"

@@ -19,6 +19,7 @@ PROMPT_TOKENS = "prompt_tokens"
 COMPLETION_TOKENS = "completion_tokens"
 LATENCY_MS = "latency_ms"  # total time in the gateway
 TTFT_MS = "ttft_ms"  # time to the first upstream byte (streams), or empty
+BATCH = "batch"  # the batch a line belongs to (its public id), or empty for interactive traffic
 
 FIELDS = (
     RID,
@@ -32,6 +33,7 @@ FIELDS = (
     COMPLETION_TOKENS,
     LATENCY_MS,
     TTFT_MS,
+    BATCH,
 )
 
 Value = str | int | float
@@ -50,6 +52,7 @@ def encode_event(
     completion_tokens: int,
     latency_ms: float,
     ttft_ms: float | None,
+    batch_id: str = "",
 ) -> tuple[Value, ...]:
     """The event as XADD arguments, ``name, value, name, value, ...``, in the order of ``FIELDS``."""
     return (
@@ -75,6 +78,8 @@ def encode_event(
         round(latency_ms, 3),
         TTFT_MS,
         "" if ttft_ms is None else round(ttft_ms, 3),
+        BATCH,
+        batch_id,
     )
 
 
