@@ -205,6 +205,10 @@ class QuotaForm(forms.Form):
     monthly_token_budget = forms.IntegerField(required=False, max_value=BIGINT_MAX, help_text="empty = unlimited")
     cpu_cores = forms.IntegerField(max_value=INT_MAX, label="CPU cores (Kubernetes namespace)")
     memory_gib = forms.IntegerField(max_value=INT_MAX, label="Memory GiB (Kubernetes namespace)")
+    max_open_batches = forms.IntegerField(max_value=INT_MAX, label="Open batches", help_text="batches not yet ended")
+    max_batch_queued_lines = forms.IntegerField(
+        max_value=INT_MAX, label="Queued batch lines", help_text="unanswered lines across open batches"
+    )
 
     # Every quota field but the GPU map, which is one field per GPU type (added last, in __init__).
     SCALAR_FIELDS = tuple(name for name in QUOTA_FIELDS if name != "gpus")

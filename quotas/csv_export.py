@@ -8,24 +8,16 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 
-from quotas.reports import DateRange, usage_by_day_and_tenant, usage_detail_rows
+from quotas.reports import BATCH_METRICS, METRICS, DateRange, usage_by_day_and_tenant, usage_detail_rows
 
 # A cell starting with one of these is a formula to spreadsheet programs; tenant, key and deployment names are
 # user input, so such names are prefixed with an apostrophe (OWASP "CSV injection").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-STAFF_HEADER = ("date", "tenant", "tenant_name", "requests", "errors", "prompt_tokens", "completion_tokens", "tokens")
-TENANT_HEADER = (
-    "date",
-    "deployment",
-    "api_key_id",
-    "api_key_name",
-    "requests",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "tokens",
-)
+# A staff row is one day of one tenant, all its traffic, with the batch share of it in the batch_* columns; a tenant
+# row is one day × deployment × key × traffic (interactive or batch), so its figures need no batch columns.
+STAFF_HEADER = ("date", "tenant", "tenant_name", *METRICS, *BATCH_METRICS)
+TENANT_HEADER = ("date", "deployment", "api_key_id", "api_key_name", "traffic", *METRICS)
 
 
 def safe_cell(value: Any) -> Any:
@@ -63,7 +55,7 @@ def staff_usage_csv(period: DateRange) -> StreamingHttpResponse:
             row["day"].isoformat(),
             row["tenant__slug"],
             row["tenant__name"],
-            *(row[m] for m in ("requests", "errors", "prompt_tokens", "completion_tokens", "tokens")),
+            *(row[m] for m in (*METRICS, *BATCH_METRICS)),
         )
         for row in usage_by_day_and_tenant(period)
     )
@@ -71,14 +63,15 @@ def staff_usage_csv(period: DateRange) -> StreamingHttpResponse:
 
 
 def tenant_usage_csv(period: DateRange, tenant_id: int, slug: str) -> StreamingHttpResponse:
-    """One tenant's usage per day × deployment × key over the range."""
+    """One tenant's usage per day × deployment × key × traffic over the range."""
     rows = (
         (
             row["day"].isoformat(),
             row["deployment_name"] or (f"#{row['deployment_id']}" if row["deployment_id"] else ""),
             row["api_key__key_id"] or "",
             row["api_key__name"] or "",
-            *(row[m] for m in ("requests", "errors", "prompt_tokens", "completion_tokens", "tokens")),
+            row["traffic"],
+            *(row[m] for m in METRICS),
         )
         for row in usage_detail_rows(period, tenant_id)
     )

@@ -36,6 +36,9 @@ class Quota(models.Model):
     # CPU/memory/pods for the namespace ResourceQuota on Kubernetes.
     cpu_cores = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1)])
     memory_gib = models.PositiveIntegerField(default=512, validators=[MinValueValidator(1)])
+    # The Batch API: batches not yet ended, and their lines not yet answered, across them all.
+    max_open_batches = models.PositiveIntegerField(default=10)
+    max_batch_queued_lines = models.PositiveIntegerField(default=200_000)
     updated_at = models.DateTimeField(auto_now=True)
 
     unscoped_objects = models.Manager()
@@ -52,8 +55,8 @@ class Quota(models.Model):
 
 
 # What staff set on a quota (every field but its tenant and timestamp), in the order the staff editor and the admin
-# list show them: what the tenant may allocate, its rates and token budget, its Kubernetes namespace's size, its GPUs
-# by type. The REST body lists the same fields in the model's order.
+# list show them: what the tenant may allocate, its rates and token budget, its Kubernetes namespace's size, its
+# batches, its GPUs by type. The REST body lists the same fields in the model's order.
 QUOTA_FIELDS = (
     "max_deployments",
     "max_replicas",
@@ -63,6 +66,8 @@ QUOTA_FIELDS = (
     "monthly_token_budget",
     "cpu_cores",
     "memory_gib",
+    "max_open_batches",
+    "max_batch_queued_lines",
     "gpus",
 )
 # The namespace's ResourceQuota on Kubernetes; no other backend uses them.
@@ -70,7 +75,11 @@ NAMESPACE_FIELDS = ("cpu_cores", "memory_gib")
 
 
 class UsageRollup(models.Model):
-    """Usage per minute × tenant × key × deployment, rolled up from the gateway's usage stream."""
+    """Usage per minute × tenant × key × deployment × traffic, rolled up from the gateway's usage stream.
+
+    ``batch`` sets the Batch API's lines apart from interactive requests: the same minute, key and deployment has
+    one row of each.
+    """
 
     minute = models.DateTimeField()
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_rollups")
@@ -82,6 +91,7 @@ class UsageRollup(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     latency_ms_sum = models.PositiveBigIntegerField(default=0)
+    batch = models.BooleanField(default=False)
 
     unscoped_objects = models.Manager()
     objects = TenantScopedManager()
@@ -90,7 +100,7 @@ class UsageRollup(models.Model):
         default_manager_name = "unscoped_objects"
         constraints = [
             models.UniqueConstraint(
-                fields=["minute", "tenant", "api_key", "deployment_id"],
+                fields=["minute", "tenant", "api_key", "deployment_id", "batch"],
                 name="usage_rollup_unique_bucket",
                 nulls_distinct=False,
             )

@@ -3,6 +3,9 @@
 Every function aggregates in SQL (``GROUP BY``) and returns plain dicts, so a page shows any number of tenants or
 deployments in a fixed number of queries. Usage comes from ``UsageRollup`` (per minute, UTC; docs/usage.md); days
 are UTC days. Callers pass a tenant to scope a figure, or ``None`` deliberately for the staff pages.
+
+Usage figures cover all traffic; beside them, the ``batch_*`` figures say how much of it came from the Batch API.
+The usage queries take ``traffic`` (``interactive`` or ``batch``) to count one kind only.
 """
 
 from __future__ import annotations
@@ -24,13 +27,18 @@ from tenants.models import Tenant
 
 DEFAULT_RANGE_DAYS = 30
 MAX_RANGE_DAYS = 366
-GROUPS = ("day", "deployment", "key", "tenant")
+GROUPS = ("day", "deployment", "key", "tenant", "traffic")
 METRICS = ("requests", "errors", "prompt_tokens", "completion_tokens", "tokens")
+# The share of each usage figure that came from Batch API lines (already counted in the figures above).
+BATCH_METRICS = ("batch_requests", "batch_prompt_tokens", "batch_completion_tokens", "batch_tokens")
+FIGURES = (*METRICS, *BATCH_METRICS)
+INTERACTIVE, BATCH = "interactive", "batch"
+TRAFFIC = (INTERACTIVE, BATCH)
 SLO_WINDOW = timedelta(days=30)
 
 
 class ReportRangeError(ValueError):
-    """A date range (or grouping) a report cannot use; the message says what to send instead."""
+    """A date range (or grouping, or traffic) a report cannot use; the message says what to send instead."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +94,38 @@ def parse_range(raw_from: str | None, raw_to: str | None) -> DateRange:
     return DateRange(first, last)
 
 
+def parse_traffic(raw: str | None) -> str | None:
+    """``traffic`` as ``interactive`` or ``batch``; missing or empty means all traffic (None)."""
+    if not raw:
+        return None
+    if raw not in TRAFFIC:
+        raise ReportRangeError(f"'traffic' must be one of {', '.join(TRAFFIC)}, got {raw!r}")
+    return raw
+
+
+def traffic_of(batch: bool) -> str:
+    """A rollup's ``batch`` flag as the traffic it counts."""
+    return BATCH if batch else INTERACTIVE
+
+
 # ---------------------------------------------------------------- usage
 
 
-def _rollups(period: DateRange, tenant: Tenant | int | None) -> QuerySet[UsageRollup]:
+def _rollups(period: DateRange, tenant: Tenant | int | None, traffic: str | None = None) -> QuerySet[UsageRollup]:
     rows = UsageRollup.objects.unscoped() if tenant is None else UsageRollup.objects.for_tenant(tenant)
-    return rows.filter(minute__gte=period.start, minute__lt=period.end)
+    rows = rows.filter(minute__gte=period.start, minute__lt=period.end)
+    if traffic is not None:
+        rows = rows.filter(batch=traffic == BATCH)
+    return rows
 
 
 def _sums() -> dict[str, Any]:
+    batch = Q(batch=True)
+    # The batch sums come first: once ``requests`` (and the others) name a sum, the column is out of reach.
     return {
+        "batch_requests": Coalesce(Sum("requests", filter=batch), Value(0)),
+        "batch_prompt_tokens": Coalesce(Sum("prompt_tokens", filter=batch), Value(0)),
+        "batch_completion_tokens": Coalesce(Sum("completion_tokens", filter=batch), Value(0)),
         "requests": Coalesce(Sum("requests"), Value(0)),
         "errors": Coalesce(Sum("errors"), Value(0)),
         "prompt_tokens": Coalesce(Sum("prompt_tokens"), Value(0)),
@@ -104,9 +134,10 @@ def _sums() -> dict[str, Any]:
 
 
 def _with_tokens(row: Any) -> dict[str, Any]:
-    """A ``values()`` row as a plain dict with ``tokens`` (prompt + completion) added."""
+    """A ``values()`` row as a plain dict with ``tokens`` and ``batch_tokens`` (prompt + completion) added."""
     plain: dict[str, Any] = dict(row)
     plain["tokens"] = plain["prompt_tokens"] + plain["completion_tokens"]
+    plain["batch_tokens"] = plain["batch_prompt_tokens"] + plain["batch_completion_tokens"]
     return plain
 
 
@@ -116,9 +147,11 @@ def _plain(rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
         yield dict(row)
 
 
-def usage_totals(period: DateRange, tenant: Tenant | int | None = None) -> dict[str, int]:
-    """Requests, errors and tokens over the range (one query)."""
-    return _with_tokens(_rollups(period, tenant).aggregate(**_sums()))
+def usage_totals(
+    period: DateRange, tenant: Tenant | int | None = None, *, traffic: str | None = None
+) -> dict[str, int]:
+    """Requests, errors and tokens over the range, and the batch share of them (one query)."""
+    return _with_tokens(_rollups(period, tenant, traffic).aggregate(**_sums()))
 
 
 # The columns each grouping selects (besides the sums) and how its rows are ordered.
@@ -127,18 +160,22 @@ _GROUP_COLUMNS: dict[str, tuple[list[str], list[str]]] = {
     "deployment": (["deployment_id"], ["-tokens", "deployment_id"]),
     "key": (["api_key_id", "api_key__name", "api_key__key_id"], ["-tokens", "api_key_id"]),
     "tenant": (["tenant_id", "tenant__slug", "tenant__name"], ["-tokens", "tenant__slug"]),
+    "traffic": (["batch"], ["batch"]),  # interactive first
 }
 
 
-def usage_grouped(period: DateRange, group_by: str, tenant: Tenant | int | None = None) -> QuerySet[Any]:
-    """A ``values()`` queryset of sums per day, deployment, key or tenant (lazy, so it paginates in SQL).
+def usage_grouped(
+    period: DateRange, group_by: str, tenant: Tenant | int | None = None, *, traffic: str | None = None
+) -> QuerySet[Any]:
+    """A ``values()`` queryset of sums per day, deployment, key, tenant or traffic (lazy, so it paginates in SQL).
 
-    Per deployment, the name is the latest one seen (rollups keep the name after the deployment is deleted).
+    Per deployment, the name is the latest one seen (rollups keep the name after the deployment is deleted). Per
+    traffic, a row's ``batch`` says which kind it counts (``traffic_of``).
     """
     if group_by not in _GROUP_COLUMNS:
         raise ReportRangeError(f"'group_by' must be one of {', '.join(GROUPS)}, got {group_by!r}")
     columns, ordering = _GROUP_COLUMNS[group_by]
-    rows: QuerySet[Any] = _rollups(period, tenant)
+    rows: QuerySet[Any] = _rollups(period, tenant, traffic)
     if group_by == "day":
         rows = rows.annotate(day=TruncDate("minute", tzinfo=UTC))
     extra: dict[str, Any] = {}
@@ -148,7 +185,10 @@ def usage_grouped(period: DateRange, group_by: str, tenant: Tenant | int | None 
         rows.values(*columns)
         .annotate(**_sums(), **extra)
         # Over the sums just annotated (their names shadow the columns), so ordering by tokens stays in SQL.
-        .annotate(tokens=F("prompt_tokens") + F("completion_tokens"))
+        .annotate(
+            tokens=F("prompt_tokens") + F("completion_tokens"),
+            batch_tokens=F("batch_prompt_tokens") + F("batch_completion_tokens"),
+        )
         .order_by(*ordering)
     )
 
@@ -163,19 +203,23 @@ def label_of(row: dict[str, Any], group_by: str) -> str:
         if row["api_key_id"] is None:
             return "(deleted or no key)"
         return f"{row['api_key__name']} ({row['api_key__key_id']})"
+    if group_by == "traffic":
+        return traffic_of(row["batch"])
     return str(row["tenant__slug"])
 
 
-def usage_by_day(period: DateRange, tenant: Tenant | int | None = None) -> list[dict[str, Any]]:
+def usage_by_day(
+    period: DateRange, tenant: Tenant | int | None = None, *, traffic: str | None = None
+) -> list[dict[str, Any]]:
     """One row per day of the range, days without usage included as zeros (charts need every day)."""
-    found = {row["day"]: row for row in usage_grouped(period, "day", tenant)}
-    zero = dict.fromkeys(METRICS, 0)
+    found = {row["day"]: row for row in usage_grouped(period, "day", tenant, traffic=traffic)}
+    zero = dict.fromkeys(FIGURES, 0)
     return [{"day": day, **(found.get(day) or zero)} for day in period.days]
 
 
 def totals_of(days: list[dict[str, Any]]) -> dict[str, int]:
     """Totals of ``usage_by_day`` rows: every day of the range is there, so this equals ``usage_totals`` (no query)."""
-    return {metric: sum(int(day[metric]) for day in days) for metric in METRICS}
+    return {metric: sum(int(day[metric]) for day in days) for metric in FIGURES}
 
 
 def usage_by_day_and_tenant(period: DateRange) -> Iterator[dict[str, Any]]:
@@ -192,20 +236,20 @@ def usage_by_day_and_tenant(period: DateRange) -> Iterator[dict[str, Any]]:
 
 
 def usage_detail_rows(period: DateRange, tenant: Tenant | int) -> Iterator[dict[str, Any]]:
-    """Every (day, deployment, key) of one tenant with usage: the tenant CSV's rows."""
+    """Every (day, deployment, key, traffic) of one tenant with usage: the tenant CSV's rows, each with ``traffic``."""
     rows = (
         _rollups(period, tenant)
         .annotate(day=TruncDate("minute", tzinfo=UTC))
-        .values("day", "deployment_id", "api_key_id", "api_key__name", "api_key__key_id")
+        .values("day", "deployment_id", "api_key_id", "api_key__name", "api_key__key_id", "batch")
         .annotate(**_sums(), deployment_name=Max("deployment_name"))
-        .order_by("day", "deployment_id", "api_key_id")
+        .order_by("day", "deployment_id", "api_key_id", "batch")
     )
     for row in rows.iterator(chunk_size=2000):
-        yield _with_tokens(row)
+        yield {**_with_tokens(row), "traffic": traffic_of(row["batch"])}
 
 
 def month_usage_by_tenant(tenant_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """Requests and tokens this month per tenant (one query)."""
+    """Requests and tokens this month per tenant, batch lines included (one query)."""
     rows = (
         UsageRollup.objects.unscoped()
         .filter(tenant_id__in=list(tenant_ids), minute__gte=month_start())

@@ -6,7 +6,7 @@ Consumer group ``rollup``; one consumer per worker process. Each batch is one Po
 
 1. insert the batch's request ids into ``UsageEventSeen`` (``ON CONFLICT DO NOTHING RETURNING``): only the
    ids that come back are new; the others were already counted by an earlier, committed delivery;
-2. add the new events into their (minute, tenant, key, deployment) buckets with one upsert;
+2. add the new events into their (minute, tenant, key, deployment, batch) buckets with one upsert;
 3. move ``ApiKey.last_used_at`` forward;
 
 then COMMIT, then XACK. A crash before COMMIT rolls everything back and the entries stay pending (they
@@ -16,6 +16,10 @@ has the whole argument and the retention rules.
 
 Errors are status 429 and status >= 500: what the platform refused or failed. Other 4xx (the client's own
 mistakes) and 499 (the client went away; its relayed tokens still count) are not errors.
+
+A Batch API line carries its batch's id (``batch``); its usage goes to buckets of its own (``batch = true``), beside
+the interactive ones. An event without the field (written before it existed) is interactive. A line that is run
+again keeps its request id, so a re-run counts zero like any other redelivery.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
@@ -88,6 +92,7 @@ class UsageEvent:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: int
+    batch: bool = False  # a Batch API line (the event names its batch), not an interactive request
 
     @property
     def minute(self) -> datetime:
@@ -174,10 +179,21 @@ def parse_event(entry_id: str, fields: dict[str, str] | None) -> UsageEvent | No
             prompt_tokens=_int(fields.get(usage_events.PROMPT_TOKENS), 0, high=_MAX_COUNT) or 0,
             completion_tokens=_int(fields.get(usage_events.COMPLETION_TOKENS), 0, high=_MAX_COUNT) or 0,
             latency_ms=min(_MAX_COUNT, max(0, round(float(fields.get(usage_events.LATENCY_MS) or 0)))),
+            batch=bool((fields.get(usage_events.BATCH) or "").strip()),
         )
     except (TypeError, ValueError, OverflowError) as exc:
         log.warning("skipping malformed usage entry %s (%s): %r", entry_id, exc, fields)
         return None
+
+
+class _BucketKey(NamedTuple):
+    """A ``UsageRollup`` row's identity: the columns of ``usage_rollup_unique_bucket``."""
+
+    minute: datetime
+    tenant_id: int
+    key_id: int | None
+    deployment_id: int | None
+    batch: bool
 
 
 @dataclass(slots=True)
@@ -235,11 +251,11 @@ def roll_up_events(events: Sequence[UsageEvent]) -> RollupStats:
         )
         deployment_names: dict[int, str] = dict(cursor.fetchall())
 
-        buckets: dict[tuple[datetime, int, int | None, int | None], _Bucket] = {}
+        buckets: dict[_BucketKey, _Bucket] = {}
         for e in fresh:
             # A deleted key (or one of another tenant) keeps the tenant's usage, without the key.
             key_id = e.key_id if key_tenant.get(e.key_id) == e.tenant_id else None
-            bucket = buckets.setdefault((e.minute, e.tenant_id, key_id, e.deployment_id), _Bucket())
+            bucket = buckets.setdefault(_BucketKey(e.minute, e.tenant_id, key_id, e.deployment_id, e.batch), _Bucket())
             bucket.requests += 1
             bucket.errors += int(e.is_error)
             bucket.prompt_tokens += e.prompt_tokens
@@ -251,21 +267,21 @@ def roll_up_events(events: Sequence[UsageEvent]) -> RollupStats:
     return stats
 
 
-def _sort_key(item: tuple[tuple[datetime, int, int | None, int | None], _Bucket]) -> tuple[Any, ...]:
-    (minute, tenant, key, deployment), _ = item
-    return (minute, tenant, key is None, key or 0, deployment is None, deployment or 0)
+def _sort_key(item: tuple[_BucketKey, _Bucket]) -> tuple[Any, ...]:
+    (minute, tenant, key, deployment, batch), _ = item
+    return (minute, tenant, key is None, key or 0, deployment is None, deployment or 0, batch)
 
 
 def _upsert_buckets(
     cursor: Any,
     table: str,
-    buckets: dict[tuple[datetime, int, int | None, int | None], _Bucket],
+    buckets: dict[_BucketKey, _Bucket],
     deployment_names: dict[int, str],
 ) -> None:
     # Sorted, so two consumers lock shared rows in the same order (no deadlock).
     rows = sorted(buckets.items(), key=_sort_key)
-    columns: list[list[Any]] = [[] for _ in range(10)]
-    for (minute, tenant, key, deployment), b in rows:
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for (minute, tenant, key, deployment, batch), b in rows:
         name = deployment_names.get(deployment, "") if deployment is not None else ""
         for column, value in zip(
             columns,
@@ -274,6 +290,7 @@ def _upsert_buckets(
                 tenant,
                 key,
                 deployment,
+                batch,
                 name,
                 b.requests,
                 b.errors,
@@ -287,9 +304,9 @@ def _upsert_buckets(
     # The unique bucket constraint is NULLS NOT DISTINCT, so a NULL key or deployment still conflicts.
     cursor.execute(
         f"""
-        INSERT INTO {table} AS r (minute, tenant_id, api_key_id, deployment_id, deployment_name, requests, errors,
-                                  prompt_tokens, completion_tokens, latency_ms_sum)
-        SELECT * FROM unnest(%s::timestamptz[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
+        INSERT INTO {table} AS r (minute, tenant_id, api_key_id, deployment_id, batch, deployment_name, requests,
+                                  errors, prompt_tokens, completion_tokens, latency_ms_sum)
+        SELECT * FROM unnest(%s::timestamptz[], %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[], %s::text[],
                              %s::integer[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[])
         ON CONFLICT ON CONSTRAINT usage_rollup_unique_bucket DO UPDATE SET
             requests = r.requests + EXCLUDED.requests,
@@ -304,10 +321,10 @@ def _upsert_buckets(
     )
 
 
-def _touch_keys(cursor: Any, table: str, buckets: dict[tuple[datetime, int, int | None, int | None], _Bucket]) -> None:
+def _touch_keys(cursor: Any, table: str, buckets: dict[_BucketKey, _Bucket]) -> None:
     last_used: dict[int, float] = {}
-    for (_, _, key, _), bucket in buckets.items():
-        if key is not None:
+    for bucket_key, bucket in buckets.items():
+        if (key := bucket_key.key_id) is not None:
             last_used[key] = max(last_used.get(key, 0.0), bucket.last_ts)
     if not last_used:
         return

@@ -25,7 +25,7 @@ def form_data(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "max_deployments": 10, "max_replicas": 8, "requests_per_minute": 600, "tokens_per_minute": "",
         "max_concurrent_requests": 64, "monthly_token_budget": 50_000_000, "cpu_cores": 64, "memory_gib": 512,
-        "gpus_nvidia-h100": 8, "gpus_nvidia-l4": "",
+        "max_open_batches": 10, "max_batch_queued_lines": 200_000, "gpus_nvidia-h100": 8, "gpus_nvidia-l4": "",
     }  # fmt: skip
     data.update(overrides)
     return data
@@ -105,6 +105,8 @@ def test_it_shows_every_quota_field_in_order_with_its_label(
         ("monthly_token_budget", "Monthly token budget"),
         ("cpu_cores", "CPU cores (Kubernetes namespace)"),
         ("memory_gib", "Memory GiB (Kubernetes namespace)"),
+        ("max_open_batches", "Open batches"),
+        ("max_batch_queued_lines", "Queued batch lines"),
         *((f"gpus_{gpu_type}", f"{gpu_type} GPUs") for gpu_type in settings.FRONTDOOR_GPU_TYPES),
     ]
 
@@ -121,5 +123,7 @@ def test_the_editor_the_api_and_the_admin_cover_the_same_quota_fields() -> None:
         "tokens_per_minute",
         "max_concurrent_requests",
         "monthly_token_budget",
+        "max_open_batches",
+        "max_batch_queued_lines",
         "updated_at",
     ]

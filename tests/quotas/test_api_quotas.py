@@ -80,6 +80,8 @@ def test_the_body_lists_every_quota_field_in_the_models_order(api: Api, vera: Us
         "monthly_token_budget",
         "cpu_cores",
         "memory_gib",
+        "max_open_batches",
+        "max_batch_queued_lines",
         "updated_at",
     ]
 
