@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from batches import console as batches_console
 from controlplane.console import home
 from controlplane.loginlimit import RateLimitedLoginView
 from deployments.console import secrets as console_secrets
@@ -48,6 +49,17 @@ urlpatterns = [
         "t/<slug:tenant>/keys/<str:key_id>/revoke/", tenants_console.KeyRevokeView.as_view(), name="console-key-revoke"
     ),
     path("t/<slug:tenant>/secrets/", console_secrets.SecretListView.as_view(), name="console-secrets"),
+    path("t/<slug:tenant>/batches/", batches_console.BatchListView.as_view(), name="console-batches"),
+    path(
+        "t/<slug:tenant>/batches/<str:batch_id>/cancel/",
+        batches_console.BatchCancelView.as_view(),
+        name="console-batch-cancel",
+    ),
+    path(
+        "t/<slug:tenant>/files/<str:file_id>/content/",
+        batches_console.BatchFileContentView.as_view(),
+        name="console-batch-file",
+    ),
     path("t/<slug:tenant>/members/", tenants_console.MemberListView.as_view(), name="console-members"),
     path(
         "t/<slug:tenant>/members/<str:username>/",

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlparse
 from django.core.exceptions import ImproperlyConfigured
 
 from controlplane.contracts.addresses import AddressRefused, parse_networks, split_url
+from controlplane.contracts.batch_wire import internal_token_from_env
 from controlplane.contracts.env import (
     ImproperlyConfiguredEnv,
     env_bool,
@@ -118,11 +119,66 @@ try:
     FRONTDOOR_PLATFORM_ADDRESSES = [
         _host_port("FRONTDOOR_PLATFORM_ADDRESSES", item) for item in env_list("FRONTDOOR_PLATFORM_ADDRESSES", [])
     ]
+
+    # The Batch API (docs/batch.md). The internal token authenticates the gateway to the control plane and the batch
+    # workers to the gateway; both read the same value.
+    FRONTDOOR_INTERNAL_TOKEN = internal_token_from_env()
+    FRONTDOOR_BATCH_STORAGE = env_str("FRONTDOOR_BATCH_STORAGE", "local")
+    FRONTDOOR_BATCH_FILES_DIR = env_str("FRONTDOOR_BATCH_FILES_DIR", str(BASE_DIR / "var" / "files"))
+    FRONTDOOR_BATCH_S3_BUCKET = env_str("FRONTDOOR_BATCH_S3_BUCKET", "")
+    FRONTDOOR_BATCH_S3_ENDPOINT_URL = env_str("FRONTDOOR_BATCH_S3_ENDPOINT_URL", "")
+    FRONTDOOR_BATCH_S3_REGION = env_str("FRONTDOOR_BATCH_S3_REGION", "")
+    FRONTDOOR_BATCH_S3_PREFIX = env_str("FRONTDOOR_BATCH_S3_PREFIX", "frontdoor")
+    FRONTDOOR_BATCH_MAX_FILE_BYTES = env_int("FRONTDOOR_BATCH_MAX_FILE_BYTES", 200 * 1024 * 1024)
+    FRONTDOOR_BATCH_MAX_LINES = env_int("FRONTDOOR_BATCH_MAX_LINES", 50_000)
+    FRONTDOOR_BATCH_MAX_LINE_BYTES = env_int("FRONTDOOR_BATCH_MAX_LINE_BYTES", 1024 * 1024)
+    FRONTDOOR_BATCH_FILE_RETENTION_S = env_int("FRONTDOOR_BATCH_FILE_RETENTION_S", 30 * 86400)
+    FRONTDOOR_BATCH_WINDOW_S = env_int("FRONTDOOR_BATCH_WINDOW_S", 86400)
+    FRONTDOOR_BATCH_CONCURRENCY = env_int("FRONTDOOR_BATCH_CONCURRENCY", 8)
+    FRONTDOOR_BATCH_LINE_ATTEMPTS = env_int("FRONTDOOR_BATCH_LINE_ATTEMPTS", 10)
+    FRONTDOOR_BATCH_LINE_TIMEOUT_S = env_float("FRONTDOOR_BATCH_LINE_TIMEOUT_S", 300.0)
+    FRONTDOOR_BATCH_CLAIM_S = env_float("FRONTDOOR_BATCH_CLAIM_S", 360.0)
+    FRONTDOOR_BATCH_TASK_SECONDS = env_float("FRONTDOOR_BATCH_TASK_SECONDS", 50.0)
+    FRONTDOOR_BATCH_TICK_SECONDS = env_float("FRONTDOOR_BATCH_TICK_SECONDS", 5.0)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 
 if FRONTDOOR_BACKEND not in {"local", "kubernetes"}:
     raise ImproperlyConfigured(f"FRONTDOOR_BACKEND={FRONTDOOR_BACKEND!r}: use 'local' or 'kubernetes'")
+if FRONTDOOR_BATCH_STORAGE not in {"local", "s3"}:
+    raise ImproperlyConfigured(f"FRONTDOOR_BATCH_STORAGE={FRONTDOOR_BATCH_STORAGE!r}: use 'local' or 's3'")
+if FRONTDOOR_BATCH_STORAGE == "s3" and not FRONTDOOR_BATCH_S3_BUCKET:
+    raise ImproperlyConfigured("FRONTDOOR_BATCH_STORAGE=s3 needs FRONTDOOR_BATCH_S3_BUCKET")
+if FRONTDOOR_BATCH_CLAIM_S <= FRONTDOOR_BATCH_LINE_TIMEOUT_S:
+    raise ImproperlyConfigured("FRONTDOOR_BATCH_CLAIM_S must exceed FRONTDOOR_BATCH_LINE_TIMEOUT_S")
+
+
+def _batch_storage() -> dict[str, object]:
+    """The batch files' storage: a local directory, or an S3-compatible bucket (credentials from boto3's chain)."""
+    if FRONTDOOR_BATCH_STORAGE == "local":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": FRONTDOOR_BATCH_FILES_DIR, "allow_overwrite": True},
+        }
+    options: dict[str, object] = {
+        "bucket_name": FRONTDOOR_BATCH_S3_BUCKET,
+        "location": FRONTDOOR_BATCH_S3_PREFIX,
+        "file_overwrite": True,
+        "default_acl": None,
+        "querystring_auth": False,
+    }
+    if FRONTDOOR_BATCH_S3_ENDPOINT_URL:
+        options["endpoint_url"] = FRONTDOOR_BATCH_S3_ENDPOINT_URL
+    if FRONTDOOR_BATCH_S3_REGION:
+        options["region_name"] = FRONTDOOR_BATCH_S3_REGION
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "batch_files": _batch_storage(),
+}
 
 
 def _database_from_url(url: str) -> dict[str, object]:
@@ -162,6 +218,7 @@ INSTALLED_APPS = [
     "tenants",
     "quotas",
     "deployments",
+    "batches",
     "controlplane.snapshot",
 ]
 
@@ -316,6 +373,11 @@ CELERY_BEAT_SCHEDULE = {
     "autoscale-tick": {"task": "deployments.autoscale_tick", "schedule": 2.0, "options": {"expires": 1.5}},
     "collect-slo": {"task": "deployments.collect_slo", "schedule": 10.0, "options": {"expires": 8.0}},
     "rollout-tick": {"task": "deployments.rollout_tick", "schedule": 10.0, "options": {"expires": 8.0}},
+    "batch-tick": {
+        "task": "batches.tick",
+        "schedule": FRONTDOOR_BATCH_TICK_SECONDS,
+        "options": {"expires": FRONTDOOR_BATCH_TICK_SECONDS},
+    },
 }
 FRONTDOOR_IDEMPOTENCY_RETENTION_S = env_int("FRONTDOOR_IDEMPOTENCY_RETENTION_S", 24 * 3600)
 
@@ -335,6 +397,8 @@ if FRONTDOOR_SNAPSHOT_PUBLISH not in ("queue", "inline"):
     raise ImproperlyConfigured("FRONTDOOR_SNAPSHOT_PUBLISH must be 'queue' or 'inline'")
 FRONTDOOR_SNAPSHOT_QUEUE = env_str("FRONTDOOR_SNAPSHOT_QUEUE", f"{FRONTDOOR_CELERY_QUEUE}.snapshot")
 FRONTDOOR_SNAPSHOT_INTERVAL_S = env_float("FRONTDOOR_SNAPSHOT_INTERVAL_S", 0.25)
+# The batch workers' queue (``python -m batches.worker``): batch runs never queue behind reconciles and ticks.
+FRONTDOOR_BATCH_QUEUE = env_str("FRONTDOOR_BATCH_QUEUE", f"{FRONTDOOR_CELERY_QUEUE}.batch")
 # Queued, the periodic full rebuild goes to the publisher's queue too; inline, to the default queue (no publisher).
 CELERY_TASK_ROUTES = {
     name: {"queue": FRONTDOOR_SNAPSHOT_QUEUE}

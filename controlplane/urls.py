@@ -24,6 +24,9 @@ urlpatterns = [
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("quotas.urls")),
     path("api/v1/", include("deployments.api.urls")),
+    path("api/v1/", include("batches.api_urls")),
     re_path(r"^api/(?P<rest>.*)$", api_route_not_found),
+    # Only the gateway calls these (the internal token), on behalf of a tenant's inference key.
+    path("internal/openai/", include("batches.urls")),
     path("", include("controlplane.console_urls")),
 ]

@@ -18,6 +18,8 @@ export FRONTDOOR_GATEWAY_METRICS_PORT="${FRONTDOOR_GATEWAY_METRICS_PORT:-9464}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/frontdoor}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export FRONTDOOR_GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
+# The gateway forwards the Batch API's files and batches to the control plane's internal routes.
+export FRONTDOOR_CONTROLPLANE_URL="http://127.0.0.1:${WEB_PORT}"
 export FRONTDOOR_BACKEND="${FRONTDOOR_BACKEND:-local}"
 export FRONTDOOR_LOCAL_STATE_DIR="${FRONTDOOR_LOCAL_STATE_DIR:-$ROOT/var/localagent}"
 # A short resync for the one-machine demo: a replica that became ready shows up in the gateway within seconds
@@ -79,7 +81,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-say "starting web, worker, the snapshot publisher, beat, gateway and the local agent"
+say "starting web, worker, the snapshot publisher, the batch worker, beat, gateway and the local agent"
 honcho -f Procfile start &
 HONCHO_PID=$!
 
@@ -112,6 +114,9 @@ $(say "Frontdoor is running")
   curl http://127.0.0.1:${GATEWAY_PORT}/v1/chat/completions \\
     -H "Authorization: Bearer ${API_KEY}" -H "Content-Type: application/json" \\
     -d '{"model": "${MODEL}", "messages": [{"role": "user", "content": "Hello!"}]}'
+
+  A batch through the Batch API with the official openai client (upload, create, wait, read the output):
+  .venv/bin/python scripts/batch_example.py --base-url http://127.0.0.1:${GATEWAY_PORT}/v1 --api-key ${API_KEY} --model ${MODEL}
 
   Ctrl-C stops everything.
 EOF

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +31,8 @@ from rest_framework.test import APIClient
 from controlplane.api import TenantScopedViewSet
 from deployments.models import DeploymentEvent, ModelDeployment, Revision
 from tenants.models import ApiKey, Role, Tenant, role_at_least
+from tests.support.batch_rows import make_batch, request_lines, store_file
+from tests.support.batches import reset_batch_storage
 
 pytestmark = pytest.mark.django_db
 
@@ -125,9 +128,13 @@ def world(
     charlie: User,
     staff: User,
     issue_key: Any,
+    settings: Any,
+    tmp_path: Path,
 ) -> dict[str, Any]:
     """Tenant acme with one row of everything, so that lookups of real objects are exercised."""
     key, _ = issue_key(acme, ["inference"])
+    reset_batch_storage(settings, tmp_path / "files")
+    make_batch(acme, store_file(acme, request_lines(2)))  # running: cancel is allowed; its input has content
     deployment = ModelDeployment.unscoped_objects.create(tenant=acme, name="chat", model="frontdoor/sim-chat")
     Revision.unscoped_objects.create(deployment=deployment, number=1, spec=deployment.revision_spec(), weight=100)
     DeploymentEvent.record(deployment, "Created", "matrix fixture")
@@ -191,7 +198,7 @@ def snapshot() -> dict[str, list[dict[str, Any]]]:
     volatile = {"last_used_at", "last_login"}
     rows: dict[str, list[dict[str, Any]]] = {}
     for model in apps.get_models():
-        if model._meta.app_label not in {"tenants", "quotas", "deployments", "auth"}:
+        if model._meta.app_label not in {"tenants", "quotas", "deployments", "batches", "auth"}:
             continue
         values = model._default_manager.order_by("pk").values()
         rows[model._meta.label] = [{k: v for k, v in row.items() if k not in volatile} for row in values]
@@ -261,6 +268,8 @@ def test_the_matrix_covers_every_api_route() -> None:
         "/api/v1/tenants/{tenant}/keys/{key_id}/revoke/",
         "/api/v1/tenants/{tenant}/quota/",
         "/api/v1/tenants/{tenant}/audit-events/",
+        "/api/v1/tenants/{tenant}/batches/{batch_id}/cancel/",
+        "/api/v1/tenants/{tenant}/files/{file_id}/content/",
     ]:
         assert expected_template in templates
     assert all(route.method in {"GET", "POST", "PUT", "PATCH", "DELETE"} for route in ROUTES)

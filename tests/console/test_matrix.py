@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,8 @@ from deployments.models import ModelDeployment
 from quotas.console import StaffView
 from tenants import invitations
 from tenants.models import ApiKey, Role, Tenant, role_at_least
+from tests.support.batch_rows import make_batch, request_lines, store_file
+from tests.support.batches import reset_batch_storage
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +95,9 @@ def test_it_knows_every_console_route() -> None:
         "console-deployment-rollout",
         "console-deployment-slo",
         "console-settings",
+        "console-batches",
+        "console-batch-cancel",
+        "console-batch-file",
         "staff-home",
     }
 
@@ -108,14 +114,19 @@ def world(
     staff: User,
     make_deployment: Callable[..., ModelDeployment],
     issue_key: Callable[..., tuple[ApiKey, str]],
+    settings: Any,
+    tmp_path: Path,
 ) -> dict[str, Any]:
-    """acme with one of everything (a deployment with a second revision, a key, an open invitation)."""
+    """acme with one of everything (a deployment with a second revision, a key, an open invitation, a running
+    batch and its input file)."""
     chat = make_deployment(acme, "chat")
     deployment_services.update_deployment(chat, {"model": "frontdoor/sim-chat-v2"}, canary_weight=0, actor=None)
     key, _ = issue_key(acme, ["inference"])
     invitation, _ = invitations.create_invitation(
         acme, email="guest@example.test", role=Role.MEMBER, invited_by=None, actor=None
     )
+    reset_batch_storage(settings, tmp_path / "files")
+    batch = make_batch(acme, store_file(acme, request_lines(2)))
     known = {
         "tenant": "acme",
         "slug": "acme",
@@ -123,6 +134,8 @@ def world(
         "key_id": key.key_id,
         "username": "bob",
         "pk": str(invitation.pk),
+        "batch_id": batch.public_id,
+        "file_id": batch.input_file_public_id,
     }
     users = {"alice": alice, "adam": adam, "bob": bob, "vera": vera, "charlie": charlie, "staff": staff}
     return {"known": known, "users": users}
@@ -132,7 +145,7 @@ def snapshot() -> dict[str, list[dict[str, Any]]]:
     """Every row of the control plane's tables (sign-in bookkeeping left out)."""
     rows: dict[str, list[dict[str, Any]]] = {}
     for model in apps.get_models():
-        if model._meta.app_label in {"tenants", "quotas", "deployments", "auth"}:
+        if model._meta.app_label in {"tenants", "quotas", "deployments", "batches", "auth"}:
             values = model._default_manager.order_by("pk").values()
             rows[model._meta.label] = [{k: v for k, v in row.items() if k != "last_login"} for row in values]
     return rows

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIRS = ["controlplane", "tenants", "deployments", "quotas", "gateway", "modelserver", "scripts"]
+SOURCE_DIRS = ["controlplane", "tenants", "deployments", "quotas", "batches", "gateway", "modelserver", "scripts"]
 READERS = re.compile(
     r"""(?:env_(?:str|int|float|bool|list)|os\.environ\.get|os\.getenv|environ\.get|_env)\(\s*f?["']([A-Z][A-Z0-9_]+)["']"""
 )

@@ -21,6 +21,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         SECRET_KEY=secrets.token_urlsafe(64),
         FRONTDOOR_KEY_PEPPER=secrets.token_urlsafe(48),
         FRONTDOOR_SECRETS_KEY=new_key(),
+        FRONTDOOR_INTERNAL_TOKEN=secrets.token_urlsafe(32),
         ALLOWED_HOSTS="frontdoor.example.com",
         DJANGO_SETTINGS_MODULE="controlplane.settings",
     )
@@ -68,6 +69,15 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     env["SECRET_KEY_FILE"] = str(secret_file)
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_missing_or_short_internal_token_is_refused_in_production() -> None:
+    env = production_env()
+    del env["FRONTDOOR_INTERNAL_TOKEN"]
+    for refused in (env, production_env(FRONTDOOR_INTERNAL_TOKEN="short")):
+        result = manage("check", env=refused)
+        assert result.returncode != 0
+        assert "FRONTDOOR_INTERNAL_TOKEN" in result.stderr
 
 
 def test_a_missing_secrets_key_is_refused_in_production() -> None:

@@ -57,6 +57,10 @@ class RunNames:
         return f"fdt-{self.run_id}.snapshot"
 
     @property
+    def batch_queue(self) -> str:
+        return f"fdt-{self.run_id}.batch"
+
+    @property
     def celery_key_prefix(self) -> str:
         return f"fdt-{self.run_id}-celery:"
 
@@ -67,6 +71,7 @@ class RunNames:
             "FRONTDOOR_REDIS_PREFIX": self.redis_prefix,
             "FRONTDOOR_CELERY_QUEUE": self.celery_queue,
             "FRONTDOOR_SNAPSHOT_QUEUE": self.snapshot_queue,
+            "FRONTDOOR_BATCH_QUEUE": self.batch_queue,
             "FRONTDOOR_CELERY_KEY_PREFIX": self.celery_key_prefix,
             # The committing process publishes the snapshot itself unless a test runs the publisher's own worker
             # (tests/support/worker.py ``SnapshotPublisher``, which the ``platform`` fixture starts).
@@ -98,6 +103,7 @@ def apply(run: RunNames) -> None:
     settings.CELERY_TASK_DEFAULT_QUEUE = run.celery_queue
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = transport_options
     settings.FRONTDOOR_SNAPSHOT_QUEUE = run.snapshot_queue
+    settings.FRONTDOOR_BATCH_QUEUE = run.batch_queue
     settings.FRONTDOOR_SNAPSHOT_PUBLISH = "inline"
     settings.FRONTDOOR_SEAL_KEY = run.seal_key
     # Inline, the snapshot's tasks go to the default queue like every other (no publisher worker consumes its own).
@@ -118,8 +124,14 @@ def check_applied(run: RunNames) -> None:
     snapshot_route = app.amqp.router.route({}, "quotas.publish_config")
     with app.connection_for_write() as conn:
         key_prefix = conn.default_channel.global_keyprefix
-    found = (route["queue"].name, snapshot_route["queue"].name, settings.FRONTDOOR_SNAPSHOT_QUEUE, key_prefix)
-    expected = (run.celery_queue, run.celery_queue, run.snapshot_queue, run.celery_key_prefix)
+    found = (
+        route["queue"].name,
+        snapshot_route["queue"].name,
+        settings.FRONTDOOR_SNAPSHOT_QUEUE,
+        settings.FRONTDOOR_BATCH_QUEUE,
+        key_prefix,
+    )
+    expected = (run.celery_queue, run.celery_queue, run.snapshot_queue, run.batch_queue, run.celery_key_prefix)
     assert found == expected, f"the Celery app is not isolated for this run: {found} != {expected}"
 
 
