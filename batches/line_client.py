@@ -28,6 +28,7 @@ class Verdict(Enum):
 
 # 503s the platform gives while it cannot serve yet (no snapshot, no limiter, a replica starting): worth waiting for.
 _STOPPED = "deployment_stopped"  # a stopped deployment is the line's answer, as a missing one is
+BATCH_CAPACITY_BUSY = "batch_capacity_busy"  # the gateway's batch gate: interactive traffic first
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,12 @@ class Answer:
     body: bytes
     retry_after_s: float = 1.0
     error: str = ""  # why there is no answer (connection failures)
+    code: str = ""  # the gateway's error code, when it refused
+
+    @property
+    def no_spare_capacity(self) -> bool:
+        """The deployment's interactive traffic holds the capacity batch lines may use: worth a look again soon."""
+        return self.code == BATCH_CAPACITY_BUSY
 
 
 def classify(status: int, body: bytes, retry_after: str | None) -> Answer:
@@ -45,7 +52,7 @@ def classify(status: int, body: bytes, retry_after: str | None) -> Answer:
     if status in (401, 403):
         return Answer(Verdict.STOP, status, body)
     if status == 429 and code != "insufficient_quota":
-        return Answer(Verdict.THROTTLED, status, body, wait)
+        return Answer(Verdict.THROTTLED, status, body, wait, code=code)
     if status == 409 and code == "batch_line_in_progress":
         return Answer(Verdict.THROTTLED, status, body, wait)
     if status == 503 and code == _STOPPED:

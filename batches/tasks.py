@@ -1,11 +1,13 @@
 """Celery tasks of the Batch API: prepare a batch, run it, and the periodic tick that keeps every open batch moving.
 
 ``batches.prepare`` and ``batches.run`` go to the batch queue (``FRONTDOOR_BATCH_QUEUE``), consumed by the batch
-workers (``python -m batches.worker``), so a long batch never delays a reconcile or a tick. Both can run twice and
-be killed anywhere (``batches.execution`` says why nothing is answered twice). One run per batch is wanted at a
-time: a Redis marker (``batch_runner_key``, set when a run is sent, refreshed while it works, gone when it stops or
-after it died) decides whether the tick sends another. ``batches.tick`` (beat) expires batches past their window,
-sends a run to every open batch without one, and deletes files past their retention.
+workers (``python -m batches.worker``), so a long batch never delays a reconcile or a tick. Runs take turns: each
+works for a slice (``slice_seconds``: the same time per tenant per round) and then sends its successor to the back
+of the queue. Both tasks can run twice and be killed anywhere (``batches.execution`` says why nothing is answered
+twice). One run per batch is wanted at a time: a Redis marker (``batch_runner_key``, set when a run is sent,
+refreshed while it works, gone when it stops or after it died) decides whether the tick sends another.
+``batches.tick`` (beat) expires batches past their window, sends a run to every open batch without one, and deletes
+files past their retention.
 """
 
 from __future__ import annotations
@@ -82,11 +84,20 @@ def prepare(batch_id: int) -> None:
     enqueue_run(batch_id)
 
 
+def slice_seconds(batch_id: int) -> float:
+    """How long one run of this batch works before handing over: ``FRONTDOOR_BATCH_TASK_SECONDS`` shared among its
+    tenant's running batches. Runs take turns on the queue, so every tenant gets the same time per round whatever
+    the number or size of its batches: one tenant's 50,000-line file does not starve another's 100 lines."""
+    tenant_id = Batch.unscoped_objects.filter(pk=batch_id).values_list("tenant_id", flat=True).first()
+    running = Batch.unscoped_objects.filter(tenant_id=tenant_id, status__in=Batch.OPEN).count() if tenant_id else 1
+    return settings.FRONTDOOR_BATCH_TASK_SECONDS / max(running, 1)
+
+
 @shared_task(name=RUN_TASK, **_COMMON)
 def run(batch_id: int) -> None:
     key = batch_runner_key(redis_prefix(), batch_id)
     get_redis().set(key, "running", ex=_runner_ttl_s())
-    more = execution.run(batch_id)
+    more = execution.run(batch_id, slice_seconds(batch_id))
     if more:
         enqueue_run(batch_id, force=True)
     else:

@@ -140,6 +140,8 @@ try:
     FRONTDOOR_BATCH_CLAIM_S = env_float("FRONTDOOR_BATCH_CLAIM_S", 360.0)
     FRONTDOOR_BATCH_TASK_SECONDS = env_float("FRONTDOOR_BATCH_TASK_SECONDS", 50.0)
     FRONTDOOR_BATCH_TICK_SECONDS = env_float("FRONTDOOR_BATCH_TICK_SECONDS", 5.0)
+    # The share of a deployment's max_replicas batch lines may keep busy, or wake from zero (0 to 1).
+    FRONTDOOR_BATCH_REPLICA_SHARE = env_float("FRONTDOOR_BATCH_REPLICA_SHARE", 0.5)
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 
@@ -149,6 +151,8 @@ if FRONTDOOR_BATCH_STORAGE not in {"local", "s3"}:
     raise ImproperlyConfigured(f"FRONTDOOR_BATCH_STORAGE={FRONTDOOR_BATCH_STORAGE!r}: use 'local' or 's3'")
 if FRONTDOOR_BATCH_STORAGE == "s3" and not FRONTDOOR_BATCH_S3_BUCKET:
     raise ImproperlyConfigured("FRONTDOOR_BATCH_STORAGE=s3 needs FRONTDOOR_BATCH_S3_BUCKET")
+if not 0 <= FRONTDOOR_BATCH_REPLICA_SHARE <= 1:
+    raise ImproperlyConfigured("FRONTDOOR_BATCH_REPLICA_SHARE must be between 0 and 1")
 if FRONTDOOR_BATCH_CLAIM_S <= FRONTDOOR_BATCH_LINE_TIMEOUT_S:
     raise ImproperlyConfigured("FRONTDOOR_BATCH_CLAIM_S must exceed FRONTDOOR_BATCH_LINE_TIMEOUT_S")
 

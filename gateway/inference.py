@@ -129,13 +129,15 @@ async def serve_inference(
     limit_request: LimitRequest | None = LimitRequest(
         request_id=usage_id,
         key_id=principal.key.key_id,
-        key_limits=principal.key.limits,
+        key_limits=principal.key.limits if line is None else principal.key.limits.for_batch(),
         tenant=tenant_slug,
-        tenant_limits=principal.tenant.limits,
+        tenant_limits=principal.tenant.limits if line is None else principal.tenant.limits.for_batch(),
         deployment_id=deployment.id,
         deployment_max_concurrent=deployment.max_concurrent,
         estimated_tokens=parsed.prompt_estimate + parsed.max_tokens,
         lease_ttl_s=timeout_s + deployment.hold_s(ctx.config.cold_hold_s) + LEASE_MARGIN_S,
+        batch=line is not None,
+        batch_capacity=deployment.batch_capacity() if line is not None else None,
     )
     assert limit_request is not None
     if line is not None:

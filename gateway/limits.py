@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 
 from controlplane.contracts.redis_names import (
     api_key_scope,
+    batch_scope,
     budget_key_prefix,
     concurrency_key,
     deployment_concurrency_key,
@@ -36,8 +37,11 @@ INSUFFICIENT_QUOTA = "insufficient_quota"
 CONCURRENCY_LIMIT_EXCEEDED = "concurrency_limit_exceeded"
 CONCURRENCY_RETRY_S = 1.0  # a lease frees whenever a request finishes: no better hint than "soon"
 
+BATCH_CAPACITY_BUSY = "batch_capacity_busy"
+BATCH_RETRY_S = 1.0  # spare capacity comes back as requests finish: look again soon
+
 # Failure kinds as the admit script returns them.
-_OK, _BUDGET, _RPM, _TPM, _TPM_TOO_LARGE, _CONCURRENCY = range(6)
+_OK, _BUDGET, _RPM, _TPM, _TPM_TOO_LARGE, _CONCURRENCY, _BATCH_CAPACITY = range(7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,18 @@ class Limits:
     tokens_per_minute: int | None = None
     max_concurrent_requests: int | None = None
     monthly_token_budget: int | None = None  # tenants only
+    # Batch lines' own per-minute windows (``for_batch``); the monthly budget is shared with interactive traffic.
+    batch_requests_per_minute: int | None = None
+    batch_tokens_per_minute: int | None = None
+
+    def for_batch(self) -> Limits:
+        """The limits a batch line meets: the batch windows, the shared budget, no concurrency limit (the batch
+        gate and the workers bound batch concurrency)."""
+        return Limits(
+            requests_per_minute=self.batch_requests_per_minute,
+            tokens_per_minute=self.batch_tokens_per_minute,
+            monthly_token_budget=self.monthly_token_budget,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,10 @@ class LimitRequest:
     deployment_max_concurrent: int | None
     estimated_tokens: int  # prompt estimate + max_tokens (an upper bound of what it may use)
     lease_ttl_s: float  # concurrency lease expiry (deployment timeout + margin): a crashed gateway leaks nothing
+    # A batch line: its windows are the batch ones, and it is admitted only while the deployment has fewer than
+    # ``batch_capacity`` requests in flight (None: no gate). Interactive requests leave both at their defaults.
+    batch: bool = False
+    batch_capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +116,7 @@ def _load_script(name: str) -> tuple[str, str]:
 
 ADMIT_LUA, ADMIT_SHA = _load_script("admit.lua")
 SETTLE_LUA, SETTLE_SHA = _load_script("settle.lua")
-ADMIT_ARGC, SETTLE_ARGC = 13, 6  # ARGV counts of the two scripts
+ADMIT_ARGC, SETTLE_ARGC = 14, 6  # ARGV counts of the two scripts
 # The scripts add token counts with INCRBY, which refuses anything Lua cannot print as an integer (1e+30): a
 # count outside this bound would fail the settle half-way and leave its concurrency leases until they expire.
 MAX_SETTLED_TOKENS = 2**52
@@ -128,7 +148,7 @@ class Limiter:
         self.redis = redis
         self.prefix = prefix
         self.window_ms = window_ms
-        self._keys: dict[tuple[str, str, int], _Keys] = {}
+        self._keys: dict[tuple[str, str, int, bool], _Keys] = {}
 
     async def load_scripts(self) -> None:
         """Load both scripts (at start-up, and after a NOSCRIPT): settle pipelines then never meet NOSCRIPT."""
@@ -136,22 +156,27 @@ class Limiter:
         await self.redis.script_load(SETTLE_LUA)
 
     def _keys_for(self, req: LimitRequest) -> _Keys:
-        ident = (req.key_id, req.tenant, req.deployment_id)
+        ident = (req.key_id, req.tenant, req.deployment_id, req.batch)
         keys = self._keys.get(ident)
         if keys is None:
             if len(self._keys) >= KEY_CACHE_SIZE:
                 self._keys.clear()  # bounded: rebuilding names is cheap, an unbounded dict is not
             p = self.prefix
             key, tenant = api_key_scope(req.key_id), tenant_scope(req.tenant)
+            if req.batch:  # batch windows of their own (the concurrency and budget keys stay shared)
+                windows = (batch_scope(key), batch_scope(tenant))
+                conc_scopes = (key, tenant)
+            else:
+                windows = conc_scopes = (key, tenant)
             tokens = (
-                token_window_key(p, key),
-                token_total_key(p, key),
-                token_window_key(p, tenant),
-                token_total_key(p, tenant),
+                token_window_key(p, windows[0]),
+                token_total_key(p, windows[0]),
+                token_window_key(p, windows[1]),
+                token_total_key(p, windows[1]),
             )
             deployment = deployment_concurrency_key(p, req.deployment_id)
-            conc = (concurrency_key(p, key), concurrency_key(p, tenant), deployment)
-            admit = (request_window_key(p, key), request_window_key(p, tenant), *tokens, *conc)
+            conc = (concurrency_key(p, conc_scopes[0]), concurrency_key(p, conc_scopes[1]), deployment)
+            admit = (request_window_key(p, windows[0]), request_window_key(p, windows[1]), *tokens, *conc)
             settle = (*tokens, *conc)
             keys = _Keys(
                 admit=admit,
@@ -182,6 +207,7 @@ class Limiter:
             _limit_arg(req.deployment_max_concurrent),
             _limit_arg(tl.monthly_token_budget),
             keys.budget_prefix,
+            _limit_arg(req.batch_capacity),
         )
         redis = self.redis
         if isinstance(redis, RedisPipe):
@@ -284,6 +310,12 @@ def _admission(req: LimitRequest, raw: list[Any]) -> Admission:
             "Reduce the input or max_tokens."
         )
         return Admission(False, RATE_LIMIT_EXCEEDED, message, None, headers)
+    if fail == _BATCH_CAPACITY:
+        message = (
+            f"No spare capacity for batch lines on {where}: {used} requests in flight, batch lines are admitted "
+            f"below {limit}. Interactive traffic goes first; try again in {BATCH_RETRY_S:g}s."
+        )
+        return Admission(False, BATCH_CAPACITY_BUSY, message, BATCH_RETRY_S, headers)
     if fail == _CONCURRENCY:
         message = (
             f"Concurrency limit reached on {where}: {used} requests in flight, limit {limit}. "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,9 @@ class DeploymentEntry:
     upstream_key: str = field(default="", repr=False)
     # How long a request may wait for a replica while it starts from zero; 0: the gateway's ``cold_hold_s``.
     cold_hold_s: float = 0.0
+    # The batch gate (``controlplane.contracts.snapshot.DeploymentDoc``); None: no gate.
+    batch_per_replica: float | None = None
+    batch_replicas: int = 0
 
     @property
     def cold(self) -> bool:
@@ -104,6 +108,15 @@ class DeploymentEntry:
 
     def hold_s(self, default_s: float) -> float:
         return self.cold_hold_s or default_s
+
+    def batch_capacity(self) -> int | None:
+        """Requests in flight below which a batch line is admitted: the spare capacity of the ready replicas, or of
+        the deployment's batch share of replicas when that is larger (so batch alone scales it that far, no further).
+        """
+        if self.batch_per_replica is None:
+            return None
+        ready = sum(len(r.endpoints) for r in self.revisions)
+        return math.floor(self.batch_per_replica * max(ready, self.batch_replicas) + 1e-9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +143,35 @@ class Snapshot:
 
 def _limits(raw: contract.Limits | None) -> Limits:
     if raw is None:
-        return _shared_limits(None, None, None, None)
+        return _shared_limits(None, None, None, None, None, None)
     return _shared_limits(
         raw.get("requests_per_minute"),
         raw.get("tokens_per_minute"),
         raw.get("max_concurrent_requests"),
         raw.get("monthly_token_budget"),
+        raw.get("batch_requests_per_minute"),
+        raw.get("batch_tokens_per_minute"),
     )
 
 
 # Most keys share their limits and scopes: one frozen object each, not one per key, halves the parse of a large
 # tenant and leaves the garbage collector fewer objects to scan.
 @functools.lru_cache(maxsize=4096)
-def _shared_limits(rpm: int | None, tpm: int | None, concurrent: int | None, budget: int | None) -> Limits:
+def _shared_limits(
+    rpm: int | None,
+    tpm: int | None,
+    concurrent: int | None,
+    budget: int | None,
+    batch_rpm: int | None,
+    batch_tpm: int | None,
+) -> Limits:
     return Limits(
-        requests_per_minute=rpm, tokens_per_minute=tpm, max_concurrent_requests=concurrent, monthly_token_budget=budget
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        max_concurrent_requests=concurrent,
+        monthly_token_budget=budget,
+        batch_requests_per_minute=batch_rpm,
+        batch_tokens_per_minute=batch_tpm,
     )
 
 
@@ -270,7 +297,17 @@ def _deployment_entry(d: Mapping[str, Any], sealer: Sealer | None = None) -> Dep
         min_replicas=int(d["min_replicas"]) if d.get("min_replicas") is not None else 1,
         upstream_key=_upstream_key(d, sealer) if external else "",
         cold_hold_s=_positive(d.get("cold_hold_s")),
+        batch_per_replica=_rate(d.get("batch_per_replica")),
+        batch_replicas=_count(d.get("batch_replicas")),
     )
+
+
+def _rate(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _positive(value: Any) -> float:

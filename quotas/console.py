@@ -203,6 +203,12 @@ class QuotaForm(forms.Form):
     tokens_per_minute = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
     max_concurrent_requests = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
     monthly_token_budget = forms.IntegerField(required=False, max_value=BIGINT_MAX, help_text="empty = unlimited")
+    batch_requests_per_minute = forms.IntegerField(
+        required=False, max_value=INT_MAX, label="Batch requests per minute", help_text="empty = unlimited"
+    )
+    batch_tokens_per_minute = forms.IntegerField(
+        required=False, max_value=INT_MAX, label="Batch tokens per minute", help_text="empty = unlimited"
+    )
     cpu_cores = forms.IntegerField(max_value=INT_MAX, label="CPU cores (Kubernetes namespace)")
     memory_gib = forms.IntegerField(max_value=INT_MAX, label="Memory GiB (Kubernetes namespace)")
     max_open_batches = forms.IntegerField(max_value=INT_MAX, label="Open batches", help_text="batches not yet ended")

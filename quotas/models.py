@@ -33,6 +33,9 @@ class Quota(models.Model):
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True, default=200_000)
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True, default=64)
     monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True, default=50_000_000)
+    # Batch lines' own per-minute windows, so a tenant's batch never eats its interactive limits (the budget is shared).
+    batch_requests_per_minute = models.PositiveIntegerField(null=True, blank=True, default=6000)
+    batch_tokens_per_minute = models.PositiveIntegerField(null=True, blank=True, default=2_000_000)
     # CPU/memory/pods for the namespace ResourceQuota on Kubernetes.
     cpu_cores = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1)])
     memory_gib = models.PositiveIntegerField(default=512, validators=[MinValueValidator(1)])
@@ -64,6 +67,8 @@ QUOTA_FIELDS = (
     "tokens_per_minute",
     "max_concurrent_requests",
     "monthly_token_budget",
+    "batch_requests_per_minute",
+    "batch_tokens_per_minute",
     "cpu_cores",
     "memory_gib",
     "max_open_batches",

@@ -103,6 +103,8 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
             "requests_per_minute",
             "tokens_per_minute",
             "max_concurrent_requests",
+            "batch_requests_per_minute",
+            "batch_tokens_per_minute",
             "expires_at",
             "last_used_at",
             "revoked_at",
@@ -128,6 +130,10 @@ class ApiKeyCreateSerializer(serializers.Serializer[ApiKey]):
     requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
     tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
     max_concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    batch_requests_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=INT_MAX
+    )
+    batch_tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer[ApiKey]):
@@ -136,6 +142,10 @@ class ApiKeyUpdateSerializer(serializers.Serializer[ApiKey]):
     requests_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
     tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
     max_concurrent_requests = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
+    batch_requests_per_minute = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=INT_MAX
+    )
+    batch_tokens_per_minute = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=INT_MAX)
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):

@@ -211,6 +211,8 @@ def issue_key(
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
     max_concurrent_requests: int | None = None,
+    batch_requests_per_minute: int | None = None,
+    batch_tokens_per_minute: int | None = None,
     actor: Principal | None,
     request_id: str = "",
 ) -> tuple[ApiKey, str]:
@@ -228,6 +230,8 @@ def issue_key(
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
             max_concurrent_requests=max_concurrent_requests,
+            batch_requests_per_minute=batch_requests_per_minute,
+            batch_tokens_per_minute=batch_tokens_per_minute,
         )
         record_audit(
             actor,
@@ -243,7 +247,15 @@ def issue_key(
 
 def update_key(key: ApiKey, *, changes: dict[str, Any], actor: Principal | None, request_id: str = "") -> ApiKey:
     """Rename a key or change its own limits (scopes and secrets never change: issue a new key instead)."""
-    allowed = {"name", "requests_per_minute", "tokens_per_minute", "max_concurrent_requests", "expires_at"}
+    allowed = {
+        "name",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+        "batch_requests_per_minute",
+        "batch_tokens_per_minute",
+        "expires_at",
+    }
     with transaction.atomic():
         diff = diff_fields(key, {k: v for k, v in changes.items() if k in allowed})
         if diff:

@@ -118,6 +118,11 @@ def tenant_scope(tenant_slug: str) -> str:
     return f"tenant:{tenant_slug}"
 
 
+def batch_scope(scope: str) -> str:
+    """The batch windows of a key or tenant scope: batch lines have per-minute limits of their own."""
+    return f"batch:{scope}"
+
+
 def deployment_scope(deployment_id: int) -> str:
     return f"deployment:{deployment_id}"
 

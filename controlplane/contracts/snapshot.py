@@ -47,7 +47,13 @@ from controlplane.contracts.redis_names import (
 from controlplane.contracts.sealing import context
 
 # The limit names of a key's and a tenant's ``limits`` (a tenant has a monthly budget besides); null is unlimited.
-KEY_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests")
+KEY_LIMIT_FIELDS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent_requests",
+    "batch_requests_per_minute",
+    "batch_tokens_per_minute",
+)
 TENANT_LIMIT_FIELDS = (*KEY_LIMIT_FIELDS, "monthly_token_budget")
 
 DEFAULT_KEY_ENV = "live"  # the environment of a key published without one
@@ -60,6 +66,9 @@ class Limits(TypedDict):
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent_requests: int | None
+    # Batch lines' own windows; absent (an older publisher) or null is unlimited.
+    batch_requests_per_minute: NotRequired[int | None]
+    batch_tokens_per_minute: NotRequired[int | None]
     monthly_token_budget: NotRequired[int | None]  # tenants only
 
 
@@ -116,6 +125,12 @@ class DeploymentDoc(TypedDict):
     # Seconds a request may wait for a replica while the deployment starts from zero. Absent: the gateway's own
     # FRONTDOOR_GATEWAY_COLD_HOLD_S.
     cold_hold_s: NotRequired[int]
+    # Batch lines are admitted only while the deployment's requests in flight are fewer than ``batch_per_replica``
+    # (the autoscaler's target per replica) times the larger of its ready replicas and ``batch_replicas`` (its batch
+    # share of max_replicas), rounded down: spare capacity first, and never so much load that the autoscaler would
+    # add replicas past that share. Absent: no gate.
+    batch_per_replica: NotRequired[float]
+    batch_replicas: NotRequired[int]
 
 
 class NetworkDoc(TypedDict):

@@ -21,6 +21,7 @@ a version that has no sections behind it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from controlplane.contracts.snapshot import (
 from controlplane.redis import get_redis, redis_channel, redis_prefix
 from deployments.models import ModelDeployment, Revision, Runtime, TenantSecret
 from deployments.network import network_document
+from deployments.scaling.kpa import TARGET_UTILIZATION
 from deployments.sizing import sizing_for
 from quotas.models import Quota
 from tenants.models import ApiKey, Tenant
@@ -91,6 +93,8 @@ PROJECTED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "gpu_type",
         "gpu_count",
         "startup_timeout_s",
+        # The batch gate: how many requests a replica takes before the autoscaler would add one.
+        "target_concurrency",
     ),
     Revision: ("id", "deployment", "number", "weight", "endpoints", "spec"),
 }
@@ -109,11 +113,20 @@ def _quota_defaults() -> Limits:
     return _tenant_limits(*(fields[name].get_default() for name in TENANT_LIMIT_FIELDS))
 
 
-def _tenant_limits(rpm: int | None, tpm: int | None, concurrent: int | None, budget: int | None) -> Limits:
+def _tenant_limits(
+    rpm: int | None,
+    tpm: int | None,
+    concurrent: int | None,
+    batch_rpm: int | None,
+    batch_tpm: int | None,
+    budget: int | None,
+) -> Limits:
     return {
         "requests_per_minute": rpm,
         "tokens_per_minute": tpm,
         "max_concurrent_requests": concurrent,
+        "batch_requests_per_minute": batch_rpm,
+        "batch_tokens_per_minute": batch_tpm,
         "monthly_token_budget": budget,
     }
 
@@ -147,7 +160,8 @@ def _keys_section(now: datetime, tenant_ids: Collection[int] | None) -> dict[int
         .values_list(*_columns(ApiKey, {"tenant": "tenant__slug", "expires_at": "expires_epoch"}), "tenant_id")
     )
     by_tenant: dict[int, dict[str, KeyDoc]] = {}
-    for pk, key_id, env, secret_hash, tenant, scopes, expires_at, revoked_at, rpm, tpm, concurrent, tid in rows:
+    for pk, key_id, env, secret_hash, tenant, scopes, expires_at, revoked_at, *limits, tid in rows:
+        rpm, tpm, concurrent, batch_rpm, batch_tpm = limits
         by_tenant.setdefault(tid, {})[key_id] = {
             "id": pk,
             # The environment segment the key was issued with: a key presented with another one is refused.
@@ -157,7 +171,13 @@ def _keys_section(now: datetime, tenant_ids: Collection[int] | None) -> dict[int
             "scopes": list(scopes or []),
             "expires_at": expires_at,
             "revoked": revoked_at is not None,
-            "limits": {"requests_per_minute": rpm, "tokens_per_minute": tpm, "max_concurrent_requests": concurrent},
+            "limits": {
+                "requests_per_minute": rpm,
+                "tokens_per_minute": tpm,
+                "max_concurrent_requests": concurrent,
+                "batch_requests_per_minute": batch_rpm,
+                "batch_tokens_per_minute": batch_tpm,
+            },
         }
     return by_tenant
 
@@ -194,6 +214,15 @@ def cold_hold_s(runtime: str, chosen: int | None, gpus: int, startup_timeout_s: 
     return sizing_for(runtime, gpus, {"startup_timeout_s": startup_timeout_s}).startup_timeout_s
 
 
+def batch_gate(target_concurrency: int, max_replicas: int) -> tuple[float, int]:
+    """The batch gate of a deployment: the autoscaler's target of requests per replica (batch load within it never
+    makes the autoscaler add a replica), and the replicas batch may keep busy or wake: ``FRONTDOOR_BATCH_REPLICA_SHARE``
+    of ``max_replicas``, rounded up (0 when the share is 0: batch then only uses replicas interactive traffic holds)."""
+    per_replica = round(TARGET_UTILIZATION * target_concurrency, 6)
+    share = settings.FRONTDOOR_BATCH_REPLICA_SHARE
+    return per_replica, min(max_replicas, math.ceil(share * max_replicas - 1e-9)) if share > 0 else 0
+
+
 def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[str, DeploymentDoc]]:
     """Each tenant's live deployments with their routed revisions (of ``tenant_ids``, or every tenant's), by id."""
     live = ~Q(desired_state=ModelDeployment.DesiredState.DELETING)
@@ -215,7 +244,7 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
     keyed: list[tuple[DeploymentDoc, int, str]] = []  # external deployments with an upstream key: (doc, tenant, secret)
     for row in rows:
         pk, tenant, name, model, runtime, state, min_r, max_r, max_c, timeout_s, created, endpoints, key = row[:13]
-        cold_start, gpu_type, gpu_count, startup, tid = row[13:]
+        cold_start, gpu_type, gpu_count, startup, target, tid = row[13:]
         doc: DeploymentDoc = {
             "id": pk,
             "tenant": tenant,
@@ -232,6 +261,8 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
         }
         if (hold := cold_hold_s(runtime, cold_start, gpu_count if gpu_type else 0, startup)) is not None:
             doc["cold_hold_s"] = hold
+        if runtime != Runtime.EXTERNAL:  # an external endpoint's capacity is its own: no gate
+            doc["batch_per_replica"], doc["batch_replicas"] = batch_gate(target, max_r)
         deployments.setdefault(tid, {})[contract.deployment_key(tenant, name)] = doc
         by_id[pk] = doc
         if runtime == Runtime.EXTERNAL:

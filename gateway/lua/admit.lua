@@ -11,12 +11,15 @@
 -- KEYS[9] conc:deployment:<id>     always kept: it is also the deployment's in-flight gauge
 -- ARGV: 1 request id, 2 estimated tokens, 3 lease ttl (ms), 4 window (ms),
 --       5 rpm key, 6 rpm tenant, 7 tpm key, 8 tpm tenant, 9 conc key, 10 conc tenant, 11 conc deployment,
---       12 monthly budget, 13 budget key prefix ("<prefix>:budget:<tenant>:"); a limit of -1 is unlimited.
+--       12 monthly budget, 13 budget key prefix ("<prefix>:budget:<tenant>:"), 14 batch capacity (a batch line is
+--       admitted only while KEYS[9] holds fewer leases: spare capacity; -1 for any other request);
+--       a limit of -1 is unlimited.
 --
 -- Returns integers only (so the reply does not depend on the client's decode_responses):
 -- {fail, scope, limit, used, retry_ms, yyyymm,
 --  req_limit, req_remaining, req_reset_ms, tok_limit, tok_remaining, tok_reset_ms}
--- fail: 0 admitted, 1 monthly budget, 2 requests/min, 3 tokens/min, 4 request larger than tokens/min, 5 concurrency
+-- fail: 0 admitted, 1 monthly budget, 2 requests/min, 3 tokens/min, 4 request larger than tokens/min, 5 concurrency,
+--       6 no spare capacity for a batch line
 -- scope: 0 none, 1 key, 2 tenant, 3 deployment. Absent figures are -1.
 
 local t = redis.call('TIME')
@@ -28,6 +31,7 @@ local window = tonumber(ARGV[4])
 local cutoff = now - window
 local lim = {}
 for i = 5, 12 do lim[i] = tonumber(ARGV[i]) end
+local batch_cap = tonumber(ARGV[14])
 
 -- Entries admitted at or before `cutoff` have left the window: an entry admitted at t counts during [t, t + window).
 local function count_requests(zkey)
@@ -125,6 +129,8 @@ elseif lim[10] >= 0 and ct >= lim[10] then
   fail, scope, flimit, fused = 5, 2, lim[10], ct
 elseif lim[11] >= 0 and cd >= lim[11] then
   fail, scope, flimit, fused = 5, 3, lim[11], cd
+elseif batch_cap >= 0 and cd >= batch_cap then
+  fail, scope, flimit, fused = 6, 3, batch_cap, cd
 end
 if fail == 2 then
   -- the entry whose expiry brings the count under the limit (the oldest, unless the limit was lowered);

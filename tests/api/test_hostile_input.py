@@ -25,8 +25,17 @@ def _error(response: Any) -> dict[str, Any]:
     return dict(body)
 
 
-@pytest.mark.parametrize("field", ["requests_per_minute", "tokens_per_minute", "max_concurrent_requests"])
-@pytest.mark.parametrize("value", [2**31, 2**63, 10**30])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+        "batch_requests_per_minute",
+        "batch_tokens_per_minute",
+    ],
+)
+@pytest.mark.parametrize("value", [2**31, 2**63, 10**30, 0, -1])
 def test_key_limits_beyond_the_column_are_a_field_error_on_create_and_update(
     api: Api, adam: User, acme: Tenant, issue_key: Callable[..., tuple[ApiKey, str]], field: str, value: int
 ) -> None:

@@ -24,7 +24,8 @@ URL = "/staff/tenants/acme/quota/"
 def form_data(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "max_deployments": 10, "max_replicas": 8, "requests_per_minute": 600, "tokens_per_minute": "",
-        "max_concurrent_requests": 64, "monthly_token_budget": 50_000_000, "cpu_cores": 64, "memory_gib": 512,
+        "max_concurrent_requests": 64, "monthly_token_budget": 50_000_000, "batch_requests_per_minute": 6000,
+        "batch_tokens_per_minute": 2_000_000, "cpu_cores": 64, "memory_gib": 512,
         "max_open_batches": 10, "max_batch_queued_lines": 200_000, "gpus_nvidia-h100": 8, "gpus_nvidia-l4": "",
     }  # fmt: skip
     data.update(overrides)
@@ -103,6 +104,8 @@ def test_it_shows_every_quota_field_in_order_with_its_label(
         ("tokens_per_minute", "Tokens per minute"),
         ("max_concurrent_requests", "Max concurrent requests"),
         ("monthly_token_budget", "Monthly token budget"),
+        ("batch_requests_per_minute", "Batch requests per minute"),
+        ("batch_tokens_per_minute", "Batch tokens per minute"),
         ("cpu_cores", "CPU cores (Kubernetes namespace)"),
         ("memory_gib", "Memory GiB (Kubernetes namespace)"),
         ("max_open_batches", "Open batches"),
@@ -123,6 +126,8 @@ def test_the_editor_the_api_and_the_admin_cover_the_same_quota_fields() -> None:
         "tokens_per_minute",
         "max_concurrent_requests",
         "monthly_token_budget",
+        "batch_requests_per_minute",
+        "batch_tokens_per_minute",
         "max_open_batches",
         "max_batch_queued_lines",
         "updated_at",

@@ -149,13 +149,35 @@ def test_it_keeps_no_answer_the_worker_retries(
 ) -> None:
     tenant = world.tenant()
     world.deployment(tenant, "chat-small", [upstream.url])
-    key = world.key(tenant, requests_per_minute=1)
+    key = world.key(tenant, batch_requests_per_minute=1)  # batch lines meet the batch window
     world.publish(gateway)
     assert send_line(gateway, key, line_id()).status_code == 200
     rid = line_id()
     refused = send_line(gateway, key, rid)
     assert refused.status_code == 429
     assert not redis_client.exists(batch_line_key(prefix, rid))  # so that the retry runs the line again
+
+
+def test_a_line_waits_for_spare_capacity_and_interactive_requests_do_not(
+    world: World, gateway: Process, upstream: Process, redis_client: redis.Redis, prefix: str
+) -> None:
+    tenant = world.tenant()
+    deployment = world.deployment(tenant, "chat-small", [upstream.url])
+    key = world.key(tenant)
+    deployment["batch_per_replica"], deployment["batch_replicas"] = 0.7, 1  # capacity floor(0.7 x 1) = 0
+    world.publish(gateway)
+    rid = line_id()
+    waiting = send_line(gateway, key, rid)
+    assert waiting.status_code == 429 and waiting.json()["error"]["code"] == "batch_capacity_busy"
+    assert waiting.headers["retry-after"] == "1"
+    assert not redis_client.exists(batch_line_key(prefix, rid))
+    interactive = httpx.post(
+        gateway.url + "/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key.full}"}, timeout=10
+    )
+    assert interactive.status_code == 200
+    deployment["batch_per_replica"] = 2.0  # one replica ready: capacity 2, spare now
+    world.publish(gateway)
+    assert send_line(gateway, key, rid).status_code == 200
 
 
 def test_it_refuses_a_streamed_line(gateway: Process, acme: Key, redis_client: redis.Redis, prefix: str) -> None:

@@ -78,6 +78,8 @@ def test_the_body_lists_every_quota_field_in_the_models_order(api: Api, vera: Us
         "tokens_per_minute",
         "max_concurrent_requests",
         "monthly_token_budget",
+        "batch_requests_per_minute",
+        "batch_tokens_per_minute",
         "cpu_cores",
         "memory_gib",
         "max_open_batches",

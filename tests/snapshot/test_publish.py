@@ -107,7 +107,13 @@ def test_it_builds_the_contract_snapshot(acme: Tenant, beta: Tenant) -> None:
         "scopes": ["inference", "read"],
         "expires_at": None,
         "revoked": False,
-        "limits": {"requests_per_minute": 60, "tokens_per_minute": None, "max_concurrent_requests": None},
+        "limits": {
+            "requests_per_minute": 60,
+            "tokens_per_minute": None,
+            "max_concurrent_requests": None,
+            "batch_requests_per_minute": None,
+            "batch_tokens_per_minute": None,
+        },
     }
     assert snap["keys"][revoked.key_id]["revoked"] is True
     assert snap["keys"][expired.key_id]["expires_at"] == pytest.approx(expired.expires_at.timestamp())
@@ -118,6 +124,8 @@ def test_it_builds_the_contract_snapshot(acme: Tenant, beta: Tenant) -> None:
             "requests_per_minute": 600,
             "tokens_per_minute": 100_000,
             "max_concurrent_requests": 32,
+            "batch_requests_per_minute": 6000,
+            "batch_tokens_per_minute": 2_000_000,
             "monthly_token_budget": None,
         },
     }
@@ -138,6 +146,9 @@ def test_it_builds_the_contract_snapshot(acme: Tenant, beta: Tenant) -> None:
     }
     assert (chat_doc["min_replicas"], chat_doc["max_replicas"]) == (0, 4)
     assert (chat_doc["max_concurrent_requests"], chat_doc["timeout_s"]) == (64, 90)
+    # The batch gate: the autoscaler's target per replica (0.7 of the default 8), and half of max_replicas.
+    assert (chat_doc["batch_per_replica"], chat_doc["batch_replicas"]) == (5.6, 2)
+    assert "batch_per_replica" not in snap["deployments"]["acme/ext"]  # an external endpoint: no gate
     assert chat_doc["created"] == int(chat.created_at.timestamp())
     assert chat_doc["revisions"] == [
         {"id": r1.pk, "name": "r1", "weight": 80, "model": "frontdoor/sim-chat", "endpoints": ["http://127.0.0.1:40123"]},

@@ -155,3 +155,27 @@ def test_a_bad_bearer_key_is_401(acme: Tenant) -> None:
     response = client.get("/api/v1/tenants/acme/")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "authentication_failed"
+
+
+def test_a_keys_batch_limits_reach_the_snapshot(
+    api: Api, adam: User, acme: Tenant, redis_prefix: str, redis_url: str
+) -> None:
+    import redis
+
+    from controlplane.snapshot.publisher import publish_config
+    from tests.snapshot.test_publish import stored
+
+    created = api(adam).post(
+        BASE,
+        {"name": "batcher", "scopes": ["inference"], "batch_requests_per_minute": 30, "batch_tokens_per_minute": 900},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    assert (created.json()["batch_requests_per_minute"], created.json()["batch_tokens_per_minute"]) == (30, 900)
+    key_id = created.json()["key_id"]
+    patched = api(adam).patch(f"{BASE}{key_id}/", {"batch_tokens_per_minute": None}, format="json")
+    assert patched.status_code == 200 and patched.json()["batch_tokens_per_minute"] is None
+    publish_config()
+    limits = stored(redis.Redis.from_url(redis_url), redis_prefix)["keys"][key_id]["limits"]
+    assert (limits["batch_requests_per_minute"], limits["batch_tokens_per_minute"]) == (30, None)
+    assert limits["requests_per_minute"] is None  # the interactive windows are apart
