@@ -58,6 +58,12 @@ class KeyForm(forms.Form):
         required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="empty = never expires"
     )
     requests_per_minute = forms.IntegerField(min_value=1, required=False, help_text="empty = the tenant's limit")
+    batch_requests_per_minute = forms.IntegerField(
+        min_value=1,
+        max_value=2_147_483_647,
+        required=False,
+        help_text="its batch lines' own requests/min; empty = the tenant's batch limit",
+    )
 
     def clean_expires_on(self) -> Any:
         value = self.cleaned_data.get("expires_on")
@@ -102,6 +108,7 @@ class KeyListView(TenantConsoleView):
                     created_by=request.user if isinstance(request.user, User) else None,
                     expires_at=timezone.make_aware(datetime.combine(expires, time.min)) if expires else None,
                     requests_per_minute=data["requests_per_minute"],
+                    batch_requests_per_minute=data["batch_requests_per_minute"],
                     actor=self.principal,
                     request_id=self.request_id,
                 )

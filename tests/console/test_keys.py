@@ -63,3 +63,14 @@ def test_it_hides_revoked_keys_unless_asked(
     client = console(adam)
     assert key.key_id not in client.get("/t/acme/keys/").content.decode()
     assert key.key_id in client.get("/t/acme/keys/?show=revoked").content.decode()
+
+
+def test_it_sets_a_keys_own_batch_limit(console: Callable[[User | None], Client], adam: User, acme: Tenant) -> None:
+    client = console(adam)
+    made = client.post("/t/acme/keys/", {"name": "batcher", "scopes": ["inference"], "batch_requests_per_minute": 25})
+    assert made.status_code == 201
+    key = ApiKey.objects.for_tenant(acme).get(name="batcher")
+    assert (key.batch_requests_per_minute, key.requests_per_minute) == (25, None)
+    refused = client.post("/t/acme/keys/", {"name": "x", "scopes": ["inference"], "batch_requests_per_minute": 2**31})
+    assert refused.status_code == 422 and "batch_requests_per_minute" in refused.context["form"].errors
+    assert not ApiKey.objects.for_tenant(acme).filter(name="x").exists()
