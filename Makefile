@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/autoscale.py
+	$(BIN)/python bench/batch.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .mypy_cache .ruff_cache

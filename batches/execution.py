@@ -127,9 +127,10 @@ def run(batch_id: int, budget_s: float | None = None) -> bool:
         settings.FRONTDOOR_GATEWAY_URL, settings.FRONTDOOR_INTERNAL_TOKEN, settings.FRONTDOOR_BATCH_LINE_TIMEOUT_S
     )
     concurrency = max(1, settings.FRONTDOOR_BATCH_CONCURRENCY)
+    chunk_s = 0.0  # how long the last chunk took: one that would end well past the deadline is left to the next run
     with ThreadPoolExecutor(concurrency, thread_name_prefix="batch-line") as pool:
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() + chunk_s / 2 < deadline:
                 batch = Batch.unscoped_objects.filter(pk=batch_id).select_related("api_key").first()
                 if batch is None or not batch.is_open or batch.status == Batch.Status.VALIDATING:
                     return False
@@ -142,12 +143,14 @@ def run(batch_id: int, budget_s: float | None = None) -> bool:
                     time.sleep(0.5)
                     continue
                 claim = secrets.token_hex(8)
-                lines = claim_lines(batch_id, claim, concurrency * 2)
+                lines = claim_lines(batch_id, claim, concurrency)
                 if lines:
+                    started = time.monotonic()
                     key_id = batch.api_key.key_id if batch.api_key is not None else ""
-                    send = partial(_send, client, batch, key_id, min(deadline, time.monotonic() + CAPACITY_WAIT_S))
+                    send = partial(_send, client, batch, key_id, min(deadline, started + CAPACITY_WAIT_S))
                     answers = list(pool.map(send, lines))
                     record(batch_id, claim, lines, answers)
+                    chunk_s = time.monotonic() - started
                     continue
                 if not _lines_left(batch_id):
                     begin_ending(batch_id, Batch.Ending.COMPLETED)

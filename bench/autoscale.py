@@ -347,7 +347,7 @@ def main() -> None:
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
         DJANGO_SETTINGS_MODULE="controlplane.settings",
         FRONTDOOR_BACKEND="local",
-        FRONTDOOR_REDIS_PREFIX=f"{base_prefix}-autoscale-{uuid.uuid4().hex[:6]}",
+        **bench_queues(f"{base_prefix}-autoscale-{uuid.uuid4().hex[:6]}"),
     )
     import django
 
@@ -390,18 +390,28 @@ def main() -> None:
         print(f"run {i} (t from load step, desired, ready): " + " ".join(f"{t}:{d}/{r}" for t, d, r in run["timeline"]))
 
 
+def bench_queues(name: str) -> dict[str, str]:
+    """The environment giving a run a Redis prefix, Celery queues and Celery keys of its own: the tasks the services
+    send (reconciles, snapshot publishes, batch prepares) wait there, which nothing consumes (the run does their work
+    itself), and an installation on this Redis neither sees them nor loses any of its own."""
+    return {
+        "FRONTDOOR_REDIS_PREFIX": name,
+        "FRONTDOOR_CELERY_QUEUE": name,
+        "FRONTDOOR_CELERY_KEY_PREFIX": f"{name}-celery:",
+        "FRONTDOOR_SNAPSHOT_PUBLISH": "inline",
+    }
+
+
 def _cleanup_redis() -> None:
-    """Drop this run's keys and the reconcile tasks the services enqueued (no worker consumes them here)."""
+    """Drop this run's keys: its own prefix's, and its Celery keys (queues included); never anything else."""
     import redis
     from django.conf import settings
 
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    for key in client.scan_iter(match=f"{settings.FRONTDOOR_REDIS_PREFIX}:*", count=1000):
-        client.delete(key)
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("celery")
+    for pattern in (f"{settings.FRONTDOOR_REDIS_PREFIX}:*", f"{settings.FRONTDOOR_CELERY_KEY_PREFIX}*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
     client.close()
-    broker.close()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BENCH_DB = os.environ.get("FRONTDOOR_BENCH_DATABASE", "bench_fd_batch")
 
-from bench.autoscale import ControlPlane, _admin_sql, _cleanup_redis  # noqa: E402 - after the path is set
+from bench.autoscale import ControlPlane, _admin_sql, _cleanup_redis, bench_queues  # noqa: E402 - after the path
 from bench.common import percentile  # noqa: E402
 
 
@@ -277,12 +277,7 @@ def main() -> None:
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
         DJANGO_SETTINGS_MODULE="controlplane.settings",
         FRONTDOOR_BACKEND="local",
-        FRONTDOOR_REDIS_PREFIX=f"{base_prefix}-batch-{suffix}",
-        # Tasks the services send (reconciles, batch prepares) go to queues of this run, which nothing consumes:
-        # this process does their work itself, and an installation's workers on this Redis never see them.
-        FRONTDOOR_CELERY_QUEUE=f"fd-bench-batch-{suffix}",
-        FRONTDOOR_CELERY_KEY_PREFIX=f"fd-bench-batch-{suffix}-celery:",
-        FRONTDOOR_SNAPSHOT_PUBLISH="inline",
+        **bench_queues(f"{base_prefix}-batch-{suffix}"),
         FRONTDOOR_BATCH_FILES_DIR=files,
         FRONTDOOR_BATCH_CONCURRENCY=str(args.concurrency),
     )
@@ -303,11 +298,6 @@ def main() -> None:
             figures["run_s"] = round(time.monotonic() - started, 1)
     finally:
         _cleanup_redis()
-        import redis
-
-        client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        for key in client.scan_iter(match=f"fd-bench-batch-{suffix}*", count=1000):
-            client.delete(key)
         connections.close_all()
         _admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
