@@ -22,6 +22,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from controlplane.audit import diff_fields, record_audit
+from controlplane.contracts.snapshot import KEY_LIMIT_FIELDS
 from controlplane.domain_errors import Conflict, Forbidden, Invalid
 from controlplane.snapshot.triggers import request_publish
 from deployments.models import ModelDeployment
@@ -247,15 +248,7 @@ def issue_key(
 
 def update_key(key: ApiKey, *, changes: dict[str, Any], actor: Principal | None, request_id: str = "") -> ApiKey:
     """Rename a key or change its own limits (scopes and secrets never change: issue a new key instead)."""
-    allowed = {
-        "name",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "max_concurrent_requests",
-        "batch_requests_per_minute",
-        "batch_tokens_per_minute",
-        "expires_at",
-    }
+    allowed = {"name", "expires_at", *KEY_LIMIT_FIELDS}
     with transaction.atomic():
         diff = diff_fields(key, {k: v for k, v in changes.items() if k in allowed})
         if diff:
