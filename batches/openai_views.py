@@ -8,7 +8,7 @@ that tenant, so another tenant's file or batch is a 404 like one that does not e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
@@ -28,6 +28,7 @@ from controlplane.domain_errors import Conflict, DomainError, Invalid, NotFound,
 from tenants.models import ApiKey, Tenant
 
 MAX_PAGE = 100
+DOWNLOAD_CHUNK_BYTES = 256 * 1024  # a download's pieces on their way to the gateway
 View = Callable[..., HttpResponseBase]
 
 
@@ -163,14 +164,12 @@ def file_content(request: HttpRequest, caller: Caller, file_id: str) -> HttpResp
 
 def content_response(found: BatchFile) -> StreamingHttpResponse:
     """A file's content, streamed from storage (the console's downloads use it too)."""
-    response = StreamingHttpResponse(_stream(found.storage_name), content_type="application/octet-stream")
+    response = StreamingHttpResponse(
+        storage.read_chunks(found.storage_name, DOWNLOAD_CHUNK_BYTES), content_type="application/octet-stream"
+    )
     response["Content-Length"] = str(found.bytes)
     response["Content-Disposition"] = f'attachment; filename="{found.public_id}.jsonl"'
     return response
-
-
-def _stream(name: str) -> Iterator[bytes]:
-    yield from storage.read_chunks(name, 256 * 1024)
 
 
 # --- batches ---------------------------------------------------------------------------------------------------

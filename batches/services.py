@@ -48,11 +48,6 @@ def file_limits() -> Limits:
     return Limits(settings.FRONTDOOR_BATCH_MAX_LINES, settings.FRONTDOOR_BATCH_MAX_LINE_BYTES)
 
 
-def _chunks(content: IO[bytes]) -> Any:
-    while chunk := content.read(storage.CHUNK_BYTES):
-        yield chunk
-
-
 def upload_file(
     tenant: Tenant,
     *,
@@ -72,7 +67,7 @@ def upload_file(
     urls: dict[str, int] = {}
     lines = 0
     try:
-        for line in read_lines(_chunks(content), file_limits()):
+        for line in read_lines(storage.chunks_of(content), file_limits()):
             lines += 1
             urls.setdefault(line.url, line.number)
     except LineError as exc:

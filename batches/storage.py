@@ -28,11 +28,16 @@ def save(name: str, content: IO[bytes]) -> str:
     return batch_storage().save(name, File(content, name=name))
 
 
+def chunks_of(handle: IO[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """What is left to read of ``handle``, in pieces of up to ``chunk_bytes`` (never the whole at once)."""
+    while chunk := handle.read(chunk_bytes):
+        yield chunk
+
+
 def read_chunks(name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """The stored content of ``name`` in pieces of up to ``chunk_bytes``."""
     with batch_storage().open(name, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            yield chunk
+        yield from chunks_of(handle, chunk_bytes)
 
 
 def delete(name: str) -> None:
