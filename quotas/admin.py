@@ -47,6 +47,8 @@ class UsageRollupAdmin(admin.ModelAdmin):
         "errors",
         "prompt_tokens",
         "completion_tokens",
+        "inferences",
+        "images",
     ]
     list_filter = ["tenant"]
     list_select_related = ["tenant", "api_key"]

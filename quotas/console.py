@@ -8,6 +8,7 @@ Each page renders in full, or only its partial for htmx requests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -100,11 +101,20 @@ def labelled(rows: Any, group_by: str) -> list[dict[str, Any]]:
     return [{**row, "label": reports.label_of(row, group_by)} for row in rows]
 
 
+def shown_units(figures: Iterable[dict[str, Any]]) -> dict[str, bool]:
+    """Which of inferences and images a page shows: those any of its figures has (most traffic has neither)."""
+    rows = list(figures)
+    return {unit: any(row.get(unit) for row in rows) for unit in reports.UNIT_METRICS}
+
+
 # ---------------------------------------------------------------- tenant usage page
 
 
 class TenantUsageView(TenantConsoleView):
-    """``/t/<slug>/usage/``: requests and tokens per day, per deployment and per key over a chosen range."""
+    """``/t/<slug>/usage/``: requests and tokens per day, per deployment and per key over a chosen range.
+
+    Inferences and images get a figure and a column each only when the range has any.
+    """
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponseBase:
         period, range_error = report_range(request)
@@ -117,10 +127,12 @@ class TenantUsageView(TenantConsoleView):
         keys = labelled(reports.usage_grouped(period, "key", self.tenant), "key")
         by_deployment = paginate(request, deployments, per_page=25)
         by_key = paginate_param(request, keys, "kpage")
+        totals = reports.totals_of(days)
         context = self.base_context(
             period=period,
             range_error=range_error,
-            totals=reports.totals_of(days),
+            totals=totals,
+            units=shown_units([totals]),
             deployments_page=by_deployment,
             deployment_rows=list(by_deployment),
             keys_page=by_key,
@@ -165,7 +177,10 @@ class StaffView(LoginRequiredMixin, View):
 
 
 class StaffTenantsView(StaffView):
-    """``/staff/``: every tenant with GPU quota vs allocation, usage this month and SLO attainment."""
+    """``/staff/``: every tenant with GPU quota vs allocation, usage this month and SLO attainment.
+
+    Inferences and images this month get a column each when a tenant on the page has any.
+    """
 
     def get(self, request: HttpRequest) -> HttpResponse:
         search = request.GET.get("q", "").strip()
@@ -184,12 +199,13 @@ class StaffTenantsView(StaffView):
                 {
                     "tenant": tenant,
                     "gpus": reports.gpu_rows(quota.gpus if quota else {}, gpus.get(tenant.pk, {})),
-                    "usage": usage.get(tenant.pk, {"requests": 0, "tokens": 0}),
+                    "usage": usage.get(tenant.pk, dict.fromkeys(reports.FIGURES, 0)),
                     "budget": quota.monthly_token_budget if quota else None,
                     "slo": slo.get(tenant.pk),
                 }
             )
-        context = self.base_context(page=page, rows=rows, q=search, query=query_without_page(request))
+        units = shown_units(row["usage"] for row in rows)
+        context = self.base_context(page=page, rows=rows, units=units, q=search, query=query_without_page(request))
         return render_page_or_partial(request, "quotas/staff_tenants.html", "quotas/partials/staff_tenants_table.html",
                                       context)  # fmt: skip
 
@@ -299,7 +315,10 @@ class StaffQuotaView(StaffView):
 
 
 class StaffUsageView(StaffView):
-    """``/staff/usage/``: usage of every tenant over a date range, per day and per tenant, with a CSV download."""
+    """``/staff/usage/``: usage of every tenant over a date range, per day and per tenant, with a CSV download.
+
+    Inferences and images get a figure and a column each when the range has any.
+    """
 
     def get(self, request: HttpRequest) -> HttpResponseBase:
         period, range_error = report_range(request)
@@ -309,10 +328,12 @@ class StaffUsageView(StaffView):
         # One row per tenant with usage, paginated in memory: no COUNT(*) query rescans the range.
         tenants = labelled(reports.usage_grouped(period, "tenant"), "tenant")
         by_tenant = paginate(request, tenants)
+        totals = reports.totals_of(days)
         context = self.base_context(
             period=period,
             range_error=range_error,
-            totals=reports.totals_of(days),
+            totals=totals,
+            units=shown_units([totals]),
             tenants_page=by_tenant,
             tenant_rows=list(by_tenant),
             tenant_chart=top_chart("staff-tenants", "Tokens per tenant", tenants, "tenant"),

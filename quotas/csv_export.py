@@ -8,7 +8,14 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 
-from quotas.reports import BATCH_METRICS, METRICS, DateRange, usage_by_day_and_tenant, usage_detail_rows
+from quotas.reports import (
+    BATCH_METRICS,
+    METRICS,
+    UNIT_METRICS,
+    DateRange,
+    usage_by_day_and_tenant,
+    usage_detail_rows,
+)
 
 # A cell starting with one of these is a formula to spreadsheet programs; tenant, key and deployment names are
 # user input, so such names are prefixed with an apostrophe (OWASP "CSV injection").
@@ -16,8 +23,9 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # A staff row is one day of one tenant, all its traffic, with the batch share of it in the batch_* columns; a tenant
 # row is one day × deployment × key × traffic (interactive or batch), so its figures need no batch columns.
-STAFF_HEADER = ("date", "tenant", "tenant_name", *METRICS, *BATCH_METRICS)
-TENANT_HEADER = ("date", "deployment", "api_key_id", "api_key_name", "traffic", *METRICS)
+# Inferences and images come last, after the columns that readers written before them expect.
+STAFF_HEADER = ("date", "tenant", "tenant_name", *METRICS, *BATCH_METRICS, *UNIT_METRICS)
+TENANT_HEADER = ("date", "deployment", "api_key_id", "api_key_name", "traffic", *METRICS, *UNIT_METRICS)
 
 
 def safe_cell(value: Any) -> Any:
@@ -55,7 +63,7 @@ def staff_usage_csv(period: DateRange) -> StreamingHttpResponse:
             row["day"].isoformat(),
             row["tenant__slug"],
             row["tenant__name"],
-            *(row[m] for m in (*METRICS, *BATCH_METRICS)),
+            *(row[m] for m in (*METRICS, *BATCH_METRICS, *UNIT_METRICS)),
         )
         for row in usage_by_day_and_tenant(period)
     )
@@ -71,7 +79,7 @@ def tenant_usage_csv(period: DateRange, tenant_id: int, slug: str) -> StreamingH
             row["api_key__key_id"] or "",
             row["api_key__name"] or "",
             row["traffic"],
-            *(row[m] for m in METRICS),
+            *(row[m] for m in (*METRICS, *UNIT_METRICS)),
         )
         for row in usage_detail_rows(period, tenant_id)
     )

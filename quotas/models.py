@@ -83,7 +83,8 @@ class UsageRollup(models.Model):
     """Usage per minute × tenant × key × deployment × traffic, rolled up from the gateway's usage stream.
 
     ``batch`` sets the Batch API's lines apart from interactive requests: the same minute, key and deployment has
-    one row of each.
+    one row of each. ``inferences`` (Open Inference Protocol requests: the inferences asked) and ``images`` (image
+    generation: the images answered) count work that tokens do not measure.
     """
 
     minute = models.DateTimeField()
@@ -97,6 +98,8 @@ class UsageRollup(models.Model):
     completion_tokens = models.PositiveBigIntegerField(default=0)
     latency_ms_sum = models.PositiveBigIntegerField(default=0)
     batch = models.BooleanField(default=False)
+    inferences = models.PositiveBigIntegerField(default=0)
+    images = models.PositiveBigIntegerField(default=0)
 
     unscoped_objects = models.Manager()
     objects = TenantScopedManager()

@@ -5,7 +5,8 @@ deployments in a fixed number of queries. Usage comes from ``UsageRollup`` (per 
 are UTC days. Callers pass a tenant to scope a figure, or ``None`` deliberately for the staff pages.
 
 Usage figures cover all traffic; beside them, the ``batch_*`` figures say how much of it came from the Batch API.
-The usage queries take ``traffic`` (``interactive`` or ``batch``) to count one kind only.
+The usage queries take ``traffic`` (``interactive`` or ``batch``) to count one kind only. ``inferences`` and
+``images`` count what tokens do not measure: Open Inference Protocol inferences asked and images answered.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ GROUPS = ("day", "deployment", "key", "tenant", "traffic")
 METRICS = ("requests", "errors", "prompt_tokens", "completion_tokens", "tokens")
 # The share of each usage figure that came from Batch API lines (already counted in the figures above).
 BATCH_METRICS = ("batch_requests", "batch_prompt_tokens", "batch_completion_tokens", "batch_tokens")
-FIGURES = (*METRICS, *BATCH_METRICS)
+# Units of work besides tokens, of all traffic: Open Inference Protocol inferences asked, images answered. Kept apart
+# from METRICS so the CSVs can append them after the columns existing readers know.
+UNIT_METRICS = ("inferences", "images")
+FIGURES = (*METRICS, *BATCH_METRICS, *UNIT_METRICS)
 INTERACTIVE, BATCH = "interactive", "batch"
 TRAFFIC = (INTERACTIVE, BATCH)
 SLO_WINDOW = timedelta(days=30)
@@ -130,6 +134,8 @@ def _sums() -> dict[str, Any]:
         "errors": Coalesce(Sum("errors"), Value(0)),
         "prompt_tokens": Coalesce(Sum("prompt_tokens"), Value(0)),
         "completion_tokens": Coalesce(Sum("completion_tokens"), Value(0)),
+        "inferences": Coalesce(Sum("inferences"), Value(0)),
+        "images": Coalesce(Sum("images"), Value(0)),
     }
 
 
@@ -150,7 +156,7 @@ def _plain(rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
 def usage_totals(
     period: DateRange, tenant: Tenant | int | None = None, *, traffic: str | None = None
 ) -> dict[str, int]:
-    """Requests, errors and tokens over the range, and the batch share of them (one query)."""
+    """Requests, errors, tokens, inferences and images over the range, and the batch share of them (one query)."""
     return _with_tokens(_rollups(period, tenant, traffic).aggregate(**_sums()))
 
 
@@ -249,7 +255,7 @@ def usage_detail_rows(period: DateRange, tenant: Tenant | int) -> Iterator[dict[
 
 
 def month_usage_by_tenant(tenant_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """Requests and tokens this month per tenant, batch lines included (one query)."""
+    """Requests, tokens, inferences and images this month per tenant, batch lines included (one query)."""
     rows = (
         UsageRollup.objects.unscoped()
         .filter(tenant_id__in=list(tenant_ids), minute__gte=month_start())

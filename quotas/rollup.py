@@ -20,6 +20,10 @@ mistakes) and 499 (the client went away; its relayed tokens still count) are not
 A Batch API line carries its batch's id (``batch``); its usage goes to buckets of its own (``batch = true``), beside
 the interactive ones. An event without the field (written before it existed) is interactive. A line that is run
 again keeps its request id, so a re-run counts zero like any other redelivery.
+
+``inferences`` (Open Inference Protocol requests) and ``images`` (image generation) are summed like the tokens. Events
+written before the fields existed lack them: 0. A bad value (not a number, negative, beyond ``_MAX_COUNT``) also counts
+0 without skipping the event: the request itself still happened and still counts.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class UsageEvent:
     completion_tokens: int
     latency_ms: int
     batch: bool = False  # a Batch API line (the event names its batch), not an interactive request
+    inferences: int = 0
+    images: int = 0
 
     @property
     def minute(self) -> datetime:
@@ -149,6 +155,14 @@ def _int(value: str | None, default: int | None = None, low: int = 0, high: int 
     return number
 
 
+def _count_or_zero(value: str | None) -> int:
+    """A count in range, or 0 when it is absent or bad: these counts never decide whether the request counts."""
+    try:
+        return _int(value, 0, high=_MAX_COUNT) or 0
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def _request_id(rid: str | None, entry_id: str) -> str:
     if not rid:
         return f"xid:{entry_id}"  # no id: the stream entry itself is the unit of deduplication
@@ -180,6 +194,8 @@ def parse_event(entry_id: str, fields: dict[str, str] | None) -> UsageEvent | No
             completion_tokens=_int(fields.get(usage_events.COMPLETION_TOKENS), 0, high=_MAX_COUNT) or 0,
             latency_ms=min(_MAX_COUNT, max(0, round(float(fields.get(usage_events.LATENCY_MS) or 0)))),
             batch=bool((fields.get(usage_events.BATCH) or "").strip()),
+            inferences=_count_or_zero(fields.get(usage_events.INFERENCES)),
+            images=_count_or_zero(fields.get(usage_events.IMAGES)),
         )
     except (TypeError, ValueError, OverflowError) as exc:
         log.warning("skipping malformed usage entry %s (%s): %r", entry_id, exc, fields)
@@ -203,6 +219,8 @@ class _Bucket:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms_sum: int = 0
+    inferences: int = 0
+    images: int = 0
     last_ts: float = field(default=0.0)
 
 
@@ -261,6 +279,8 @@ def roll_up_events(events: Sequence[UsageEvent]) -> RollupStats:
             bucket.prompt_tokens += e.prompt_tokens
             bucket.completion_tokens += e.completion_tokens
             bucket.latency_ms_sum += e.latency_ms
+            bucket.inferences += e.inferences
+            bucket.images += e.images
             bucket.last_ts = max(bucket.last_ts, e.ts)
         _upsert_buckets(cursor, rollup_table, buckets, deployment_names)
         _touch_keys(cursor, key_table, buckets)
@@ -280,7 +300,7 @@ def _upsert_buckets(
 ) -> None:
     # Sorted, so two consumers lock shared rows in the same order (no deadlock).
     rows = sorted(buckets.items(), key=_sort_key)
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    columns: list[list[Any]] = [[] for _ in range(13)]
     for (minute, tenant, key, deployment, batch), b in rows:
         name = deployment_names.get(deployment, "") if deployment is not None else ""
         for column, value in zip(
@@ -297,6 +317,8 @@ def _upsert_buckets(
                 b.prompt_tokens,
                 b.completion_tokens,
                 b.latency_ms_sum,
+                b.inferences,
+                b.images,
             ),
             strict=True,
         ):
@@ -305,15 +327,18 @@ def _upsert_buckets(
     cursor.execute(
         f"""
         INSERT INTO {table} AS r (minute, tenant_id, api_key_id, deployment_id, batch, deployment_name, requests,
-                                  errors, prompt_tokens, completion_tokens, latency_ms_sum)
+                                  errors, prompt_tokens, completion_tokens, latency_ms_sum, inferences, images)
         SELECT * FROM unnest(%s::timestamptz[], %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[], %s::text[],
-                             %s::integer[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[])
+                             %s::integer[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                             %s::bigint[])
         ON CONFLICT ON CONSTRAINT usage_rollup_unique_bucket DO UPDATE SET
             requests = r.requests + EXCLUDED.requests,
             errors = r.errors + EXCLUDED.errors,
             prompt_tokens = r.prompt_tokens + EXCLUDED.prompt_tokens,
             completion_tokens = r.completion_tokens + EXCLUDED.completion_tokens,
             latency_ms_sum = r.latency_ms_sum + EXCLUDED.latency_ms_sum,
+            inferences = r.inferences + EXCLUDED.inferences,
+            images = r.images + EXCLUDED.images,
             deployment_name = CASE WHEN EXCLUDED.deployment_name <> '' THEN EXCLUDED.deployment_name
                                    ELSE r.deployment_name END
         """,  # noqa: S608 (table name from the model)

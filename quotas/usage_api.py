@@ -25,7 +25,11 @@ API_GROUPS = ("day", "deployment", "key", "traffic")
 
 
 class UsageFiguresSerializer(serializers.Serializer[dict[str, Any]]):
-    """All traffic's figures, and (``batch_*``) the part of them that came from Batch API lines."""
+    """All traffic's figures, and (``batch_*``) the part of them that came from Batch API lines.
+
+    ``inferences`` counts the inferences Open Inference Protocol requests asked (their batch dimension), ``images``
+    the images image-generation requests answered; both 0 for traffic of other kinds.
+    """
 
     requests = serializers.IntegerField()
     errors = serializers.IntegerField()  # type: ignore[assignment]  # the metaclass takes it out of the class
@@ -36,6 +40,8 @@ class UsageFiguresSerializer(serializers.Serializer[dict[str, Any]]):
     batch_prompt_tokens = serializers.IntegerField()
     batch_completion_tokens = serializers.IntegerField()
     batch_tokens = serializers.IntegerField()
+    inferences = serializers.IntegerField()
+    images = serializers.IntegerField()
 
 
 class UsageRowSerializer(UsageFiguresSerializer):

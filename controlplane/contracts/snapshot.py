@@ -131,6 +131,12 @@ class DeploymentDoc(TypedDict):
     # add replicas past that share. Absent: no gate.
     batch_per_replica: NotRequired[float]
     batch_replicas: NotRequired[int]
+    # The API its replicas speak (``controlplane.contracts.protocols``): "openai" or "v2". Absent: "openai". A v2
+    # deployment's ``model`` (and its revisions') is the model name its replicas answer to under /v2/models/; for
+    # Triton that is the deployment's own name (KServe's convention: the repository's model folder is named so).
+    protocol: NotRequired[str]
+    # OpenAI protocol only: its replicas serve /v1/images/generations. Absent: false.
+    image_generation: NotRequired[bool]
 
 
 class NetworkDoc(TypedDict):

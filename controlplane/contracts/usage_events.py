@@ -20,6 +20,8 @@ COMPLETION_TOKENS = "completion_tokens"
 LATENCY_MS = "latency_ms"  # total time in the gateway
 TTFT_MS = "ttft_ms"  # time to the first upstream byte (streams), or empty
 BATCH = "batch"  # the batch a line belongs to (its public id), or empty for interactive traffic
+INFERENCES = "inferences"  # Open Inference Protocol requests: the inferences asked (the batch dimension); absent 0
+IMAGES = "images"  # image generation: the images answered; absent 0
 
 FIELDS = (
     RID,
@@ -34,6 +36,8 @@ FIELDS = (
     LATENCY_MS,
     TTFT_MS,
     BATCH,
+    INFERENCES,
+    IMAGES,
 )
 
 Value = str | int | float
@@ -53,6 +57,8 @@ def encode_event(
     latency_ms: float,
     ttft_ms: float | None,
     batch_id: str = "",
+    inferences: int = 0,
+    images: int = 0,
 ) -> tuple[Value, ...]:
     """The event as XADD arguments, ``name, value, name, value, ...``, in the order of ``FIELDS``."""
     return (
@@ -80,6 +86,10 @@ def encode_event(
         "" if ttft_ms is None else round(ttft_ms, 3),
         BATCH,
         batch_id,
+        INFERENCES,
+        inferences,
+        IMAGES,
+        images,
     )
 
 

@@ -148,6 +148,8 @@ def test_it_writes_the_event_settles_and_drops_the_lease_through_either_client(
         usage_events.LATENCY_MS: "41.235",
         usage_events.TTFT_MS: "",
         usage_events.BATCH: "",
+        usage_events.INFERENCES: "0",
+        usage_events.IMAGES: "0",
     }
     assert result["deployment_leases"] == 0  # settled: the lease is released
     assert result["inflight"] == 0  # the published in-flight lease is removed with the event

@@ -167,6 +167,8 @@ ACME_TOTALS = {
     "batch_prompt_tokens": 37,
     "batch_completion_tokens": 23,
     "batch_tokens": 60,
+    "inferences": 0,
+    "images": 0,
 }
 
 
