@@ -1,6 +1,9 @@
 """Gateway benchmark: the model server direct, through Frontdoor, and through LiteLLM proxy, in one run.
 
-``python bench/gateway.py [--duration 10] [--connections 32] [--skip-litellm] [--json]``
+``python bench/gateway.py [--duration 10] [--connections 32] [--skip-litellm] [--scenario chat|v2] [--json]``
+
+``--scenario v2`` measures the Open Inference Protocol instead: the built-in server's v2 scorer direct and through
+Frontdoor (``POST /v2/models/<name>/infer``, a batch of ``V2_BATCH`` pairs, every limit on); LiteLLM has no v2.
 
 Starts on 127.0.0.1: the model server (simulator, no delay), the Frontdoor gateway (one worker, with auth,
 Redis limits, usage events, metrics and its access log all on) and LiteLLM proxy (a pinned version in its own
@@ -52,20 +55,41 @@ LITELLM_VENV = VAR_BENCH / "litellm-venv"
 LITELLM_MASTER_KEY = "sk-bench-master-key"
 UPSTREAM_MODEL = "frontdoor/sim-chat"
 DEPLOYMENT = "bench-chat"
+V2_UPSTREAM_MODEL = "frontdoor/ranker"
+V2_DEPLOYMENT = "bench-ranker"
+V2_BATCH = 8  # user/item pairs scored per v2 request
 HIGH = 10**12  # limits high enough that nothing is refused, yet every limit is real and checked in Redis
 
 
 @dataclass
 class Target:
-    """One thing to load: where to POST, which ``model`` to name, which Authorization header to send."""
+    """One thing to load: where to POST, which ``model`` to name, which Authorization header to send.
+
+    ``v2``: the model is called on the Open Inference Protocol (``/v2/models/<model>/infer``), not chat.
+    """
 
     name: str
     url: str
     model: str
     authorization: str
     child: Child
+    v2: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"/v2/models/{self.model}/infer" if self.v2 else "/v1/chat/completions"
 
     def body(self, max_tokens: int) -> str:
+        if self.v2:
+            pairs = list(range(V2_BATCH))
+            return json.dumps(
+                {
+                    "inputs": [
+                        {"name": "user_id", "shape": [V2_BATCH], "datatype": "INT64", "data": pairs},
+                        {"name": "item_id", "shape": [V2_BATCH], "datatype": "INT64", "data": pairs[::-1]},
+                    ]
+                }
+            )
         return json.dumps(
             {
                 "model": self.model,
@@ -78,10 +102,11 @@ class Target:
 # --- setting up the three servers -------------------------------------------------------------------------
 
 
-def start_modelserver(children: Children) -> Child:
+def start_modelserver(children: Children, v2: bool = False) -> Child:
     port = free_port()
+    mode = ["--protocol", "v2", "--model-name", V2_UPSTREAM_MODEL] if v2 else []
     child = children.start(
-        "modelserver", [sys.executable, "-m", "modelserver", "--host", "127.0.0.1", "--port", str(port)], port
+        "modelserver", [sys.executable, "-m", "modelserver", "--host", "127.0.0.1", "--port", str(port), *mode], port
     )
     wait_http(child.url + "/health", child)
     return child
@@ -96,9 +121,11 @@ def start_gateway(children: Children, redis_url: str, prefix: str, pepper: str) 
     return child
 
 
-def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url: str) -> tuple[str, int]:
-    """Publish a config snapshot (``controlplane.contracts.snapshot``) with one tenant, one key and ``bench-chat``,
-    with the control plane's own store script.
+def publish_snapshot(
+    client: redis.Redis, prefix: str, pepper: str, upstream_url: str, v2: bool = False
+) -> tuple[str, int]:
+    """Publish a config snapshot (``controlplane.contracts.snapshot``) with one tenant, one key and ``bench-chat``
+    (``bench-ranker``, speaking v2, with ``v2``), with the control plane's own store script.
 
     Returns the full API key and the snapshot version. Limits are numbers, not null, so the limiter runs its
     requests/min, tokens/min, concurrency and budget checks on every request, as in production.
@@ -117,11 +144,12 @@ def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url
         "limits": limits,
     }
     tenant_doc: TenantDoc = {"id": 1, "status": "active", "limits": {**limits, "monthly_token_budget": HIGH}}
+    name, model = (V2_DEPLOYMENT, V2_UPSTREAM_MODEL) if v2 else (DEPLOYMENT, UPSTREAM_MODEL)
     deployment: DeploymentDoc = {
         "id": 1,
         "tenant": tenant,
-        "name": DEPLOYMENT,
-        "model": UPSTREAM_MODEL,
+        "name": name,
+        "model": model,
         "runtime": "external",
         "state": "running",
         "min_replicas": 1,
@@ -131,12 +159,14 @@ def publish_snapshot(client: redis.Redis, prefix: str, pepper: str, upstream_url
         "created": int(time.time()),
         "revisions": [{"id": 1, "name": "r1", "weight": 100, "endpoints": [upstream_url]}],
     }
+    if v2:
+        deployment["protocol"] = "v2"
     version = publish_document(
         client,
         prefix,
         keys={parsed.key_id: key},
         tenants={tenant: tenant_doc},
-        deployments={deployment_key(tenant, DEPLOYMENT): deployment},
+        deployments={deployment_key(tenant, name): deployment},
         # The mock upstream is a tenant-given (external) endpoint on loopback, so every request goes through the
         # address policy; an operator-allowed loopback network is what lets it through.
         network={"allowed_networks": ["127.0.0.0/8"], "platform_services": []},
@@ -224,17 +254,17 @@ def start_litellm(children: Children, exe: Path, upstream_url: str, log_dir: Pat
 
 
 def check_answers(target: Target, max_tokens: int) -> None:
-    """One request before the load: it must be a 200 chat completion, or the figures would be about errors."""
+    """One request before the load: it must be a 200 answer, or the figures would be about errors."""
     headers = {"Content-Type": "application/json"}
     if target.authorization:
         headers["Authorization"] = target.authorization
-    url = target.url + "/v1/chat/completions"
+    url = target.url + target.path
     status, body = http_request(url, "POST", target.body(max_tokens).encode(), headers, timeout_s=30)
     if status != 200:
         raise RuntimeError(f"{target.name}: {status} {body[:500]!r}")
     payload = json.loads(body)
-    if not payload.get("choices"):
-        raise RuntimeError(f"{target.name}: no choices in {payload!r}")
+    if not payload.get("outputs" if target.v2 else "choices"):
+        raise RuntimeError(f"{target.name}: no answer in {payload!r}")
 
 
 # --- running the load ---------------------------------------------------------------------------------------
@@ -260,7 +290,7 @@ def drive(target: Target, upstream: Child, redis_pid: int | None, args: argparse
     connections, threads = (args.connections, args.threads) if phase == "throughput" else (1, 1)
     duration = args.duration if phase == "throughput" else args.low_duration
     body = target.body(args.max_tokens)
-    url = target.url + "/v1/chat/completions"
+    url = target.url + target.path
 
     def load(seconds: float) -> LoadResult:
         if args.client == "wrk":
@@ -360,10 +390,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens in each request")
     parser.add_argument("--client", choices=("wrk", "aiohttp"), help="load generator (default: wrk when installed)")
     parser.add_argument("--skip-litellm", action="store_true", help="do not install, start or measure LiteLLM")
+    parser.add_argument(
+        "--scenario", choices=("chat", "v2"), default="chat", help="chat completions, or v2 infer (no LiteLLM)"
+    )
     parser.add_argument("--litellm-version", default=LITELLM_VERSION)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document instead")
     parser.add_argument("--json-file", type=Path, help="also write the JSON document to this file")
     args = parser.parse_args(argv)
+    if args.scenario == "v2":
+        args.skip_litellm = True  # LiteLLM speaks no Open Inference Protocol: nothing to compare it on
     if args.client is None:
         args.client = "wrk" if shutil.which("wrk") else "aiohttp"
         if args.client == "aiohttp":
@@ -387,13 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Children(log_dir) as children:
             say("starting the model server, the gateway" + ("" if args.skip_litellm else " and LiteLLM") + " ...")
-            upstream = start_modelserver(children)
+            v2 = args.scenario == "v2"
+            upstream = start_modelserver(children, v2)
             gateway = start_gateway(children, redis_url, prefix, pepper)
-            full_key, version = publish_snapshot(client, prefix, pepper, upstream.url)
+            full_key, version = publish_snapshot(client, prefix, pepper, upstream.url, v2)
             wait_for_snapshot(gateway, version)
             targets = [
-                Target("direct", upstream.url, UPSTREAM_MODEL, "", upstream),
-                Target("frontdoor", gateway.url, DEPLOYMENT, f"Bearer {full_key}", gateway),
+                Target("direct", upstream.url, V2_UPSTREAM_MODEL if v2 else UPSTREAM_MODEL, "", upstream, v2),
+                Target(
+                    "frontdoor", gateway.url, V2_DEPLOYMENT if v2 else DEPLOYMENT, f"Bearer {full_key}", gateway, v2
+                ),
             ]
             if litellm_exe is not None:
                 litellm = start_litellm(children, litellm_exe, upstream.url, log_dir)
@@ -416,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
         "client": args.client,
+        "scenario": args.scenario,
         "litellm_version": None if args.skip_litellm else args.litellm_version,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
         "runs": [

@@ -1,11 +1,15 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with string codes.
+"""The gateway's errors, rendered in the shape of the protocol the client speaks.
 
-``param`` names the offending field for ``invalid_request_error`` about a field, and is null otherwise.
+OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with string codes; ``param`` names the offending
+field for ``invalid_request_error`` about a field, and is null otherwise. The Open Inference Protocol's (v2):
+``{"error": "<message>"}``, with the same statuses and headers. One ``GatewayError`` serves both (``render``).
 """
 
 from __future__ import annotations
 
 import orjson
+
+from controlplane.contracts.protocols import V2
 
 
 class GatewayError(Exception):
@@ -32,6 +36,10 @@ class GatewayError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.message, self.error_type, self.param, self.code)
+
+    def render(self, protocol: str) -> bytes:
+        """The body in ``protocol``'s shape (``controlplane.contracts.protocols``)."""
+        return orjson.dumps({"error": self.message}) if protocol == V2 else self.body()
 
 
 class UpstreamFailure(GatewayError):

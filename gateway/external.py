@@ -33,7 +33,15 @@ from controlplane.contracts.addresses import (
 )
 from gateway.config import GatewayConfig
 from gateway.snapshot_index import Snapshot
-from gateway.transport import Destination, Transports, UpstreamAnswer, UpstreamConnectError, UpstreamTransport
+from gateway.transport import (
+    JSON_POST,
+    Destination,
+    RequestHead,
+    Transports,
+    UpstreamAnswer,
+    UpstreamConnectError,
+    UpstreamTransport,
+)
 
 log = logging.getLogger("frontdoor.gateway.external")
 
@@ -184,7 +192,14 @@ class ExternalUpstream:
             raise AddressRefused(f"{host!r} does not resolve: {exc}") from None
 
     async def post(
-        self, endpoint: str, path: str, body: bytes, request_id: str, connect_timeout_s: float, bearer: str = ""
+        self,
+        endpoint: str,
+        path: str,
+        body: bytes,
+        request_id: str,
+        connect_timeout_s: float,
+        bearer: str = "",
+        head: RequestHead = JSON_POST,
     ) -> UpstreamAnswer:
         """POST to a tenant-given endpoint at the address its check allowed; ``EndpointRefused`` when refused.
 
@@ -201,7 +216,9 @@ class ExternalUpstream:
         except TimeoutError:
             raise UpstreamConnectError(TimeoutError(f"resolving {loggable(endpoint)} took too long")) from None
         full_path = request_path(pinned.target, path)
-        return await pinned.transport.send(pinned.destination, full_path, body, request_id, connect_timeout_s, bearer)
+        return await pinned.transport.send(
+            pinned.destination, full_path, body, request_id, connect_timeout_s, bearer, head
+        )
 
 
 def _no_lookup(host: str, port: int) -> list[str]:

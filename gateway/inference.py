@@ -21,6 +21,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from controlplane.contracts.protocols import INFERENCE_HEADER_CONTENT_LENGTH, OPENAI, V2
 from gateway.asgi import Receive, Scope, Send, request_id_from, respond
 from gateway.auth import INFERENCE_SCOPE, Principal, principal_for
 from gateway.batch_lines import INTERNAL_TOKEN, BatchLine, claim_line, keep_answer, parse_line, redis_failed
@@ -39,13 +40,22 @@ from gateway.errors import (
     upstream_unavailable,
 )
 from gateway.generation import serve_generation
+from gateway.images import serve_images
 from gateway.limits import Admission, LimitRequest
 from gateway.outcome import DISCONNECTED, LEASE_MARGIN_S, Admitted, ClientGone, Outcome
+from gateway.protocol_refusal import protocol_refusal
 from gateway.snapshot_index import DeploymentEntry
 from gateway.usage import UsageRecord
-from gateway.validation import EMBEDDINGS, parse_request
+from gateway.v2_body import parse_infer, parse_metadata
+from gateway.v2_paths import V2Route
+from gateway.v2_relay import serve_v2_model
+from gateway.validation import CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, V2_INFER, V2_METADATA, parse_request
 
 log = logging.getLogger("frontdoor.gateway.inference")
+
+INFERENCE_HEADER = INFERENCE_HEADER_CONTENT_LENGTH.encode()
+# The routes a batch line may take (the Batch API's endpoints); on the others the internal token is no credential.
+BATCH_KINDS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
@@ -77,11 +87,20 @@ async def read_body(receive: Receive, content_length: bytes | None, limit: int) 
 
 
 async def serve_inference(
-    ctx: GatewayContext, kind: str, scope: Scope, receive: Receive, send: Send, started: float
+    ctx: GatewayContext,
+    kind: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    started: float,
+    v2: V2Route | None = None,
 ) -> None:
-    """Serve one POST to an inference route (``kind``: chat, completions or embeddings)."""
+    """Serve one request to an inference route (``kind``: chat, completions, embeddings, images, or with ``v2``, the
+    Open Inference Protocol's route, a model's infer or metadata)."""
     path: str = scope["path"]
-    authorization = rid_header = content_length = internal_token = None
+    method: str = scope["method"]
+    protocol = OPENAI if v2 is None else V2
+    authorization = rid_header = content_length = internal_token = inference_header = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value
@@ -91,32 +110,40 @@ async def serve_inference(
             content_length = value
         elif name == INTERNAL_TOKEN:
             internal_token = value
+        elif name == INFERENCE_HEADER:
+            inference_header = value
     rid = request_id_from(rid_header)
     snapshot = ctx.store.current
     tenant_slug = deployment_name = ""
     line: BatchLine | None = None
     try:
-        if internal_token is None:
+        if internal_token is None or kind not in BATCH_KINDS:
             principal = ctx.auth.authenticate(authorization, snapshot, (INFERENCE_SCOPE,))
         else:  # the token decides: a client's Authorization beside it counts for nothing
             line = parse_line(scope, internal_token, rid_header, ctx.config.internal_token)
             principal = principal_for(line.key_id, snapshot, (INFERENCE_SCOPE,))
         tenant_slug = principal.tenant.slug
         body = await read_body(receive, content_length, ctx.config.max_body_bytes)
-        parsed = parse_request(kind, body, ctx.config)
+        if v2 is None:
+            parsed = parse_request(kind, body, ctx.config)
+        else:
+            parsed = parse_infer(body, inference_header, v2) if kind == V2_INFER else parse_metadata(v2)
         if line is not None and parsed.stream:
             raise invalid_request("Batch lines are answered whole: 'stream' must be false.", "stream", "invalid_value")
         deployment = snapshot.deployments.get((tenant_slug, parsed.model))
         if deployment is None:
             raise model_not_found(parsed.model)
         deployment_name = deployment.name
+        if (refusal := protocol_refusal(deployment, kind, protocol)) is not None:
+            raise refusal
         if deployment.state != "running":
             raise service_unavailable(f"The deployment '{deployment.name}' is stopped.", "deployment_stopped")
     except GatewayError as error:
-        await ctx.replies.error(send, rid, "POST", path, started, error, tenant_slug, deployment_name)
+        named = (tenant_slug, deployment_name)
+        await ctx.replies.error(send, rid, method, path, started, error, *named, protocol=protocol)
         return
     except ClientGone:
-        ctx.replies.finished(rid, "POST", path, tenant_slug, deployment_name, 499, started)
+        ctx.replies.finished(rid, method, path, tenant_slug, deployment_name, 499, started)
         return
 
     if line is None:
@@ -154,17 +181,20 @@ async def serve_inference(
         except (RedisError, OSError) as exc:
             if not ctx.config.fail_open:
                 unavailable = redis_failed(ctx, exc, tenant_slug, deployment_name)
-                await ctx.replies.error(send, rid, "POST", path, started, unavailable, tenant_slug, deployment_name)
+                await ctx.replies.error(
+                    send, rid, method, path, started, unavailable, tenant_slug, deployment_name, protocol=protocol
+                )
                 return
             admission, limit_request = None, None  # fail open: serve unmetered by the limiter, nothing to settle
         if admission is not None:
             rate_headers = admission.headers
             if not admission.allowed:
-                await _refuse(ctx, send, rid, path, started, tenant_slug, deployment_name, admission)
+                where = (method, path, protocol)
+                await _refuse(ctx, send, rid, where, started, tenant_slug, deployment_name, admission)
                 return
 
         outcome = Outcome()
-        call = Admitted(parsed, path, send, rid, usage_id, rate_headers, timeout_s, outcome)
+        call = Admitted(parsed, path, send, rid, usage_id, rate_headers, timeout_s, outcome, protocol, method)
         in_flight = (tenant_slug, deployment_name)
         ctx.metrics.in_flight.inc(in_flight)
         task = asyncio.current_task()
@@ -216,7 +246,7 @@ async def _refuse(
     ctx: GatewayContext,
     send: Send,
     rid: str,
-    path: str,
+    where: tuple[str, str, str],  # method, path, protocol
     started: float,
     tenant: str,
     deployment: str,
@@ -233,7 +263,8 @@ async def _refuse(
             headers["retry-after"] = str(max(1, int(admission.retry_after_s + 0.999)))
     ctx.metrics.rejections.inc((tenant, deployment, code))
     error = GatewayError(429, admission.message, error_type, code)
-    await ctx.replies.error(send, rid, "POST", path, started, error, tenant, deployment, headers)
+    method, path, protocol = where
+    await ctx.replies.error(send, rid, method, path, started, error, tenant, deployment, headers, protocol)
 
 
 async def _meter(
@@ -263,6 +294,8 @@ async def _meter(
         latency_ms,
         outcome.ttft_ms,
         batch_id,
+        outcome.units if call.parsed.kind in (V2_INFER, V2_METADATA) else 0,
+        outcome.units if call.parsed.kind == IMAGES else 0,
     )
     published = revision_id is None or ctx.load.forget(usage_id)
     await ctx.usage.finish(limit_request, record, published)
@@ -275,19 +308,26 @@ async def _meter(
         m.tokens.inc((*labels, "prompt"), outcome.prompt_tokens)
     if outcome.completion_tokens:
         m.tokens.inc((*labels, "completion"), outcome.completion_tokens)
+    if outcome.units:
+        m.units.inc((*labels, "image" if call.parsed.kind == IMAGES else "inference"), outcome.units)
     if outcome.upstream_error is not None:
         m.upstream_errors.inc((*labels, outcome.upstream_error))
     if revision_id is not None:
         error = outcome.status >= 500 or outcome.upstream_error is not None
         ctx.load.finished(usage_id, deployment.id, revision_id, latency_ms, outcome.ttft_ms, error)
-    ctx.access_log.write(call.rid, "POST", call.path, tenant_slug, deployment.name, outcome.status, latency_ms)
+    ctx.access_log.write(call.rid, call.method, call.path, tenant_slug, deployment.name, outcome.status, latency_ms)
 
 
 async def _attempt(ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry) -> None:
     """One try at the upstream, within the request's timeout."""
+    kind = call.parsed.kind
     async with asyncio.timeout(call.timeout_s):
-        if call.parsed.kind == EMBEDDINGS:
+        if kind == EMBEDDINGS:
             await serve_embeddings(ctx, call, deployment)
+        elif kind == IMAGES:
+            await serve_images(ctx, call, deployment)
+        elif kind in (V2_INFER, V2_METADATA):
+            await serve_v2_model(ctx, call, deployment)
         else:
             await serve_generation(ctx, call, deployment)
 
@@ -342,7 +382,9 @@ async def _send_error(call: Admitted, error: GatewayError) -> None:
     outcome = call.outcome
     outcome.status = error.status
     outcome.finished = True
-    await respond(call.send, error.status, error.body(), call.rid, {**call.rate_headers, **error.headers})
+    await respond(
+        call.send, error.status, error.render(call.protocol), call.rid, {**call.rate_headers, **error.headers}
+    )
 
 
 async def _end_stream(call: Admitted, error: GatewayError) -> None:

@@ -105,6 +105,9 @@ class GatewayMetrics:
             "frontdoor_gateway_time_to_first_byte_seconds", "Time to the first upstream byte.", td, LATENCY_BUCKETS_S
         )
         self.tokens = Counter("frontdoor_gateway_tokens_total", "Tokens metered.", (*td, "kind"))
+        self.units = Counter(
+            "frontdoor_gateway_units_total", "Inferences (v2) and images metered besides tokens.", (*td, "kind")
+        )
         self.in_flight = Gauge("frontdoor_gateway_in_flight_requests", "Requests being served now.", td)
         self.upstream_errors = Counter(
             "frontdoor_gateway_upstream_errors_total", "Upstream failures by kind.", (*td, "kind")
@@ -117,6 +120,7 @@ class GatewayMetrics:
             self.latency,
             self.ttft,
             self.tokens,
+            self.units,
             self.in_flight,
             self.upstream_errors,
             self.rejections,

@@ -6,13 +6,19 @@ import logging
 import reprlib
 from dataclasses import dataclass
 
+from controlplane.contracts.protocols import OPENAI
 from gateway.asgi import Send
 from gateway.snapshot_index import RevisionEntry
-from gateway.validation import EMBEDDINGS, ParsedRequest
+from gateway.validation import EMBEDDINGS, IMAGES, ParsedRequest
 
 LEASE_MARGIN_S = 30.0
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-UPSTREAM_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", EMBEDDINGS: "/v1/embeddings"}
+UPSTREAM_PATHS = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    EMBEDDINGS: "/v1/embeddings",
+    IMAGES: "/v1/images/generations",
+}
 # No single request uses a billion tokens; a count above it is an upstream lying, and the limiter's Lua scripts
 # must only ever see integers they can add exactly.
 MAX_USAGE_TOKENS = 10**9
@@ -46,6 +52,7 @@ class Outcome:
     client_gone: bool = False
     upstream_error: str | None = None
     upstream_at: float = 0.0  # perf_counter when the upstream request was sent (TTFT's start)
+    units: int = 0  # what a success is metered in besides tokens: inferences (v2) or images
 
     def charge(self, usage: object, reserved_prompt: int, reserved_completion: int, rid: str, deployment: str) -> None:
         """Meter the upstream's ``usage`` object, or the reservation when it cannot be believed.
@@ -86,6 +93,8 @@ class Admitted:
     rate_headers: dict[str, str]  # the limiter's x-ratelimit-* headers, on every answer
     timeout_s: float
     outcome: Outcome
+    protocol: str = OPENAI  # the shape its errors are answered in
+    method: str = "POST"
 
 
 def usage_counts(usage: object) -> tuple[int, int] | None:

@@ -21,7 +21,7 @@ from gateway.external import EndpointRefused
 from gateway.outcome import LEASE_MARGIN_S, UPSTREAM_PATHS, Admitted
 from gateway.routing import NoReplica
 from gateway.snapshot_index import DeploymentEntry, RevisionEntry
-from gateway.transport import UpstreamAnswer, UpstreamConnectError
+from gateway.transport import JSON_POST, RequestHead, UpstreamAnswer, UpstreamConnectError
 
 
 @dataclass(slots=True)
@@ -32,11 +32,17 @@ class Attempt:
 
 
 async def open_upstream(
-    ctx: GatewayContext, call: Admitted, deployment: DeploymentEntry, body_for: Callable[[RevisionEntry], bytes]
+    ctx: GatewayContext,
+    call: Admitted,
+    deployment: DeploymentEntry,
+    body_for: Callable[[RevisionEntry], bytes],
+    path_for: Callable[[RevisionEntry], str] | None = None,
+    head: RequestHead = JSON_POST,
 ) -> Attempt:
     """POST to a replica of ``deployment`` and return once response headers arrived.
 
-    ``body_for(revision)`` gives the body for the revision picked (its upstream model id may differ). A refused
+    ``body_for(revision)`` gives the body for the revision picked (its upstream model id may differ), ``path_for``
+    its path when that names the model (the Open Inference Protocol's), and ``head`` the method and headers. A refused
     connection ejects the replica and retries on another one (``FRONTDOOR_GATEWAY_RETRIES``): nothing reached the
     model, so the retry cannot duplicate work (an endpoint the address policy refused is treated alike: nothing
     was even connected). Any other failure is final. The first revision picked starts the request's in-flight
@@ -45,7 +51,7 @@ async def open_upstream(
     cfg = ctx.config
     balancer = ctx.balancer
     outcome = call.outcome
-    path = UPSTREAM_PATHS[call.parsed.kind]
+    default_path = UPSTREAM_PATHS.get(call.parsed.kind, "")
     first_byte_timeout_s = min(cfg.first_byte_timeout_s, call.timeout_s)
     excluded: set[str] = set()
     last_error = "no replica"
@@ -64,18 +70,25 @@ async def open_upstream(
         if outcome.revision is None:
             ctx.load.started(call.usage_id, deployment.id, revision.id, call.timeout_s + LEASE_MARGIN_S)
         outcome.revision = revision
+        path = default_path if path_for is None else path_for(revision)
         balancer.acquire(endpoint)
         try:
             async with asyncio.timeout(first_byte_timeout_s):
                 if revision.tenant_given:
                     # The deployment's upstream key, if it has one; the client's own Authorization stays here.
                     response = await ctx.external.post(
-                        endpoint, path, body_for(revision), call.rid, cfg.connect_timeout_s, deployment.upstream_key
+                        endpoint,
+                        path,
+                        body_for(revision),
+                        call.rid,
+                        cfg.connect_timeout_s,
+                        deployment.upstream_key,
+                        head,
                     )
                 else:
                     transport, destination = ctx.transports.for_replica(endpoint)
                     response = await transport.send(
-                        destination, path, body_for(revision), call.rid, cfg.connect_timeout_s
+                        destination, path, body_for(revision), call.rid, cfg.connect_timeout_s, "", head
                     )
             return Attempt(revision, endpoint, response)
         except UpstreamConnectError as exc:

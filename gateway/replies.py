@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from controlplane.contracts.protocols import OPENAI
 from gateway.accesslog import AccessLog
 from gateway.asgi import Send, respond
 from gateway.errors import GatewayError
@@ -15,7 +16,8 @@ from gateway.metrics import GatewayMetrics
 
 
 class Replies:
-    """Renders a ``GatewayError`` in OpenAI's shape, and records every request answered before admission."""
+    """Renders a ``GatewayError`` in the client's protocol's shape, and records every request answered before
+    admission."""
 
     __slots__ = ("access_log", "metrics")
 
@@ -34,10 +36,11 @@ class Replies:
         tenant: str = "",
         deployment: str = "",
         extra: dict[str, str] | None = None,
+        protocol: str = OPENAI,
     ) -> None:
-        """Answer ``error`` (its headers, plus ``extra``) and record the request."""
+        """Answer ``error`` (its headers, plus ``extra``) in ``protocol``'s shape and record the request."""
         headers = {**error.headers, **extra} if extra else error.headers
-        await respond(send, error.status, error.body(), rid, headers)
+        await respond(send, error.status, error.render(protocol), rid, headers)
         self.finished(rid, method, path, tenant, deployment, error.status, started)
 
     def finished(

@@ -33,6 +33,7 @@ from controlplane.contracts.addresses import (
     parse_address,
     parse_networks,
 )
+from controlplane.contracts.protocols import OPENAI
 from controlplane.contracts.sealing import Sealer, SealError
 from controlplane.contracts.snapshot import DEFAULT_KEY_ENV, SnapshotDocument
 from gateway.limits import Limits
@@ -101,6 +102,9 @@ class DeploymentEntry:
     # The batch gate (``controlplane.contracts.snapshot.DeploymentDoc``); None: no gate.
     batch_per_replica: float | None = None
     batch_replicas: int = 0
+    # The API its replicas speak (``controlplane.contracts.protocols``); requests on the other one are refused.
+    protocol: str = OPENAI
+    image_generation: bool = False  # OpenAI protocol: it serves /v1/images/generations
 
     @property
     def cold(self) -> bool:
@@ -299,6 +303,9 @@ def _deployment_entry(d: Mapping[str, Any], sealer: Sealer | None = None) -> Dep
         cold_hold_s=_positive(d.get("cold_hold_s")),
         batch_per_replica=_rate(d.get("batch_per_replica")),
         batch_replicas=_count(d.get("batch_replicas")),
+        # As published: one this gateway does not know matches none of its routes (refused, never misrouted).
+        protocol=str(d.get("protocol") or OPENAI),
+        image_generation=d.get("image_generation") is True,
     )
 
 

@@ -43,6 +43,8 @@ class UpstreamAnswer(Protocol):
 
     status: int
     content_type: str  # lower-cased media type, without parameters
+    # The Open Inference Protocol's Inference-Header-Content-Length as sent ("" none): the binary extension.
+    inference_header: str
 
     async def read(self) -> bytes: ...
 
@@ -53,6 +55,22 @@ class UpstreamAnswer(Protocol):
 
     def close(self) -> None:
         """Drop the connection: what tells a model server to stop generating."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What an upstream request says besides its path and body: all of it chosen by the gateway, none by a client.
+
+    ``inference_header``: the length of the JSON header before binary tensor data (the Open Inference Protocol's
+    ``Inference-Header-Content-Length``), as the digits the gateway checked; "" sends none.
+    """
+
+    method: str = "POST"
+    content_type: str = "application/json"
+    inference_header: str = ""
+
+
+JSON_POST = RequestHead()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +137,14 @@ class UpstreamTransport(abc.ABC):
         request_id: str,
         connect_timeout_s: float,
         bearer: str = "",
+        head: RequestHead = JSON_POST,
     ) -> UpstreamAnswer:
         """POST ``body`` (JSON) to ``path`` at ``destination``, with ``x-request-id``; raises the errors above.
 
         ``bearer``: sent as ``Authorization: Bearer <bearer>`` (an external deployment's upstream key; "" sends no
         Authorization at all). Nothing of the client's request but its body is sent: never the client's own key.
         The caller checked it is visible ASCII (``controlplane.contracts.snapshot.upstream_key_problem``).
+        ``head``: another method, content type or Open Inference Protocol header (v2 metadata GETs, binary tensors).
         """
 
     @abc.abstractmethod

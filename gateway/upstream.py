@@ -22,7 +22,17 @@ from typing import cast
 
 import httptools
 
-from gateway.transport import Destination, UpstreamConnectError, UpstreamReset, UpstreamTransport
+from controlplane.contracts.protocols import INFERENCE_HEADER_CONTENT_LENGTH
+from gateway.transport import (
+    JSON_POST,
+    Destination,
+    RequestHead,
+    UpstreamConnectError,
+    UpstreamReset,
+    UpstreamTransport,
+)
+
+INFERENCE_HEADER = INFERENCE_HEADER_CONTENT_LENGTH.encode()
 
 IDLE_S = 4.0  # uvicorn closes idle keep-alive connections after 5 s: do not reuse one that may be closing
 MAX_IDLE_PER_HOST = 256
@@ -41,6 +51,7 @@ class _Connection(asyncio.Protocol):
         "framed",
         "headers_done",
         "idle_since",
+        "inference_header",
         "keep_alive",
         "key",
         "parser",
@@ -58,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.content_type = ""
+        self.inference_header = ""
         self.headers_done = False
         self.framed = False  # content-length or transfer-encoding seen: the body has a known end
         self.complete = False
@@ -99,6 +111,8 @@ class _Connection(asyncio.Protocol):
             self.content_type = value.split(b";", 1)[0].strip().lower().decode("latin-1")
         elif name in (b"content-length", b"transfer-encoding"):
             self.framed = True
+        elif name == INFERENCE_HEADER:
+            self.inference_header = value.strip().decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -150,7 +164,7 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """Status and content type once headers arrived; then ``read()`` or ``iter_any()``, then release or close."""
 
-    __slots__ = ("_conn", "_pool", "_released", "content_type", "status")
+    __slots__ = ("_conn", "_pool", "_released", "content_type", "inference_header", "status")
 
     def __init__(self, pool: UpstreamPool, conn: _Connection) -> None:
         self._pool = pool
@@ -158,6 +172,7 @@ class UpstreamResponse:
         self._released = False
         self.status = conn.status
         self.content_type = conn.content_type
+        self.inference_header = conn.inference_header
 
     async def read(self) -> bytes:
         conn = self._conn
@@ -221,18 +236,29 @@ class UpstreamPool(UpstreamTransport):
         request_id: str,
         connect_timeout_s: float,
         bearer: str = "",
+        head: RequestHead = JSON_POST,
     ) -> UpstreamResponse:
         """POST ``body`` (JSON) to ``path`` at ``destination``; returns once the response headers arrived."""
         if destination.scheme != "http":
             raise UpstreamConnectError(ValueError(f"this client speaks http only, not {destination.scheme}"))
         host, port = destination.connect_host, destination.port
-        authorization = b"authorization: Bearer %s\r\n" % bearer.encode("ascii") if bearer else b""
-        head = (
-            b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\nx-request-id: %s\r\n%s"
+        extra = b"authorization: Bearer %s\r\n" % bearer.encode("ascii") if bearer else b""
+        if head.inference_header:
+            extra += b"inference-header-content-length: %s\r\n" % head.inference_header.encode("ascii")
+        start = (
+            b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-type: %s\r\nx-request-id: %s\r\n%s"
             b"content-length: %d\r\n\r\n"
-            % (path.encode(), destination.authority_bytes, request_id.encode(), authorization, len(body))
+            % (
+                head.method.encode("ascii"),
+                path.encode(),
+                destination.authority_bytes,
+                head.content_type.encode("ascii"),
+                request_id.encode(),
+                extra,
+                len(body),
+            )
         )
-        data = head + body
+        data = start + body
         while True:
             conn, reused = self._get(host, port), True
             if conn is None:

@@ -21,7 +21,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from gateway.transport import Destination, UpstreamConnectError, UpstreamReset, UpstreamTransport
+from controlplane.contracts.protocols import INFERENCE_HEADER_CONTENT_LENGTH
+from gateway.transport import (
+    JSON_POST,
+    Destination,
+    RequestHead,
+    UpstreamConnectError,
+    UpstreamReset,
+    UpstreamTransport,
+)
 from gateway.upstream import IDLE_S
 
 
@@ -48,12 +56,13 @@ def client_tls_context(ca_bundle: str = "") -> ssl.SSLContext:
 class LibraryResponse:
     """An aiohttp response behind the interface of ``UpstreamResponse`` (``gateway.transport.UpstreamAnswer``)."""
 
-    __slots__ = ("_response", "content_type", "status")
+    __slots__ = ("_response", "content_type", "inference_header", "status")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
         self.content_type = response.content_type.lower()
+        self.inference_header = response.headers.get(INFERENCE_HEADER_CONTENT_LENGTH, "").strip()
 
     async def read(self) -> bytes:
         try:
@@ -117,21 +126,24 @@ class LibraryTransport(UpstreamTransport):
         request_id: str,
         connect_timeout_s: float,
         bearer: str = "",
+        head: RequestHead = JSON_POST,
     ) -> LibraryResponse:
         """POST ``body`` (JSON) to ``path`` at ``destination``; returns once the response headers arrived."""
         host = destination.connect_host
         authority = f"[{host}]" if ":" in host else host
         url = URL(f"{destination.scheme}://{authority}:{destination.port}{path}", encoded=True)
-        headers = {"Host": destination.authority, "Content-Type": "application/json", "x-request-id": request_id}
+        headers = {"Host": destination.authority, "Content-Type": head.content_type, "x-request-id": request_id}
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
+        if head.inference_header:
+            headers[INFERENCE_HEADER_CONTENT_LENGTH] = head.inference_header
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_connect=connect_timeout_s)
         # The URL names the checked address of a pinned destination: the certificate must still match its host.
         pinned_tls = destination.pinned and destination.scheme == "https"
         options: dict[str, Any] = {"server_hostname": destination.host} if pinned_tls else {}
         try:
-            response = await self._client().post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, **options
+            response = await self._client().request(
+                head.method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False, **options
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise UpstreamConnectError(exc) from None

@@ -36,6 +36,8 @@ class UsageRecord:
     latency_ms: float
     ttft_ms: float | None
     batch_id: str = ""  # the batch a line belongs to; empty for interactive requests
+    inferences: int = 0  # v2: the inferences a success answered
+    images: int = 0  # image generation: the images a success answered
 
     def flat_fields(self) -> tuple[str | int | float, ...]:
         """The event as XADD arguments (name, value, ...), stamped with the time now."""
@@ -52,6 +54,8 @@ class UsageRecord:
             latency_ms=self.latency_ms,
             ttft_ms=self.ttft_ms,
             batch_id=self.batch_id,
+            inferences=self.inferences,
+            images=self.images,
         )
 
     def fields(self) -> dict[str, str | int | float]:

@@ -32,6 +32,14 @@ from gateway.errors import GatewayError, invalid_request
 CHAT = "chat"
 COMPLETIONS = "completions"
 EMBEDDINGS = "embeddings"
+IMAGES = "images"
+# The Open Inference Protocol's model routes (``gateway.v2_body``): infer, and the model's metadata.
+V2_INFER = "v2_infer"
+V2_METADATA = "v2_metadata"
+
+IMAGE_FORMATS = ("b64_json",)  # "url" would need the gateway to keep files: refused with a clear error
+MAX_IMAGE_PROMPT_CHARS = 32_000
+MAX_IMAGE_SIDE = 4096
 
 
 @dataclass(slots=True)
@@ -44,6 +52,13 @@ class ParsedRequest:
     prompt_estimate: int
     max_tokens: int  # completion tokens reserved in all: choice_limit x sequences x prompts (0 for embeddings)
     choice_limit: int = 0  # completion tokens one sequence may have; written into the upstream body
+    # Images asked (images) or inferences asked, the batch dimension (v2 infer): what a success is metered in.
+    units: int = 0
+    # v2: the body as the client sent it (it goes upstream unchanged), the path after the model's name
+    # ("/versions/<v>" and/or "/infer"), and the checked length of the JSON header before binary tensors ("" none).
+    raw: bytes = b""
+    v2_path: str = ""
+    inference_header: str = ""
 
 
 def _missing(param: str) -> GatewayError:
@@ -71,7 +86,8 @@ def _bounded_int(payload: dict[str, Any], name: str, cap: int) -> int | None:
     return value
 
 
-def _load(body: bytes) -> Any:
+def load_json(body: bytes) -> Any:
+    """The parsed body; 400 ``invalid_json`` or ``nesting_too_deep`` for one that does not parse or nests too deep."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -85,7 +101,7 @@ def _load(body: bytes) -> Any:
 
 
 def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedRequest:
-    payload = _load(body)
+    payload = load_json(body)
     if not isinstance(payload, dict):
         raise invalid_request("The request body must be a JSON object.", None, "invalid_json")
     model = payload.get("model")
@@ -95,6 +111,8 @@ def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedReques
         raise _invalid("model", "'model' must be a non-empty string.")
     prompt_estimate = len(body)
 
+    if kind == IMAGES:
+        return _images(payload, model, config)
     if kind == EMBEDDINGS:
         inputs = payload.get("input")
         if inputs is None:
@@ -141,3 +159,36 @@ def parse_request(kind: str, body: bytes, config: GatewayConfig) -> ParsedReques
         choice_limit * sequences * prompts,
         choice_limit,
     )
+
+
+def _images(payload: dict[str, Any], model: str, config: GatewayConfig) -> ParsedRequest:
+    """An image generation: ``prompt``, ``n``, ``size`` and ``response_format`` checked; no tokens to reserve."""
+    prompt = payload.get("prompt")
+    if prompt is None:
+        raise _missing("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _invalid("prompt", "'prompt' must be a non-empty string.")
+    if len(prompt) > MAX_IMAGE_PROMPT_CHARS:
+        raise _invalid("prompt", f"'prompt' is longer than {MAX_IMAGE_PROMPT_CHARS} characters.")
+    n = _bounded_int(payload, "n", config.n_cap) or 1
+    size = payload.get("size")
+    if size is not None and size != "auto" and not _image_size(size):
+        raise _invalid("size", f"'size' must be 'auto' or '<width>x<height>', each 1 to {MAX_IMAGE_SIDE}.")
+    response_format = payload.get("response_format")
+    if response_format is not None and response_format not in IMAGE_FORMATS:
+        raise _invalid(
+            "response_format",
+            "'response_format' must be 'b64_json': this gateway returns images in the response, never as URLs.",
+        )
+    if payload.get("stream") is True:
+        raise _invalid("stream", "Streaming image generation is not supported: 'stream' must be false.")
+    # The answer carries the images themselves; the upstream is asked for that whatever it would default to.
+    payload["response_format"] = "b64_json"
+    return ParsedRequest(IMAGES, payload, model, False, False, 0, 0, units=n)
+
+
+def _image_size(size: object) -> bool:
+    if not isinstance(size, str) or len(size) > 16 or not size.isascii():
+        return False
+    sides = size.split("x")
+    return len(sides) == 2 and all(side.isdigit() and 0 < int(side) <= MAX_IMAGE_SIDE for side in sides)

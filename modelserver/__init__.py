@@ -1,4 +1,5 @@
-"""Frontdoor's built-in OpenAI-compatible model server (a simulator, plus optional real MiniLM embeddings).
+"""Frontdoor's built-in model server: OpenAI-compatible (a simulator, optional real MiniLM embeddings, generated
+images) or, with ``--protocol v2``, the Open Inference Protocol serving a small matrix-factorisation ranker.
 
 Start it with ``python -m modelserver``; embed it with :func:`modelserver.app.create_app`.
 """

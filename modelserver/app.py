@@ -8,12 +8,15 @@ import logging
 import time
 from typing import Any
 
+from controlplane.contracts.protocols import V2
 from modelserver.asgi import (
+    BodyTooLarge,
     ClientGone,
     HttpError,
     Receive,
     Scope,
     Send,
+    V2Error,
     read_body,
     send_bytes,
     send_error,
@@ -24,9 +27,13 @@ from modelserver.embedders import Embedder, MiniLMEmbedder, SimEmbedder
 from modelserver.embeddings import EmbeddingsService
 from modelserver.faults import Faults
 from modelserver.generation import GenerationService
+from modelserver.images import ImagesService
 from modelserver.metrics import Metrics
 from modelserver.payloads import parse_chat_request, parse_completion_request, parse_json_object
+from modelserver.ranker import build_ranker
 from modelserver.scheduler import SequenceScheduler
+from modelserver.v2 import V2Service
+from modelserver.v2_model import RankerModel
 
 logger = logging.getLogger("modelserver")
 
@@ -36,13 +43,21 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/chat/completions": ("POST",),
     "/v1/completions": ("POST",),
     "/v1/embeddings": ("POST",),
+    "/v1/images/generations": ("POST",),
     "/v1/models": ("GET",),
     "/health": ("GET",),
     "/metrics": ("GET",),
     "/admin/faults": ("GET", "POST"),
 }
+# Answered in both modes; in v2 mode every other path belongs to the Open Inference Protocol's routes.
+OPERATIONAL_ROUTES = frozenset({"/health", "/metrics", "/admin/faults"})
 MODELS_PREFIX = "/v1/models/"
-ENDPOINT_NAMES = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+ENDPOINT_NAMES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/generations": "images",
+}
 
 
 def _make_embedder(config: ModelServerConfig) -> Embedder:
@@ -52,7 +67,7 @@ def _make_embedder(config: ModelServerConfig) -> Embedder:
 
 
 class ModelServerApp:
-    """Routes requests to the generation and embeddings services and answers the operational endpoints."""
+    """Routes requests to the services of its protocol and answers the operational endpoints."""
 
     def __init__(self, config: ModelServerConfig) -> None:
         config.validate()
@@ -63,10 +78,17 @@ class ModelServerApp:
         self.metrics = Metrics(config.model_name, self.scheduler)
         self.embedder = _make_embedder(config)
         # The simulator needs no loading; a real model is loaded in a thread after start, /health says 503 meanwhile.
-        self.embedder_loaded = config.embeddings_model != MINILM_EMBEDDINGS
+        # A v2 server serves no embeddings, so it loads none.
+        self.embedder_loaded = config.embeddings_model != MINILM_EMBEDDINGS or config.protocol == V2
         self._load_task: asyncio.Future[None] | None = None
         self.generation = GenerationService(config, self.faults, self.scheduler, self.metrics)
         self.embeddings = EmbeddingsService(self.embedder, self.faults, self.scheduler, self.metrics)
+        self.images = ImagesService(self.faults, self.scheduler, self.metrics)
+        self.v2: V2Service | None = None
+        if config.protocol == V2:
+            # Trained here, before the server listens: a fraction of a second, the same factors every start.
+            model = RankerModel(config.model_name, build_ranker())
+            self.v2 = V2Service(model, self.faults, self.scheduler, self.metrics, self.ready, MAX_BODY_BYTES)
 
     def ready(self) -> bool:
         return self.embedder_loaded and self.faults.ready()
@@ -118,6 +140,8 @@ class ModelServerApp:
                 if endpoint is not None:
                     self.metrics.count_request(endpoint, error.status)
                 await send_error(send, error)
+            except V2Error as error:  # the v2 service counts its own
+                await send_error(send, error)
             except ClientGone:
                 self.metrics.cancelled += 1
         elif scope["type"] == "lifespan":
@@ -128,6 +152,9 @@ class ModelServerApp:
         if len(path) > 1:
             path = path.rstrip("/")
         method: str = scope["method"]
+        if self.v2 is not None and path not in OPERATIONAL_ROUTES:
+            await self.v2.serve(scope, path, method, receive, send)
+            return
         methods = ROUTES.get(path)
         if methods is None:
             if path.startswith(MODELS_PREFIX) and method == "GET":
@@ -148,6 +175,9 @@ class ModelServerApp:
         elif path == "/v1/embeddings":
             payload = await self._inference_payload(receive)
             await self.embeddings.serve(payload, receive, send)
+        elif path == "/v1/images/generations":
+            payload = await self._inference_payload(receive)
+            await self.images.serve(payload, receive, send)
         elif path == "/v1/models":
             await send_json(send, 200, {"object": "list", "data": [self._model_card(m) for m in self._served()]})
         elif path == "/health":
@@ -167,10 +197,10 @@ class ModelServerApp:
             await send_json(send, 200, self.faults.as_dict())
 
     async def _body(self, receive: Receive) -> bytes:
-        body = await read_body(receive)
-        if len(body) > MAX_BODY_BYTES:
-            raise HttpError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", "request_too_large")
-        return body
+        try:
+            return await read_body(receive, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            raise HttpError(413, str(exc), "request_too_large") from exc
 
     async def _inference_payload(self, receive: Receive) -> dict[str, Any]:
         payload = parse_json_object(await self._body(receive))

@@ -1,4 +1,4 @@
-"""Small ASGI helpers: reading the body, sending JSON, OpenAI-shaped errors and server-sent events."""
+"""Small ASGI helpers: reading the body, sending JSON, errors in OpenAI's and in v2's shape, server-sent events."""
 
 from __future__ import annotations
 
@@ -50,17 +50,43 @@ class HttpError(Exception):
         }
 
 
+class V2Error(Exception):
+    """An error answered in the Open Inference Protocol's shape: ``{"error": "<message>"}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+
 class ClientGone(Exception):
     """The client disconnected before the body was read."""
 
 
-async def read_body(receive: Receive) -> bytes:
+class BodyTooLarge(Exception):
+    """The body grew past the reader's limit; the rest of it was not read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than {limit} bytes.")
+        self.limit = limit
+
+
+async def read_body(receive: Receive, limit: int | None = None) -> bytes:
+    """The whole body; past ``limit`` bytes it stops reading and raises :class:`BodyTooLarge`."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
@@ -80,7 +106,7 @@ async def send_json(send: Send, status: int, payload: Any) -> None:
     await send_bytes(send, status, orjson.dumps(payload))
 
 
-async def send_error(send: Send, error: HttpError) -> None:
+async def send_error(send: Send, error: HttpError | V2Error) -> None:
     await send_json(send, error.status, error.body())
 
 

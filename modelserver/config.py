@@ -7,10 +7,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from controlplane.contracts.protocols import BUILTIN_PROTOCOL_FLAG, OPENAI, PROTOCOLS, V2
+
 SIM_EMBEDDINGS = "sim"
 MINILM_EMBEDDINGS = "minilm"
 MINILM_MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDINGS_KINDS = (SIM_EMBEDDINGS, MINILM_EMBEDDINGS)
+DEFAULT_MODEL_NAMES = {OPENAI: "frontdoor/sim-chat", V2: "frontdoor-ranker"}
 
 
 class ConfigError(ValueError):
@@ -40,7 +43,9 @@ class ModelServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 9000
-    model_name: str = "frontdoor/sim-chat"
+    # "openai" (chat, completions, embeddings, images) or "v2" (the Open Inference Protocol, one ranking model).
+    protocol: str = OPENAI
+    model_name: str = ""  # empty: "frontdoor/sim-chat" for openai, "frontdoor-ranker" for v2
     embeddings_model: str = SIM_EMBEDDINGS  # "sim" or "minilm"
     embeddings_model_name: str = ""  # empty: "frontdoor/sim-embed" for sim, "all-MiniLM-L6-v2" for minilm
     embedding_dim: int = 384  # simulator only; MiniLM is always 384
@@ -54,12 +59,16 @@ class ModelServerConfig:
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
+        if not self.model_name:
+            self.model_name = DEFAULT_MODEL_NAMES.get(self.protocol, DEFAULT_MODEL_NAMES[OPENAI])
         if not self.embeddings_model_name:
             self.embeddings_model_name = (
                 MINILM_MODEL_NAME if self.embeddings_model == MINILM_EMBEDDINGS else "frontdoor/sim-embed"
             )
 
     def validate(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}")
         if self.embeddings_model not in EMBEDDINGS_KINDS:
             raise ConfigError(f"embeddings_model must be one of {', '.join(EMBEDDINGS_KINDS)}")
         if self.embedding_dim < 1:
@@ -95,9 +104,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default=default("HOST", base.host))
     p.add_argument("--port", type=int, default=default("PORT", base.port))
-    p.add_argument(
-        "--model-name", "--served-model-name", dest="model_name", default=default("MODEL_NAME", base.model_name)
-    )
+    p.add_argument(BUILTIN_PROTOCOL_FLAG, choices=PROTOCOLS, default=default("PROTOCOL", base.protocol))
+    p.add_argument("--model-name", "--served-model-name", dest="model_name", default=default("MODEL_NAME", ""))
     p.add_argument(
         "--embeddings-model", choices=EMBEDDINGS_KINDS, default=default("EMBEDDINGS_MODEL", base.embeddings_model)
     )
@@ -108,9 +116,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=int, default=default("MAX_NUM_SEQS", base.max_num_seqs))
     p.add_argument("--default-max-tokens", type=int, default=default("DEFAULT_MAX_TOKENS", base.default_max_tokens))
     p.add_argument("--log-level", default=default("LOG_LEVEL", base.log_level))
-    p.add_argument(
-        "--graceful-shutdown-s", type=int, default=default("GRACEFUL_SHUTDOWN_S", base.graceful_shutdown_s)
-    )
+    p.add_argument("--graceful-shutdown-s", type=int, default=default("GRACEFUL_SHUTDOWN_S", base.graceful_shutdown_s))
     faults = FaultSettings()
     p.add_argument("--error-rate", type=float, default=default("ERROR_RATE", faults.error_rate))
     p.add_argument("--stall-ms", type=int, default=default("STALL_MS", faults.stall_ms))
@@ -129,6 +135,7 @@ def config_from_args(argv: Sequence[str] | None = None, environ: Mapping[str, st
     config = ModelServerConfig(
         host=args.host,
         port=args.port,
+        protocol=args.protocol,
         model_name=args.model_name,
         embeddings_model=args.embeddings_model,
         embeddings_model_name=args.embeddings_model_name,

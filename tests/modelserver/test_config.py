@@ -28,6 +28,21 @@ def test_it_lets_flags_win_over_the_environment() -> None:
     assert config.ttft_ms == 5.0
 
 
+def test_it_speaks_openai_unless_told_otherwise() -> None:
+    assert config_from_args([], environ={}).protocol == "openai"
+
+
+def test_it_takes_the_protocol_from_the_flag_or_the_environment() -> None:
+    assert config_from_args(["--protocol", "v2"], environ={}).protocol == "v2"
+    assert config_from_args([], environ={"MODELSERVER_PROTOCOL": "v2"}).protocol == "v2"
+    assert config_from_args(["--protocol", "openai"], environ={"MODELSERVER_PROTOCOL": "v2"}).protocol == "openai"
+
+
+def test_it_names_the_model_after_the_protocol_unless_named() -> None:
+    assert config_from_args(["--protocol", "v2"], environ={}).model_name == "frontdoor-ranker"
+    assert config_from_args(["--protocol", "v2", "--model-name", "acme/recs"], environ={}).model_name == "acme/recs"
+
+
 def test_it_names_minilm_after_the_model() -> None:
     config = config_from_args(["--embeddings-model", "minilm"], environ={})
     assert config.embeddings_model_name == "all-MiniLM-L6-v2"
@@ -40,6 +55,8 @@ def test_it_names_minilm_after_the_model() -> None:
         (["--max-num-seqs", "0"], {}),
         ([], {"MODELSERVER_PORT": "not-a-port"}),
         ([], {"MODELSERVER_EMBEDDINGS_MODEL": "bert"}),
+        (["--protocol", "grpc"], {}),
+        ([], {"MODELSERVER_PROTOCOL": "v3"}),
     ],
 )
 def test_it_refuses_bad_values(argv: list[str], environ: dict[str, str]) -> None:

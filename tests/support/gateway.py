@@ -195,6 +195,8 @@ class World:
         state: str = "running",
         runtime: str = "builtin",
         min_replicas: int = 0,
+        protocol: str | None = None,
+        image_generation: bool = False,
     ) -> dict[str, Any]:
         dep_id = next(self._ids)
         if revisions is None:
@@ -213,6 +215,10 @@ class World:
             "created": 1764201600,
             "revisions": revisions,
         }
+        if protocol is not None:
+            doc["protocol"] = protocol
+        if image_generation:
+            doc["image_generation"] = True
         self.deployments[deployment_key(tenant, name)] = doc
         return doc
 
