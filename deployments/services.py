@@ -25,10 +25,12 @@ from django.db import transaction
 from controlplane.access import Principal
 from controlplane.audit import diff_fields, record_audit
 from controlplane.contracts.addresses import AddressRefused, split_url
+from controlplane.contracts.protocols import default_protocol, protocol_refusal
 from controlplane.contracts.replica_env import args_errors, env_errors
 from controlplane.domain_errors import Deleting, Invalid
 from deployments import network
 from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
+from deployments.models.deployment import spec_protocol
 from deployments.reconcile.enqueue import enqueue_reconcile
 from deployments.secrets import secret_reference_errors
 from deployments.sizing import SIZING_FIELDS
@@ -46,6 +48,8 @@ WRITABLE_FIELDS = (
     "secret_env",
     "upstream_key_secret",
     "endpoints",
+    "protocol",
+    "image_generation",
     "gpu_type",
     "gpu_count",
     "min_replicas",
@@ -67,6 +71,9 @@ _SLO_FIELDS = frozenset({"slo_p95_latency_ms", "slo_error_rate"})
 _CAPACITY_FIELDS = frozenset({"runtime", "gpu_type", "gpu_count", "max_replicas", "desired_state", *SIZING_FIELDS})
 # Fields whose change means the endpoints must pass the address policy again (a name is resolved then).
 _ENDPOINT_FIELDS = frozenset({"endpoints", "runtime"})
+# Why a revision of another protocol than its deployment's never takes traffic: the gateway routes a deployment's
+# requests by the deployment's protocol, to every revision that has weight.
+_ONE_PROTOCOL = "a deployment is routed by one protocol, so a revision that changes it takes all traffic"
 
 
 def validate_deployment(deployment: ModelDeployment, changed: Collection[str] | None = None) -> None:
@@ -225,6 +232,8 @@ def create_deployment(
         raise Invalid({name: ["this field cannot be set"] for name in sorted(unknown)})
     lock_quota(tenant)  # first, so concurrent creates of one tenant are admitted one at a time
     deployment = ModelDeployment(tenant=tenant, **data)
+    if "protocol" not in data:
+        deployment.protocol = default_protocol(deployment.runtime)
     deployment.created_by_id = actor.user_id if actor is not None else None
     validate_deployment(deployment)
     _check_name_free(tenant, deployment.name)
@@ -271,12 +280,15 @@ def update_deployment(
     if current.desired_state == ModelDeployment.DesiredState.DELETING:
         raise Deleting()
     stored = copy.copy(current)
-    changes = diff_fields(current, {name: value for name, value in data.items() if name != "name"})
+    wanted = _with_followed_protocol(current, {name: value for name, value in data.items() if name != "name"})
+    changes = diff_fields(current, wanted)
     if not changes:
         return current
     for name in changes:
-        setattr(current, name, data[name])
+        setattr(current, name, wanted[name])
     validate_deployment(current, changes)
+    if "protocol" in changes and canary_weight is not None and canary_weight < 100:
+        raise Invalid({"rollout": [_ONE_PROTOCOL]})
     if _CAPACITY_FIELDS & set(changes):
         _admit(current, replacing=stored)
     current.desired_replicas = _clamp_desired(current, current.desired_replicas)
@@ -290,6 +302,17 @@ def update_deployment(
     if set(changes) - _SLO_FIELDS:
         enqueue_reconcile(current.pk)
     return current
+
+
+def _with_followed_protocol(deployment: ModelDeployment, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data``, with the protocol of the new runtime when it changes the runtime, names no protocol and the current
+    one is not allowed any more (triton speaks v2 only, vLLM and TGI OpenAI only). Only a runtime that speaks one
+    protocol refuses the current one, so the protocol that follows is never a guess."""
+    wanted = dict(data)
+    runtime = wanted.get("runtime", deployment.runtime)
+    if "protocol" not in wanted and runtime != deployment.runtime and protocol_refusal(runtime, deployment.protocol):
+        wanted["protocol"] = default_protocol(runtime)
+    return wanted
 
 
 def _set_weight(revision: Revision, weight: int) -> None:
@@ -362,6 +385,11 @@ def set_traffic(
     revisions = {r.number: r for r in Revision.unscoped_objects.filter(deployment=current)}
     problems = [f"there is no revision r{number}" for number in sorted(set(weights) - set(revisions))]
     problems += [f"r{n}: weight {w} is not between 0 and 100" for n, w in sorted(weights.items()) if not 0 <= w <= 100]
+    problems += [
+        f"r{n} serves {spec_protocol(revisions[n].spec)!r}, the deployment speaks {current.protocol!r}: {_ONE_PROTOCOL}"
+        for n, w in sorted(weights.items())
+        if w > 0 and n in revisions and spec_protocol(revisions[n].spec) != current.protocol
+    ]
     if not problems and sum(weights.values()) != 100:
         problems.append(f"weights must sum to 100, not {sum(weights.values())}")
     if problems:

@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 
 from controlplane.contracts.localagent import DesiredDeployment, DesiredRevision, secret_env_context
+from controlplane.contracts.protocols import builtin_mode_args
 from controlplane.contracts.replica_env import ENV_NAME, RESERVED_FLAGS, args_errors, env_refusal, template_flags
 from controlplane.contracts.sealing import Sealer, SealError
 from localagent.config import TEMPLATE_RUNTIMES, AgentConfig
@@ -68,7 +69,7 @@ def build_argv(
         model = revision.model or "frontdoor/sim-chat"
         # -P: the replica's own (writable) working directory never lands on sys.path.
         base = [builtin.python, "-P", "-m", "modelserver", "--host", config.host, "--port", str(port)]
-        return [*base, "--model-name", model, *args]
+        return [*base, "--model-name", model, *builtin_mode_args(revision.spec), *args]
     if runtime in TEMPLATE_RUNTIMES:
         template = config.commands.get(runtime)
         if not template:

@@ -67,6 +67,8 @@ say "seeding the demo tenant"
   { cat var/seed.log >&2; die "seeding the demo tenant failed (log above)"; }
 API_KEY="$(python -c "import json; print(json.load(open('var/demo.json'))['api_key'])")"
 MODEL="$(python -c "import json; print(json.load(open('var/demo.json'))['model'])")"
+V2_MODEL="$(python -c "import json; print(json.load(open('var/demo.json'))['v2_model'])")"
+IMAGE_MODEL="$(python -c "import json; print(json.load(open('var/demo.json'))['image_model'] or '')")"
 
 HONCHO_PID=""
 cleanup() {
@@ -117,6 +119,34 @@ $(say "Frontdoor is running")
 
   A batch through the Batch API with the official openai client (upload, create, wait, read the output):
   .venv/bin/python scripts/batch_example.py --base-url http://127.0.0.1:${GATEWAY_PORT}/v1 --api-key ${API_KEY} --model ${MODEL}
+
+  The Open Inference Protocol (v2): ${V2_MODEL} scores (user, item) pairs (output "score", FP32):
+  curl http://127.0.0.1:${GATEWAY_PORT}/v2/models/${V2_MODEL}/infer \\
+    -H "Authorization: Bearer ${API_KEY}" -H "Content-Type: application/json" \\
+    -d '{"inputs":[{"name":"user_id","shape":[2],"datatype":"INT64","data":[1,2]},{"name":"item_id","shape":[2],"datatype":"INT64","data":[10,20]}]}'
+
+  The same with the official Triton client (pip install 'tritonclient[http]'), in Python:
+  import numpy as np
+  import tritonclient.http as httpclient
+  client = httpclient.InferenceServerClient("127.0.0.1:${GATEWAY_PORT}")
+  users, items = httpclient.InferInput("user_id", [2], "INT64"), httpclient.InferInput("item_id", [2], "INT64")
+  users.set_data_from_numpy(np.array([1, 2], dtype=np.int64))
+  items.set_data_from_numpy(np.array([10, 20], dtype=np.int64))
+  result = client.infer("${V2_MODEL}", [users, items], headers={"Authorization": "Bearer ${API_KEY}"})
+  print(result.as_numpy("score"))
+EOF
+if [ -n "$IMAGE_MODEL" ]; then
+  cat <<EOF
+
+  Images from ${IMAGE_MODEL} with the official openai client, in Python:
+  import base64
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:${GATEWAY_PORT}/v1", api_key="${API_KEY}")
+  image = client.images.generate(model="${IMAGE_MODEL}", prompt="a lighthouse at dusk", size="256x256", response_format="b64_json")
+  open("lighthouse.png", "wb").write(base64.b64decode(image.data[0].b64_json))
+EOF
+fi
+cat <<EOF
 
   Ctrl-C stops everything.
 EOF

@@ -10,6 +10,8 @@ Django-free.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 OPENAI = "openai"
 V2 = "v2"
 PROTOCOLS = (OPENAI, V2)
@@ -63,3 +65,11 @@ def protocol_refusal(runtime: str, protocol: str) -> str:
     if protocol not in allowed:
         return f"runtime {runtime!r} speaks {' or '.join(allowed)}, not {protocol!r}"
     return ""
+
+
+def builtin_mode_args(spec: Mapping[str, object]) -> list[str]:
+    """The built-in server's mode flag for a revision's frozen spec: none for OpenAI, its default mode, so a replica
+    of a revision made before protocols existed starts exactly as it did. The spec carries ``protocol`` only when it
+    is not the runtime's default."""
+    protocol = str(spec.get("protocol") or default_protocol(str(spec.get("runtime") or "builtin")))
+    return [] if protocol == OPENAI else [BUILTIN_PROTOCOL_FLAG, protocol]

@@ -122,6 +122,7 @@ RESERVED_FLAGS = (
     "--metrics-port",
     "--model-repository",
     "--root-path",
+    "--protocol",  # the built-in server's mode: the deployment's protocol, which the gateway routes by
 )
 # Flags that make a runtime import code chosen by the tenant (vLLM, TGI, Triton); refused on the local backend.
 CODE_LOADING_FLAGS = (

@@ -38,6 +38,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from controlplane.contracts import snapshot as contract
+from controlplane.contracts.protocols import OPENAI
 from controlplane.contracts.redis_names import CONFIG_NOTIFY
 from controlplane.contracts.sealing import SealError
 from controlplane.contracts.snapshot import (
@@ -95,6 +96,9 @@ PROJECTED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "startup_timeout_s",
         # The batch gate: how many requests a replica takes before the autoscaler would add one.
         "target_concurrency",
+        # Which routes reach the deployment: the protocol's, and /v1/images/generations.
+        "protocol",
+        "image_generation",
     ),
     Revision: ("id", "deployment", "number", "weight", "endpoints", "spec"),
 }
@@ -203,6 +207,13 @@ def _tenants_section(tenant_ids: Collection[int] | None) -> dict[int, tuple[str,
     return tenants
 
 
+def upstream_model(runtime: str, name: str, model: str) -> str:
+    """The model id the gateway sends the replicas. Triton's ``model`` is where its model repository is; the model
+    in it answers under the deployment's own name (``/v2/models/<name>/infer``, KServe's convention: the
+    repository's model folder is named so)."""
+    return name if runtime == Runtime.TRITON else model
+
+
 def cold_hold_s(runtime: str, chosen: int | None, gpus: int, startup_timeout_s: int | None) -> int | None:
     """How long the gateway holds a request for the deployment while no replica is up: the deployment's own
     ``cold_start_timeout_s``; else, on Kubernetes, its startup window (a GPU node, the image and the weights take
@@ -244,12 +255,12 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
     keyed: list[tuple[DeploymentDoc, int, str]] = []  # external deployments with an upstream key: (doc, tenant, secret)
     for row in rows:
         pk, tenant, name, model, runtime, state, min_r, max_r, max_c, timeout_s, created, endpoints, key = row[:13]
-        cold_start, gpu_type, gpu_count, startup, target, tid = row[13:]
+        cold_start, gpu_type, gpu_count, startup, target, protocol, images, tid = row[13:]
         doc: DeploymentDoc = {
             "id": pk,
             "tenant": tenant,
             "name": name,
-            "model": model,
+            "model": upstream_model(runtime, name, model),
             "runtime": runtime,
             "state": state,
             "min_replicas": min_r,
@@ -263,6 +274,12 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
             doc["cold_hold_s"] = hold
         if runtime != Runtime.EXTERNAL:  # an external endpoint's capacity is its own: no gate
             doc["batch_per_replica"], doc["batch_replicas"] = batch_gate(target, max_r)
+        # Only when they differ from what their absence means, so the documents of deployments that never set them
+        # keep their bytes.
+        if protocol != OPENAI:
+            doc["protocol"] = protocol
+        if images:
+            doc["image_generation"] = True
         deployments.setdefault(tid, {})[contract.deployment_key(tenant, name)] = doc
         by_id[pk] = doc
         if runtime == Runtime.EXTERNAL:
@@ -291,7 +308,8 @@ def _deployments_section(tenant_ids: Collection[int] | None) -> dict[int, dict[s
                 "id": pk,
                 "name": f"r{number}",
                 "weight": weight,
-                "model": model or parent["model"],  # what this revision's replicas serve (a canary may differ)
+                # What this revision's replicas serve (a canary may differ); Triton's, the deployment's own name.
+                "model": parent["model"] if parent["runtime"] == Runtime.TRITON else model or parent["model"],
                 "endpoints": urls if urls is not None else _urls(endpoints),
             }
         )

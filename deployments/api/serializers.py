@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from controlplane.validators import DEPLOYMENT_NAME_MAX_LENGTH, DEPLOYMENT_NAME_VALIDATORS
-from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Revision
+from deployments.models import SYSTEM_FIELDS, DeploymentEvent, ModelDeployment, Protocol, Revision
 from deployments.models.deployment import unknown_gpu_type
 from deployments.services import WRITABLE_FIELDS
 from deployments.sizing import BOUNDS
@@ -51,6 +51,15 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean: DRF's BooleanField would also take ``"yes"``, ``"on"`` and ``1``."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
 
 
 def _sizing_field(name: str, help_text: str, integer: bool = False) -> serializers.Field:
@@ -100,6 +109,18 @@ class DeploymentSerializer(serializers.ModelSerializer):
     )
     endpoints = serializers.ListField(
         child=serializers.CharField(max_length=500), max_length=32, required=False, help_text="runtime 'external' only"
+    )
+    # Left out on create: the runtime's default; left out on a PATCH that changes the runtime: the new runtime's when
+    # it cannot speak the current one (``deployments.services``).
+    protocol = serializers.ChoiceField(
+        choices=Protocol.choices,
+        required=False,
+        help_text="the API the replicas speak: 'openai', or 'v2' (the Open Inference Protocol, "
+        "/v2/models/{name}/infer); default: the runtime's (triton speaks v2 only, vllm and tgi openai only)",
+    )
+    image_generation = StrictBooleanField(
+        required=False,
+        help_text="the replicas serve /v1/images/generations: protocol 'openai' and runtime builtin or external only",
     )
     gpu_type = serializers.CharField(max_length=32, allow_blank=True, required=False)
     # Null (or left out on create): the default for the runtime and GPU count, shown in ``sizing``.

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.contracts.protocols import builtin_mode_args
 from deployments.backends.base import DeploymentSpec, RevisionSpec, TenantSpec
 from deployments.backends.drain_hook import drain_command
 from deployments.backends.manifests_common import (
@@ -151,7 +152,9 @@ def container_args(runtime: str, rspec: Mapping[str, Any], request_timeout_s: in
             f"--exit-timeout-secs={request_timeout_s}",
             *extra,
         ]
-    return ["--model", model, "--host", "0.0.0.0", "--port", port, *extra]
+    # The built-in server's own flags: it takes no abbreviations (``--model`` would stop it at start). Its mode only
+    # when not OpenAI, its default.
+    return ["--model-name", model, "--host", "0.0.0.0", "--port", port, *builtin_mode_args(rspec), *extra]
 
 
 def container_env(profile: RuntimeProfile, rspec: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 
 from controlplane.console import show_refusal
 from controlplane.domain_errors import DomainError, QuotaExceeded
-from deployments.models import Runtime, TenantSecret
+from deployments.models import Protocol, Runtime, TenantSecret
 from deployments.models.secret import SECRET_NAME_MAX_LENGTH, SECRET_NAME_VALIDATOR
 from deployments.sizing import BOUNDS, SIZING_FIELDS, Sizing, default_sizing
 from tenants.models import Tenant
@@ -105,6 +105,18 @@ class DeploymentForm(forms.Form):
 
     name = forms.CharField(max_length=40, help_text="lowercase letters, digits and '-'; clients send it as `model`")
     runtime = forms.ChoiceField(choices=Runtime.choices, initial=Runtime.BUILTIN)
+    # Blank: the runtime's default, as when the REST API is not told one.
+    protocol = forms.ChoiceField(
+        choices=[("", "the runtime's default"), *Protocol.choices],
+        required=False,
+        help_text="what clients call: OpenAI (/v1/chat/completions, embeddings …) or v2 (/v2/models/{name}/infer);"
+        " triton speaks v2 only, vllm and tgi OpenAI only",
+    )
+    image_generation = forms.BooleanField(
+        required=False,
+        label="Serves image generation",
+        help_text="the gateway routes /v1/images/generations here; protocol OpenAI, runtime builtin or external only",
+    )
     model = forms.CharField(max_length=200, help_text="model id the replicas serve, e.g. frontdoor/sim-chat")
     image = forms.CharField(max_length=300, required=False, help_text="empty = the runtime's default image")
     secret_env = _secret_env_field()
@@ -146,6 +158,8 @@ class DeploymentForm(forms.Form):
         data["endpoints"] = [line.strip() for line in data.get("endpoints", "").splitlines() if line.strip()]
         data["gpu_type"] = data.get("gpu_type") or ""
         data["upstream_key_secret"] = data.get("upstream_key_secret") or ""
+        if not data.get("protocol"):
+            data.pop("protocol", None)  # the service gives the runtime's default
         return data
 
 

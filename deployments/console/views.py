@@ -5,6 +5,7 @@ calls); errors they raise are shown on the form field they concern, with the inp
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -35,7 +36,7 @@ from deployments.console.forms import (
     ScaleForm,
     show_service_errors,
 )
-from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout, Runtime
+from deployments.models import DeploymentEvent, ModelDeployment, Protocol, Revision, Rollout, Runtime
 from deployments.reconcile.engine import desired_spec
 from tenants.models import Role
 
@@ -60,6 +61,34 @@ def sizing_rows(deployment: ModelDeployment) -> list[tuple[str, str, bool]]:
             ("startup_timeout_s", "Startup window", " s"),
         )
     ]
+
+
+# The built-in server's v2 model scores (user, item) pairs; another v2 model's inputs are its own (its metadata,
+# ``GET /v2/models/<name>``, lists them), so its example shows the shape of a request only.
+_BUILTIN_V2_INPUTS = [
+    {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+    {"name": "item_id", "shape": [2], "datatype": "INT64", "data": [10, 20]},
+]
+_GENERIC_V2_INPUTS = [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0]}]
+
+
+def call_example(deployment: ModelDeployment) -> dict[str, Any]:
+    """What the detail page's example calls: the gateway, and the route and body of the deployment's protocol."""
+    gateway = settings.FRONTDOOR_GATEWAY_URL.rstrip("/")
+    if deployment.protocol == Protocol.V2:
+        inputs = _BUILTIN_V2_INPUTS if deployment.runtime == Runtime.BUILTIN else _GENERIC_V2_INPUTS
+        return {
+            "url": f"{gateway}/v2/models/{deployment.name}/infer",
+            "body": json.dumps({"inputs": inputs}),
+            "inputs_are_the_models": deployment.runtime != Runtime.BUILTIN,
+        }
+    chat = {"model": deployment.name, "messages": [{"role": "user", "content": "Hello!"}]}
+    example: dict[str, Any] = {"url": f"{gateway}/v1/chat/completions", "body": json.dumps(chat)}
+    if deployment.image_generation:
+        image = {"model": deployment.name, "prompt": "a lighthouse at dusk", "size": "256x256"}
+        example["images_url"] = f"{gateway}/v1/images/generations"
+        example["images_body"] = json.dumps({**image, "response_format": "b64_json"})
+    return example
 
 
 # ---------------------------------------------------------------- pages
@@ -202,6 +231,7 @@ class DeploymentMixin(TenantConsoleView):
                 defaults=deployment.sizing_defaults,
             ),
             sizing_rows=sizing_rows(deployment),
+            example=call_example(deployment),
             **rollout_context,
             **extra,
         )

@@ -4,6 +4,7 @@ from deployments.models.deployment import REVISION_SPEC_FIELDS as REVISION_SPEC_
 from deployments.models.deployment import SYSTEM_FIELDS as SYSTEM_FIELDS
 from deployments.models.deployment import DeploymentEvent as DeploymentEvent
 from deployments.models.deployment import ModelDeployment as ModelDeployment
+from deployments.models.deployment import Protocol as Protocol
 from deployments.models.deployment import Revision as Revision
 from deployments.models.deployment import Runtime as Runtime
 from deployments.models.deployment import spec_digest as spec_digest

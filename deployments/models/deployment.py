@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from controlplane.contracts import protocols
+from controlplane.contracts.protocols import PROTOCOLS, default_protocol, protocol_refusal
 from controlplane.scoping import TenantScopedManager
 from controlplane.validators import DEPLOYMENT_NAME_MAX_LENGTH, DEPLOYMENT_NAME_VALIDATORS
 from deployments.sizing import SIZING_FIELDS, Sizing, default_sizing, sizing_for, sizing_refusals
@@ -29,8 +31,12 @@ REVISION_SPEC_FIELDS = (
     "gpu_type",
     "gpu_count",
     *SIZING_FIELDS,
+    # What a builtin replica serves (``python -m modelserver --protocol v2``); absent from a spec at its runtime's
+    # default (``revision_spec``).
+    "protocol",
 )
 # Revision fields left out of the frozen spec at their default, so revisions made before they existed hash alike.
+# ``protocol``'s default depends on the runtime: ``revision_spec`` leaves it out at ``default_protocol(runtime)``.
 _OMITTED_AT_DEFAULT: dict[str, Any] = {**dict.fromkeys(SIZING_FIELDS, None), "secret_env": {}}
 # Fields only the platform writes (reconciler, autoscaler, services); the API and the admin show them read-only.
 SYSTEM_FIELDS = (
@@ -59,6 +65,24 @@ class Runtime(models.TextChoices):
     TRITON = "triton"
     BUILTIN = "builtin"
     EXTERNAL = "external"
+
+
+class Protocol(models.TextChoices):
+    """The API a deployment's replicas speak (``controlplane.contracts.protocols``)."""
+
+    OPENAI = protocols.OPENAI, "OpenAI"
+    V2 = protocols.V2, "Open Inference Protocol (v2)"
+
+
+# The runtimes whose replicas can serve /v1/images/generations. The built-in server makes images in its OpenAI mode,
+# and an external endpoint is whatever server its tenant points at; vLLM and TGI serve text models only, and Triton
+# speaks v2, which has no images route.
+IMAGE_RUNTIMES = frozenset({Runtime.BUILTIN, Runtime.EXTERNAL})
+
+
+def spec_protocol(spec: dict[str, Any]) -> str:
+    """The protocol a revision's frozen spec serves: its own, or its runtime's default when the spec names none."""
+    return str(spec.get("protocol") or default_protocol(str(spec.get("runtime") or Runtime.BUILTIN)))
 
 
 class ModelDeployment(models.Model):
@@ -93,6 +117,19 @@ class ModelDeployment(models.Model):
     # Runtime ``external``: the secret the gateway sends upstream as ``Authorization: Bearer <value>``.
     upstream_key_secret = models.CharField(max_length=63, blank=True)
     endpoints = models.JSONField(default=list, blank=True, help_text="base URLs, for runtime 'external' only")
+    # The front ends name it or get ``default_protocol(runtime)`` (``deployments.services``); the column's default
+    # is the snapshot's reading of an absent protocol.
+    protocol = models.CharField(
+        max_length=8,
+        choices=Protocol.choices,
+        default=Protocol.OPENAI,
+        help_text="the API the replicas speak: openai, or v2 (the Open Inference Protocol); default: the runtime's",
+    )
+    # Routing only (the gateway sends /v1/images/generations here): no new revision, a new snapshot.
+    image_generation = models.BooleanField(
+        default=False,
+        help_text="the replicas serve /v1/images/generations (protocol openai; runtime builtin or external)",
+    )
     gpu_type = models.CharField(max_length=32, blank=True)
     gpu_count = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(16)])
     min_replicas = models.PositiveIntegerField(default=1, validators=[MaxValueValidator(1000)])
@@ -162,6 +199,11 @@ class ModelDeployment(models.Model):
             errors["gpu_type"] = gpu_type_refusal
         if self.runtime == Runtime.EXTERNAL and not self.endpoints:
             errors["endpoints"] = "runtime 'external' needs at least one endpoint URL"
+        # An unknown protocol is the field's own error (not one of its choices); here only the runtime's refusal.
+        if self.protocol in PROTOCOLS and (refusal := protocol_refusal(self.runtime, self.protocol)):
+            errors["protocol"] = refusal
+        if refusal := self.image_generation_refusal():
+            errors["image_generation"] = refusal
         for name, refusal in sizing_refusals(self.runtime, self._sizing_gpu_count(), self.sizing_values()).items():
             # Shared memory left to its default and memory set below it: the field given is the one to change.
             field = "memory_gib" if name == "shm_gib" and self.shm_gib is None else name
@@ -169,19 +211,26 @@ class ModelDeployment(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def image_generation_refusal(self) -> str:
+        """Why this deployment cannot declare ``image_generation`` ("" when it can, or does not)."""
+        if self.image_generation is not True:
+            return ""  # False; a non-boolean fails the field's own validation
+        if self.protocol != Protocol.OPENAI:
+            return f"images are an OpenAI route (/v1/images/generations); protocol {self.protocol!r} has none"
+        if self.runtime not in IMAGE_RUNTIMES:
+            return f"runtime {self.runtime!r} serves no images; image_generation needs runtime builtin or external"
+        return ""
+
     def revision_spec(self) -> dict[str, Any]:
         """The part of the deployment a revision freezes.
 
-        A sizing field left to its default, or no ``secret_env``, is absent rather than null or empty, so revisions
-        made before those fields existed and revisions made since with the defaults freeze the same spec (and hash
-        alike).
+        A sizing field left to its default, no ``secret_env``, or the runtime's own protocol, is absent rather than
+        null, empty or spelled out, so revisions made before those fields existed and revisions made since with the
+        defaults freeze the same spec (and hash alike).
         """
+        omitted = {**_OMITTED_AT_DEFAULT, "protocol": default_protocol(self.runtime)}
         spec = {field: getattr(self, field) for field in REVISION_SPEC_FIELDS}
-        return {
-            field: value
-            for field, value in spec.items()
-            if field not in _OMITTED_AT_DEFAULT or value != _OMITTED_AT_DEFAULT[field]
-        }
+        return {field: value for field, value in spec.items() if field not in omitted or value != omitted[field]}
 
     def sizing_values(self) -> dict[str, Any]:
         """The sizing fields as set (None: the default)."""
