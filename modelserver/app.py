@@ -8,7 +8,6 @@ import logging
 import time
 from typing import Any
 
-from controlplane.contracts.protocols import V2
 from modelserver.asgi import (
     BodyTooLarge,
     ClientGone,
@@ -30,6 +29,7 @@ from modelserver.generation import GenerationService
 from modelserver.images import ImagesService
 from modelserver.metrics import Metrics
 from modelserver.payloads import parse_chat_request, parse_completion_request, parse_json_object
+from modelserver.protocol import V2
 from modelserver.ranker import build_ranker
 from modelserver.scheduler import SequenceScheduler
 from modelserver.v2 import V2Service

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controlplane.contracts.protocols import BUILTIN_PROTOCOL_FLAG, OPENAI, PROTOCOLS, V2
+from modelserver.protocol import BUILTIN_PROTOCOL_FLAG, OPENAI, PROTOCOLS, V2
 
 SIM_EMBEDDINGS = "sim"
 MINILM_EMBEDDINGS = "minilm"

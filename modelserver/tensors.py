@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from controlplane.contracts.protocols import DATATYPES, INFERENCE_HEADER_CONTENT_LENGTH
 from modelserver.asgi import V2Error
+from modelserver.protocol import DATATYPES, INFERENCE_HEADER_CONTENT_LENGTH
 
 MAX_INPUTS = 64
 MAX_OUTPUTS = 64

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
-from controlplane.contracts.protocols import INFERENCE_HEADER_CONTENT_LENGTH
 from modelserver.asgi import (
     BodyTooLarge,
     Receive,
@@ -26,6 +25,7 @@ from modelserver.asgi import (
 )
 from modelserver.faults import Faults
 from modelserver.metrics import Metrics
+from modelserver.protocol import INFERENCE_HEADER_CONTENT_LENGTH
 from modelserver.scheduler import SequenceScheduler
 from modelserver.tensors import InferRequest, encode_response, parse_infer_request
 from modelserver.v2_model import MODEL_VERSION, RankerModel, ScoringBatch
