@@ -293,9 +293,18 @@ def test_canary_weights_split_v2_traffic_by_revision(
         stop(canary.proc)
 
 
+@pytest.fixture(scope="module")
+def patient_gateway(session_tmp: Path, prefix: str, world: World) -> Iterator[Process]:
+    """A gateway that holds for 30 s, so a replica started during the hold is in time on a busy machine."""
+    proc = start_gateway(session_tmp, prefix, FRONTDOOR_GATEWAY_COLD_HOLD_S="30")
+    yield proc
+    stop(proc.proc)
+
+
 def test_a_v2_request_to_a_deployment_at_zero_is_held_until_a_replica_is_ready(
-    gateway: Process, world: World, redis_client: redis.Redis, prefix: str, session_tmp: Path
+    patient_gateway: Process, world: World, redis_client: redis.Redis, prefix: str, session_tmp: Path
 ) -> None:
+    gateway = patient_gateway
     tenant = world.tenant()
     key = world.key(tenant)
     doc = world.deployment(tenant, "sleepy", [], model=UPSTREAM_MODEL, protocol="v2", min_replicas=0)
@@ -306,7 +315,7 @@ def test_a_v2_request_to_a_deployment_at_zero_is_held_until_a_replica_is_ready(
 
     answers: list[httpx.Response] = []
     url = f"{gateway.url}/v2/models/sleepy/infer"
-    thread = threading.Thread(target=lambda: answers.append(httpx.post(url, json=BODY, headers=headers, timeout=30)))
+    thread = threading.Thread(target=lambda: answers.append(httpx.post(url, json=BODY, headers=headers, timeout=40)))
     thread.start()
     deadline = time.monotonic() + 10
     while redis_client.get(wake_key(prefix, doc["id"])) is None:
@@ -316,7 +325,7 @@ def test_a_v2_request_to_a_deployment_at_zero_is_held_until_a_replica_is_ready(
     try:
         doc["revisions"][0]["endpoints"] = [replica.url]
         world.publish(gateway)
-        thread.join(30)
+        thread.join(40)
         assert answers and answers[0].status_code == 200, answers and answers[0].text
         assert len(answers[0].json()["outputs"][0]["data"]) == 3
         assert httpx.get(f"{gateway.url}/v2/models/sleepy/ready", headers=headers, timeout=5).status_code == 200
