@@ -16,11 +16,20 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 
-# Debian's chromium for the console's browser tests (Playwright drives it; no browser download).
+# Debian's chromium for the console's browser tests (Playwright drives it; no browser download), and the test
+# OpenID Connect provider's packages (npm `oidc-provider`, for the single sign-on tests; it needs node 20.19+).
+# Without node those tests skip, except on CI, where a missing node fails here.
 test-deps: setup
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@if command -v node >/dev/null 2>&1; then \
+	  cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error; \
+	elif [ -n "$$CI" ]; then \
+	  echo "node is missing: the single sign-on tests need it (node 20.19+ with npm)" >&2; exit 1; \
+	else \
+	  echo "node is missing: the single sign-on tests will be skipped"; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check .

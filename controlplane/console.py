@@ -6,7 +6,9 @@ a role too weak for the page or the action gets a 403, and a suspended tenant re
 
 Views are ``TenantConsoleView`` subclasses with ``read_role``/``write_role``; ``self.tenant``, ``self.principal`` and
 the template context (``tenant``, ``role``, ``can_write``, ``nav_tenants`` …) are set before the handler runs.
-``render_page_or_partial``: the full page, or only its partial when the request comes from htmx.
+``render_page_or_partial``: the full page, or only its partial when the request comes from htmx; a partial carries
+the messages waiting for the next page in the ``X-Console-Messages`` header (``messages_for_htmx``), which
+static/console/console.js shows where the htmx request was made, so they never pile up on the next page.
 
 A service's refusal (``controlplane.domain_errors``) is shown through ``console_refusal``/``show_refusal``, the one
 place the console maps them: the REST API's statuses (``controlplane.errors``), except ``Invalid``, which is 422
@@ -15,12 +17,14 @@ here as for every refused form; a one-line message (the field messages joined fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from django import forms
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
@@ -36,6 +40,7 @@ from tenants.models import Membership, Role, Tenant, role_at_least
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PAGE_SIZE = 50
 INVALID_STATUS = 422
+MESSAGES_HEADER = "X-Console-Messages"
 
 
 def console_principal(request: HttpRequest, tenant: Tenant) -> Principal:
@@ -83,8 +88,21 @@ def render_page_or_partial(
     request: HttpRequest, page: str, partial: str, context: dict[str, Any], status: int = 200
 ) -> HttpResponse:
     """The full page, or only ``partial`` when htmx asked (the page template includes the same partial)."""
-    template = partial if getattr(request, "htmx", False) else page
-    return render(request, template, context, status=status)
+    if getattr(request, "htmx", False):
+        return messages_for_htmx(request, render(request, partial, context, status=status))
+    return render(request, page, context, status=status)
+
+
+def messages_for_htmx(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Move the messages waiting for the next page onto ``response`` as ``[{"level", "text"}]`` JSON in a header.
+
+    A partial has no place of its own for them; left waiting they would show on the next page, stacked up (an htmx
+    POST that redirects is followed by an htmx GET of the partial). JSON's ASCII escapes keep the header valid.
+    """
+    pending = [{"level": message.level_tag, "text": str(message)} for message in get_messages(request)]
+    if pending:
+        response[MESSAGES_HEADER] = json.dumps(pending)
+    return response
 
 
 @dataclass(frozen=True)

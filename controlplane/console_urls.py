@@ -1,22 +1,22 @@
 """URL map of the web console (included at the end of ``controlplane/urls.py``)."""
 
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from batches import console as batches_console
 from controlplane.console import home
-from controlplane.loginlimit import RateLimitedLoginView
 from deployments.console import secrets as console_secrets
 from deployments.console import slo as console_slo
 from deployments.console import views as deployments_console
 from tenants import console as tenants_console
+from tenants.sso.views import SignInView, SignOutView
 
 _deployment = "t/<slug:tenant>/deployments/<slug:name>/"
 
 urlpatterns = [
     path("", home, name="console-home"),
-    path("login/", RateLimitedLoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", SignInView.as_view(), name="login"),
+    path("logout/", SignOutView.as_view(), name="logout"),
+    path("oidc/", include("tenants.sso.urls")),
     path("invite/<str:token>/", tenants_console.InvitationAcceptView.as_view(), name="console-invitation"),
     path("t/<slug:tenant>/", deployments_console.OverviewView.as_view(), name="console-overview"),
     path("t/<slug:tenant>/deployments/", deployments_console.DeploymentListView.as_view(), name="console-deployments"),

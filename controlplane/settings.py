@@ -23,6 +23,7 @@ from controlplane.contracts.env import (
     env_str,
 )
 from controlplane.contracts.sealing import dev_secrets_key, key_text_problem
+from tenants.sso.config import read_oidc_settings, read_password_sign_in
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -120,6 +121,10 @@ try:
         _host_port("FRONTDOOR_PLATFORM_ADDRESSES", item) for item in env_list("FRONTDOOR_PLATFORM_ADDRESSES", [])
     ]
 
+    # Single sign-on through an OpenID Connect provider (tenants/sso/, docs/console.md): off without an issuer.
+    FRONTDOOR_OIDC = read_oidc_settings(production=PRODUCTION)
+    FRONTDOOR_PASSWORD_SIGN_IN = read_password_sign_in(FRONTDOOR_OIDC)
+
     # The Batch API (docs/batch.md). The internal token authenticates the gateway to the control plane and the batch
     # workers to the gateway; both read the same value.
     FRONTDOOR_INTERNAL_TOKEN = internal_token_from_env()
@@ -142,6 +147,18 @@ try:
     FRONTDOOR_BATCH_TICK_SECONDS = env_float("FRONTDOOR_BATCH_TICK_SECONDS", 5.0)
     # The share of a deployment's max_replicas batch lines may keep busy, or wake from zero (0 to 1).
     FRONTDOOR_BATCH_REPLICA_SHARE = env_float("FRONTDOOR_BATCH_REPLICA_SHARE", 0.5)
+
+    # E-mail (owner invitations of tenants staff create). Development prints messages on the web process's output.
+    _MAIL_BACKEND = "smtp" if PRODUCTION else "console"
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND", f"django.core.mail.backends.{_MAIL_BACKEND}.EmailBackend")
+    EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+    EMAIL_PORT = env_int("EMAIL_PORT", 25)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)  # seconds; a mail server that hangs must not hang the page
+    DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Frontdoor <frontdoor@localhost>")
 except ImproperlyConfiguredEnv as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 
@@ -155,6 +172,8 @@ if not 0 <= FRONTDOOR_BATCH_REPLICA_SHARE <= 1:
     raise ImproperlyConfigured("FRONTDOOR_BATCH_REPLICA_SHARE must be between 0 and 1")
 if FRONTDOOR_BATCH_CLAIM_S <= FRONTDOOR_BATCH_LINE_TIMEOUT_S:
     raise ImproperlyConfigured("FRONTDOOR_BATCH_CLAIM_S must exceed FRONTDOOR_BATCH_LINE_TIMEOUT_S")
+if EMAIL_USE_TLS and EMAIL_USE_SSL:  # Django would refuse it only when the first invitation is sent
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: STARTTLS or implicit TLS, not both")
 
 
 def _batch_storage() -> dict[str, object]:
@@ -218,6 +237,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served as the project's own static files
     "django_htmx",
     "tenants",
     "quotas",
@@ -254,7 +274,10 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "controlplane.context_processors.gateway",
             ],
+            # controlplane is no installed app (it has no models): its template tags are registered by name.
+            "libraries": {"humanize_fd": "controlplane.templatetags.humanize_fd"},
         },
     },
 ]
@@ -277,6 +300,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+# One backend does passwords and the provider's code flow (tenants/sso/backend.py); Django's own without an issuer.
+AUTHENTICATION_BACKENDS = [
+    "tenants.sso.backend.SignInBackend" if FRONTDOOR_OIDC else "django.contrib.auth.backends.ModelBackend"
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
@@ -314,6 +341,18 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "controlplane.schema.add_error_responses",
     ],
+    # The docs pages load Swagger UI and Redoc from our static files (drf-spectacular-sidecar, pinned in
+    # pyproject.toml), never from a CDN: they work offline and run no third-party script.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No online validator badge (it would send the schema's URL to a third party); Redoc in the system fonts.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "REDOC_UI_SETTINGS": {
+        "theme": {
+            "typography": {"fontFamily": "system-ui, sans-serif", "headings": {"fontFamily": "system-ui, sans-serif"}}
+        }
+    },
 }
 
 CELERY_TASK_ACKS_LATE = True

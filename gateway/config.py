@@ -17,6 +17,10 @@ DEV_KEY_PEPPER = "dev-insecure-api-key-pepper"  # identical to the control plane
 # Which client carries upstream requests: "auto" picks per endpoint (the hand-written one for plain http, the
 # library for the rest), "library" sends everything through the library (gateway/transport.py).
 UPSTREAM_CLIENTS = ("auto", "library")
+# The console of a development installation (`make run` names its own, from WEB_PORT): the origins whose pages may
+# call the gateway from a browser when FRONTDOOR_GATEWAY_CORS_ORIGINS is unset. In production none is, by default.
+DEV_CORS_ORIGINS = "http://127.0.0.1:8000,http://localhost:8000"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,9 @@ class GatewayConfig:
     internal_token: str = field(default="", repr=False)
     max_file_bytes: int = 200 * 1024 * 1024
     batch_replay_ttl_s: float = 172800.0
+    # The origins (``scheme://host[:port]``) whose pages may call the inference routes and /v2 from a browser
+    # (gateway/cors.py); empty: no page may.
+    cors_origins: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -116,6 +123,7 @@ class GatewayConfig:
             internal_token=internal_token_from_env(),
             max_file_bytes=_positive("FRONTDOOR_BATCH_MAX_FILE_BYTES", d.max_file_bytes),
             batch_replay_ttl_s=_positive_seconds("FRONTDOOR_BATCH_REPLAY_TTL_S", d.batch_replay_ttl_s),
+            cors_origins=_origins("FRONTDOOR_GATEWAY_CORS_ORIGINS", "" if production else DEV_CORS_ORIGINS),
         )
 
 
@@ -153,6 +161,44 @@ def _positive_seconds(name: str, default: float) -> float:
     if not (math.isfinite(value) and value >= 0.001):  # Redis refuses an expiry below a millisecond
         raise ImproperlyConfiguredEnv(f"{name}={value}: use a positive number of seconds")
     return value
+
+
+def _origins(name: str, default: str) -> frozenset[str]:
+    value = env_str(name, default)  # unset or empty: the default; "none": no origin at all
+    if value.strip().lower() == "none":
+        return frozenset()
+    try:
+        return frozenset(_parse_origin(item) for item in value.split(",") if item.strip())
+    except ValueError as exc:
+        raise ImproperlyConfiguredEnv(f"{name}: {exc}") from exc
+
+
+def _parse_origin(value: str) -> str:
+    """``value`` as browsers write an ``Origin``: lowercase ``scheme://host[:port]``, the default port left out.
+
+    Raises ``ValueError`` for anything else (a path, credentials, ``*``, ``null``): the list names exact origins.
+    """
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is no origin: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or "*" in parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"{text!r} is no origin: use scheme://host[:port], such as http://127.0.0.1:8000")
+    host = parts.hostname.lower()
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:

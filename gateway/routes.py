@@ -6,6 +6,9 @@ control plane.
 
 ``/healthz`` is liveness (the process answers); ``/readyz`` is readiness (a config snapshot is loaded). Until one
 is, every route that authenticates answers 503 ``snapshot_unavailable`` (``gateway.refusals``).
+
+The routes a browser page may call (``BROWSER_ROUTES`` and everything under ``/v2``) answer CORS preflights first
+and add the CORS headers to their answers for an allowed origin (``gateway.cors``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import time
 
 import orjson
 
-from controlplane.contracts.protocols import OPENAI
+from controlplane.contracts.protocols import OPENAI, V2
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.auth import INFERENCE_SCOPE, READ_SCOPE
 from gateway.context import GatewayContext
+from gateway.cors import is_preflight, serve_preflight, with_cors
 from gateway.errors import GatewayError
 from gateway.files_proxy import PREFIXES as BATCH_API_PREFIXES
 from gateway.files_proxy import forward, route_methods
@@ -33,6 +37,9 @@ INFERENCE_ROUTES = {
     "/v1/embeddings": EMBEDDINGS,
     "/v1/images/generations": IMAGES,
 }
+# The routes a page of an allowed origin may call from a browser, with the methods they answer; /v2 answers both.
+BROWSER_ROUTES = {**dict.fromkeys(INFERENCE_ROUTES, b"POST"), "/v1/models": b"GET"}
+V2_METHODS = b"GET, POST"
 
 
 async def handle_http(ctx: GatewayContext, scope: Scope, receive: Receive, send: Send) -> None:
@@ -40,6 +47,13 @@ async def handle_http(ctx: GatewayContext, scope: Scope, receive: Receive, send:
     started = time.perf_counter()
     path: str = scope["path"]
     method: str = scope["method"]
+    v2 = path.startswith(V2_PREFIX) and (len(path) == len(V2_PREFIX) or path[len(V2_PREFIX)] == "/")
+    browser_methods = V2_METHODS if v2 else BROWSER_ROUTES.get(path)
+    if browser_methods is not None:
+        if method == "OPTIONS" and is_preflight(scope):
+            await serve_preflight(ctx, scope, send, started, browser_methods, V2 if v2 else OPENAI)
+            return
+        send = with_cors(ctx.config.cors_origins, scope, send)
     kind = INFERENCE_ROUTES.get(path)
     if kind is not None:
         error = method_not_allowed(method, path) if method != "POST" else snapshot_unavailable(ctx.store)
@@ -58,7 +72,7 @@ async def handle_http(ctx: GatewayContext, scope: Scope, receive: Receive, send:
         status = "ready" if ready else "snapshot_unavailable"
         body = orjson.dumps({"status": status, "snapshot_version": ctx.store.current.version})
         await respond(send, 200 if ready else 503, body, request_id(scope))
-    elif path.startswith(V2_PREFIX) and (len(path) == len(V2_PREFIX) or path[len(V2_PREFIX)] == "/"):
+    elif v2:
         await serve_v2(ctx, scope, receive, send, started)
     elif path.startswith(BATCH_API_PREFIXES):
         await _serve_batch_api(ctx, scope, receive, send, started)

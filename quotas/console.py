@@ -2,8 +2,9 @@
 
 Staff pages (``/staff/...``) are for ``is_staff`` users only; anyone else signed in gets a 404 (the pages do not
 admit they exist). Every figure comes from ``quotas.reports`` (aggregated in SQL, a fixed number of queries per
-page); the quota editor changes quotas through ``tenants.services.update_quota``, the function the REST API calls.
-Each page renders in full, or only its partial for htmx requests.
+page); the quota editor changes quotas through ``tenants.services.update_quota``, the function the REST API calls,
+and previews what a change would do with ``quotas.quota_preview`` (the autoscaler's own computation). Each page
+renders in full, or only its partial for htmx requests; a refused form answers 422 with the form and its errors.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.views import View
 
 from controlplane import charts
@@ -32,11 +35,12 @@ from controlplane.console import (
     render_page_or_partial,
     show_refusal,
 )
-from controlplane.domain_errors import DomainError
+from controlplane.domain_errors import DomainError, Invalid
 from controlplane.validators import BIGINT_MAX, INT_MAX
 from quotas import reports
 from quotas.csv_export import staff_usage_csv, tenant_usage_csv
 from quotas.models import QUOTA_FIELDS, Quota
+from quotas.quota_preview import CappedDeployment, deployments_capped_by
 from tenants import services
 from tenants.models import Tenant
 
@@ -69,6 +73,7 @@ def daily_charts(prefix: str, period: reports.DateRange, days: list[dict[str, An
                 charts.Series("errors", [row["errors"] for row in days]),
             ],
             "requests",
+            category_name="Day (UTC)",
         ),
         "tokens_chart": charts.line_chart(
             f"{prefix}-tokens",
@@ -80,6 +85,7 @@ def daily_charts(prefix: str, period: reports.DateRange, days: list[dict[str, An
                 charts.Series("completion", [row["completion_tokens"] for row in days]),
             ],
             "tokens",
+            category_name="Day (UTC)",
         ),
     }
 
@@ -94,6 +100,7 @@ def top_chart(chart_id: str, title: str, rows: list[dict[str, Any]], group_by: s
         [reports.label_of(row, group_by) for row in top],
         [row["tokens"] for row in top],
         "tokens",
+        category_name=group_by.capitalize(),
     )
 
 
@@ -214,7 +221,9 @@ class QuotaForm(forms.Form):
     """A tenant's quota; an empty rate limit or budget means unlimited. Rules are the model's (via the service)."""
 
     max_deployments = forms.IntegerField(max_value=INT_MAX)
-    max_replicas = forms.IntegerField(max_value=INT_MAX, help_text="replicas summed over max_replicas")
+    max_replicas = forms.IntegerField(
+        max_value=INT_MAX, help_text="the deployments' max replicas together; running replicas stay within it too"
+    )
     requests_per_minute = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
     tokens_per_minute = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
     max_concurrent_requests = forms.IntegerField(required=False, max_value=INT_MAX, help_text="empty = unlimited")
@@ -272,30 +281,91 @@ class QuotaForm(forms.Form):
         return field if field in self.fields else None
 
 
+def tenant_and_quota(slug: str) -> tuple[Tenant, Quota]:
+    """The tenant ``slug`` and its quota (404 for an unknown slug)."""
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None:
+        raise Http404("no such tenant")
+    quota = Quota.objects.for_tenant(tenant).select_related("tenant").first()
+    if quota is None:  # tenants made before quotas existed get the defaults on first sight (as the API does)
+        quota, _ = Quota.unscoped_objects.get_or_create(tenant=tenant)
+    return tenant, quota
+
+
+def quota_preview(form: QuotaForm, quota: Quota) -> dict[str, Any]:
+    """What saving the form would do: ``capped`` (the deployments the autoscaler scales down), or ``errors``.
+
+    An unbound form previews the stored quota. A bound one is checked as the service checks it (the form, then the
+    model's own validation), so a preview never promises what saving would refuse.
+    """
+    if not form.is_bound:
+        return {"capped": deployments_capped_by(quota), "errors": []}
+    if form.is_valid():
+        proposed = Quota(tenant_id=quota.tenant_id, **form.changes())
+        try:
+            proposed.full_clean(exclude=["tenant"])
+        except ValidationError as exc:
+            show_refusal(form, Invalid.from_validation_error(exc), field_for=form.field_for)
+        else:
+            return {"capped": deployments_capped_by(proposed), "errors": []}
+    return {"capped": [], "errors": error_lines(form)}
+
+
+def error_lines(form: forms.Form) -> list[str]:
+    """A form's errors as lines ("Max replicas: …"), for a summary away from the fields."""
+    return [
+        f"{form[name].label}: {message}" if name in form.fields else str(message)
+        for name, messages in form.errors.items()
+        for message in messages
+    ]
+
+
+def saved_notice(tenant: Tenant, capped: list[CappedDeployment]) -> str:
+    """The message after a save, naming the deployments the autoscaler now scales down."""
+    notice = f"Quota of {tenant.slug} saved."
+    if capped:
+        moves = ", ".join(
+            f"{d.name} down to {d.capped} replica{pluralize(d.capped)} (from {d.current})" for d in capped
+        )
+        notice += f" Within seconds the autoscaler scales {moves}."
+    return notice
+
+
+def render_quota_editor(
+    request: HttpRequest, tenant: Tenant, quota: Quota, form: QuotaForm, preview: dict[str, Any], **extra: Any
+) -> HttpResponse:
+    """The quota page (or its editor partial), 422 when the form carries errors."""
+    held = reports.gpus_by_tenant([tenant.pk]).get(tenant.pk, {})
+    context = {
+        "is_staff": True,
+        **nav_context(request),
+        "target": tenant,
+        "quota": quota,
+        "form": form,
+        "preview": preview,
+        "gpus": reports.gpu_rows(quota.gpus, held),
+        **extra,
+    }
+    status = 422 if form.is_bound and form.errors else 200
+    return render_page_or_partial(request, "quotas/staff_quota.html", "quotas/partials/quota_form.html", context,
+                                  status=status)  # fmt: skip
+
+
 class StaffQuotaView(StaffView):
-    """``/staff/tenants/<slug>/quota/``: edit a tenant's quota (the same service as ``PATCH .../quota/``)."""
+    """``/staff/tenants/<slug>/quota/``: edit a tenant's quota (the same service as ``PATCH .../quota/``).
 
-    def _tenant_and_quota(self, slug: str) -> tuple[Tenant, Quota]:
-        tenant = Tenant.objects.filter(slug=slug).first()
-        if tenant is None:
-            raise Http404("no such tenant")
-        quota = Quota.objects.for_tenant(tenant).select_related("tenant").first()
-        if quota is None:  # tenants made before quotas existed get the defaults on first sight (as the API does)
-            quota, _ = Quota.unscoped_objects.get_or_create(tenant=tenant)
-        return tenant, quota
-
-    def _render(self, tenant: Tenant, quota: Quota, form: QuotaForm, status: int = 200) -> HttpResponse:
-        held = reports.gpus_by_tenant([tenant.pk]).get(tenant.pk, {})
-        context = self.base_context(target=tenant, quota=quota, form=form, gpus=reports.gpu_rows(quota.gpus, held))
-        return render_page_or_partial(self.request, "quotas/staff_quota.html", "quotas/partials/quota_form.html",
-                                      context, status=status)  # fmt: skip
+    The editor shows, before saving, the running deployments the values would scale down (``StaffQuotaPreviewView``
+    refreshes it as they change). A save answers htmx with the editor and a notice in place, anyone else with a
+    redirect (the notice then comes with the next page).
+    """
 
     def get(self, request: HttpRequest, slug: str) -> HttpResponse:
-        tenant, quota = self._tenant_and_quota(slug)
-        return self._render(tenant, quota, QuotaForm(initial=QuotaForm.initial_from(quota)))
+        tenant, quota = tenant_and_quota(slug)
+        form = QuotaForm(initial=QuotaForm.initial_from(quota))
+        return render_quota_editor(request, tenant, quota, form, quota_preview(form, quota))
 
     def post(self, request: HttpRequest, slug: str) -> HttpResponse:
-        tenant, quota = self._tenant_and_quota(slug)
+        tenant, quota = tenant_and_quota(slug)
         form = QuotaForm(request.POST)
         if form.is_valid():
             try:
@@ -308,10 +378,32 @@ class StaffQuotaView(StaffView):
             except DomainError as exc:
                 show_refusal(form, exc, field_for=form.field_for)
             else:
-                messages.success(request, f"Quota of {tenant.slug} saved.")
-                return redirect("staff-quota", slug=tenant.slug)
+                capped = deployments_capped_by(quota)
+                notice = saved_notice(tenant, capped)
+                if not getattr(request, "htmx", False):
+                    messages.success(request, notice)
+                    return redirect("staff-quota", slug=tenant.slug)
+                fresh = QuotaForm(initial=QuotaForm.initial_from(quota))
+                preview = {"capped": capped, "errors": []}
+                return render_quota_editor(request, tenant, quota, fresh, preview, saved_notice=notice)
         quota.refresh_from_db()  # the service may have set fields on it before validation refused them
-        return self._render(tenant, quota, form, status=422)
+        return render_quota_editor(request, tenant, quota, form, {"capped": [], "errors": error_lines(form)})
+
+
+class StaffQuotaPreviewView(StaffView):
+    """``POST /staff/tenants/<slug>/quota/preview/``: what the posted values would do; saves nothing.
+
+    htmx gets the preview alone (refreshed as the editor's fields change, 200 even for values that cannot be
+    saved: the preview says why); a browser without JavaScript gets the whole editor with the preview in it.
+    """
+
+    def post(self, request: HttpRequest, slug: str) -> HttpResponse:
+        tenant, quota = tenant_and_quota(slug)
+        form = QuotaForm(request.POST)
+        preview = quota_preview(form, quota)
+        if getattr(request, "htmx", False):
+            return render(request, "quotas/partials/quota_preview_body.html", {"target": tenant, "preview": preview})
+        return render_quota_editor(request, tenant, quota, form, preview)
 
 
 class StaffUsageView(StaffView):
@@ -347,22 +439,31 @@ class StaffUsageView(StaffView):
 
 
 class StaffCapacityView(StaffView):
-    """``/staff/capacity/``: GPUs allocated and in use by type against the cluster's configured capacity."""
+    """``/staff/capacity/``: GPUs granted, allocated and in use by type against the cluster's configured capacity.
+
+    The chart shows every figure of the table but the free GPUs; with every figure zero there is no chart (the table
+    says so), never an empty chart that reads as "no usage".
+    """
 
     def get(self, request: HttpRequest) -> HttpResponse:
         rows = reports.capacity_rows()
-        chart = charts.column_chart(
-            "capacity",
-            "GPUs by type",
-            "Cluster capacity, GPUs allocated (replicas at max) and GPUs in use (desired replicas) by GPU type.",
-            [row["gpu_type"] for row in rows],
-            [
-                charts.Series("capacity", [row["capacity"] or 0 for row in rows]),
-                charts.Series("allocated (max)", [row["allocated"] for row in rows]),
-                charts.Series("in use (desired)", [row["in_use"] for row in rows]),
-            ],
-            "GPUs",
-        )
+        series = [
+            charts.Series("capacity", [row["capacity"] or 0 for row in rows]),
+            charts.Series("granted by quotas", [row["granted"] for row in rows]),
+            charts.Series("allocated (max)", [row["allocated"] for row in rows]),
+            charts.Series("in use (desired)", [row["in_use"] for row in rows]),
+        ]
+        chart = None
+        if any(any(one.values) for one in series):
+            chart = charts.column_chart(
+                "capacity",
+                "GPUs by type",
+                "Cluster capacity, GPUs granted by quotas, GPUs allocated (replicas at max) and GPUs in use "
+                "(desired replicas) by GPU type.",
+                [row["gpu_type"] for row in rows],
+                series,
+                "GPUs",
+            )
         configured = bool(reports.cluster_gpu_capacity())
         context = self.base_context(rows=rows, chart=chart, configured=configured)
         return render_page_or_partial(request, "quotas/staff_capacity.html", "quotas/partials/capacity_table.html",

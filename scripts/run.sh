@@ -18,6 +18,8 @@ export FRONTDOOR_GATEWAY_METRICS_PORT="${FRONTDOOR_GATEWAY_METRICS_PORT:-9464}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/frontdoor}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export FRONTDOOR_GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT}"
+# The console's pages (its playground) may call the gateway from the browser: the gateway answers CORS for them only.
+export FRONTDOOR_GATEWAY_CORS_ORIGINS="${FRONTDOOR_GATEWAY_CORS_ORIGINS:-http://127.0.0.1:${WEB_PORT},http://localhost:${WEB_PORT}}"
 # The gateway forwards the Batch API's files and batches to the control plane's internal routes.
 export FRONTDOOR_CONTROLPLANE_URL="http://127.0.0.1:${WEB_PORT}"
 export FRONTDOOR_BACKEND="${FRONTDOOR_BACKEND:-local}"

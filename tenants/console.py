@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 
+from controlplane.audit import describe_event
 from controlplane.console import (
     TenantConsoleView,
     console_refusal,
@@ -34,8 +35,19 @@ from controlplane.console import (
 )
 from controlplane.domain_errors import DomainError, Invalid
 from controlplane.webhooks import WebhookRefused, check_webhook_url
-from tenants import invitations, services, webhook_settings
-from tenants.models import ApiKey, AuditEvent, Invitation, Membership, Role, Scope, TenantSettings
+from tenants import invitations, key_reveal, services, webhook_settings
+from tenants.models import (
+    KEY_NAME_MAX_LENGTH,
+    ApiKey,
+    AuditEvent,
+    Invitation,
+    Membership,
+    Role,
+    Scope,
+    TenantSettings,
+)
+from tenants.sso.backend import password_sign_in_enabled
+from tenants.sso.provider import current as current_sso
 
 
 def _request_id(request: HttpRequest) -> str:
@@ -47,7 +59,7 @@ def _request_id(request: HttpRequest) -> str:
 
 
 class KeyForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(max_length=KEY_NAME_MAX_LENGTH, help_text="unique among this tenant's unrevoked keys")
     scopes = forms.MultipleChoiceField(
         choices=Scope.choices,
         initial=[Scope.INFERENCE],
@@ -73,6 +85,10 @@ class KeyForm(forms.Form):
 
 
 class KeyListView(TenantConsoleView):
+    """The keys and the form for a new one. A new key is issued by POST, which redirects here; the GET after it
+    shows the key once (``tenants.key_reveal``), so reloading that page neither issues another key nor shows it
+    again."""
+
     read_role = Role.MEMBER
     write_role = Role.ADMIN
 
@@ -93,7 +109,15 @@ class KeyListView(TenantConsoleView):
         )
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
-        return self._render(KeyForm())
+        # Only the full page shows a new key: an htmx refresh of the table must not use it up unseen.
+        held = None if getattr(request, "htmx", False) else key_reveal.take_for_reveal(request.session, self.tenant)
+        if held is None:
+            return self._render(KeyForm())
+        key_id, new_key = held
+        created_key = ApiKey.objects.for_tenant(self.tenant).filter(key_id=key_id).first()
+        response = self._render(KeyForm(), created_key=created_key, new_key=new_key)
+        response["Cache-Control"] = "no-store"  # the key is in this one answer; keep it out of caches and history
+        return response
 
     def post(self, request: HttpRequest, tenant: str) -> HttpResponse:
         form = KeyForm(request.POST)
@@ -115,10 +139,8 @@ class KeyListView(TenantConsoleView):
             except DomainError as exc:
                 show_refusal(form, exc)
             else:
-                # The secret is in this one response only; it is never stored, so it cannot be shown again.
-                response = self._render(KeyForm(), status=201, created_key=key, full_key=full_key)
-                response["Cache-Control"] = "no-store"
-                return response
+                key_reveal.hold_for_reveal(request.session, key, full_key)
+                return redirect("console-keys", tenant=self.tenant.slug)
         return self._render(form, status=422)
 
 
@@ -305,10 +327,22 @@ class InvitationAcceptView(View):
         return render(self.request, "tenants/invitation.html", context, status=status)
 
     def _signed_out(self, invitation: Invitation, form: SignUpForm | None, status: int = 200) -> HttpResponse | None:
-        """The sign-up page, or None when the invited email already has an account (then sign in instead)."""
+        """The sign-up page, or None when the invited email already has an account (then sign in instead).
+
+        With single sign-on the page offers the provider first (signing in there with the invited address accepts
+        the invitation); with password sign-in off it offers nothing else: no password account can be made here.
+        """
         if invitations.account_exists(invitation.email):
             return None
-        context = {"invitation": invitation, "signup_form": form or SignUpForm(), **nav_context(self.request)}
+        sso = current_sso()
+        context: dict[str, Any] = {
+            "invitation": invitation,
+            "sso_name": sso.provider_name if sso is not None else "",
+            "invite_path": self.request.get_full_path(),
+            **nav_context(self.request),
+        }
+        if password_sign_in_enabled():
+            context["signup_form"] = form or SignUpForm()
         return render(self.request, "tenants/invitation.html", context, status=status)
 
     def get(self, request: HttpRequest, token: str) -> HttpResponse:
@@ -332,6 +366,8 @@ class InvitationAcceptView(View):
         return redirect("console-overview", tenant=membership.tenant.slug)
 
     def _sign_up(self, request: HttpRequest, token: str) -> HttpResponse:
+        if not password_sign_in_enabled():  # the provider makes accounts then: a password one would get round it
+            raise PermissionDenied("Password sign-in is turned off: sign in with single sign-on to accept.")
         try:
             invitation = invitations.find_open_invitation(token)
         except invitations.InvitationInvalid as exc:
@@ -365,21 +401,26 @@ class AuditLogView(TenantConsoleView):
 
     def get(self, request: HttpRequest, tenant: str) -> HttpResponse:
         events = AuditEvent.objects.for_tenant(self.tenant).select_related("actor", "actor_key")
-        filters = {k: request.GET.get(k, "").strip() for k in ("action", "actor", "object_type", "since", "until")}
+        names = ("action", "actor", "object_type", "request", "since", "until")
+        filters = {k: request.GET.get(k, "").strip() for k in names}
         if filters["action"]:
             events = events.filter(action__startswith=filters["action"])
         if filters["actor"]:
             events = events.filter(Q(actor__username=filters["actor"]) | Q(actor_key__key_id=filters["actor"]))
         if filters["object_type"]:
             events = events.filter(object_type=filters["object_type"])
+        if filters["request"]:
+            events = events.filter(request_id=filters["request"])
         for name, lookup in (("since", "created_at__date__gte"), ("until", "created_at__date__lte")):
             try:
                 if filters[name]:
                     events = events.filter(**{lookup: datetime.strptime(filters[name], "%Y-%m-%d").date()})
             except ValueError:
                 filters[name] = ""
+        page = paginate(request, events)
         context = self.base_context(
-            page=paginate(request, events),
+            page=page,
+            entries=[(event, describe_event(event)) for event in page],
             filters=filters,
             query=query_without_page(request),
             actions=list(

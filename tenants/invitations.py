@@ -1,10 +1,12 @@
 """Invite someone to a tenant by email, and accept the invitation (console only; membership itself goes through
 ``tenants.services.add_member``, the same function the REST API calls).
 
-Invitations never grant the owner role: owners are made by an owner, from the members page, once the person
-has joined. The invitee must be signed in with the invited email address, so a forwarded link is useless; someone
-with no account for that address yet picks a username and password on the link's page, which creates the account
-(with the invited email) and accepts the invitation in one transaction (``accept_invitation_as_new_user``).
+Invitations from a tenant's admins never grant the owner role: owners are made by an owner, from the members page,
+once the person has joined. Platform staff alone invite a tenant's owner (when they create the tenant for someone);
+such an invitation carries staff's grant, so its invitee accepts it as the owner-to-be. The invitee must be signed
+in with the invited email address, so a forwarded link is useless; someone with no account for that address yet
+picks a username and password on the link's page, which creates the account (with the invited email) and accepts
+the invitation in one transaction (``accept_invitation_as_new_user``).
 
 The actor convention is ``tenants.services``'s: ``actor`` (keyword-only, required; ``None`` is the system) is the
 acting principal and ``request_id`` the request's id for the audit event. Accepting is the exception: the invitee
@@ -13,6 +15,8 @@ a link that cannot be used is ``InvitationInvalid``.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
@@ -36,9 +40,13 @@ class InvitationInvalid(Exception):
 def create_invitation(
     tenant: Tenant, *, email: str, role: str, invited_by: User | None, actor: Principal | None, request_id: str = ""
 ) -> tuple[Invitation, str]:
-    """Record an invitation; returns it with the token for the link (shown once, never stored)."""
+    """Record an invitation; returns it with the token for the link (shown once, never stored).
+
+    ``role`` is one of ``INVITABLE_ROLES``, or ``owner`` when ``actor`` is platform staff.
+    """
     email = email.strip().lower()
-    if role not in INVITABLE_ROLES:
+    staff_invites_owner = role == Role.OWNER and actor is not None and actor.is_staff
+    if role not in INVITABLE_ROLES and not staff_invites_owner:
         raise Invalid({"role": ["invitations grant viewer, member or admin; make owners from the members page"]})
     if Membership.objects.for_tenant(tenant).filter(user__email__iexact=email).exists():
         raise Invalid({"email": [f"{email} is already a member of this tenant"]})
@@ -71,14 +79,24 @@ def accept_invitation(token: str, *, user: User, request_id: str = "") -> Member
     invitation = find_open_invitation(token)
     if (user.email or "").strip().lower() != invitation.email:
         raise InvitationInvalid(f"this invitation is for {invitation.email}; sign in with that address")
+    return join_by_invitation(invitation, user=user, request_id=request_id)
+
+
+def join_by_invitation(invitation: Invitation, *, user: User, request_id: str = "") -> Membership:
+    """Claim ``invitation`` for ``user`` (who showed they hold its address) and make them a member with its role.
+
+    The claim is a conditional UPDATE (two tabs, or two sign-ins, accepting at once make one membership); a refusal
+    (already used, already a member) raises ``InvitationInvalid`` and rolls the claim back.
+    """
     with transaction.atomic():
-        # Claim by conditional UPDATE: two tabs accepting at once make one membership.
         claimed = Invitation.unscoped_objects.filter(
             pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
         ).update(accepted_at=timezone.now(), accepted_by=user)
         if not claimed:
             raise InvitationInvalid("this invitation was already used")
         actor = principal_for(user, None, invitation.tenant)
+        if invitation.role == Role.OWNER:  # only staff issue these (create_invitation): the grant is theirs
+            actor = replace(actor, role=Role.OWNER)
         try:
             return services.add_member(
                 invitation.tenant, user=user, role=invitation.role, actor=actor, request_id=request_id

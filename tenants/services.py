@@ -12,12 +12,14 @@ management command, and must be said) and the request's id as ``request_id`` for
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
 
@@ -202,6 +204,27 @@ def remove_member(membership: Membership, *, actor: Principal | None, request_id
 # ---------------------------------------------------------------- API keys
 
 
+def _check_key_name_free(tenant_id: int, name: str, *, other_than: int | None = None) -> None:
+    """Refuse a name another unrevoked key of the tenant has (the ``apikey_unique_live_name_per_tenant`` rule)."""
+    taken = ApiKey.objects.for_tenant(tenant_id).filter(name=name, revoked_at__isnull=True)
+    if other_than is not None:
+        taken = taken.exclude(pk=other_than)
+    if taken.exists():
+        refusal = f"a key named {name!r} already exists in this tenant; pick another name or revoke that key first"
+        raise Invalid({"name": [refusal]})
+
+
+@contextmanager
+def _key_name_race(tenant_id: int, name: str, *, other_than: int | None = None) -> Iterator[None]:
+    """Two requests naming their keys alike at once: the loser's unique-index violation becomes the same refusal."""
+    try:
+        with transaction.atomic():  # a savepoint: the violation must not end the caller's transaction
+            yield
+    except IntegrityError:
+        _check_key_name_free(tenant_id, name, other_than=other_than)
+        raise
+
+
 def issue_key(
     tenant: Tenant,
     *,
@@ -217,23 +240,28 @@ def issue_key(
     actor: Principal | None,
     request_id: str = "",
 ) -> tuple[ApiKey, str]:
-    """Issue a key; returns it with the full secret string, which is shown once and never stored."""
+    """Issue a key; returns it with the full secret string, which is shown once and never stored.
+
+    Its name must be free among the tenant's unrevoked keys (``Invalid`` on ``name`` otherwise).
+    """
     unknown = sorted(set(scopes) - set(Scope.values))
     if not scopes or unknown:
         raise Invalid({"scopes": [f"choose from {', '.join(Scope.values)}; got {unknown or []}"]})
     with transaction.atomic():
-        key, full_key = ApiKey.issue(
-            tenant=tenant,
-            name=name,
-            scopes=scopes,
-            created_by=created_by,
-            expires_at=expires_at,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            max_concurrent_requests=max_concurrent_requests,
-            batch_requests_per_minute=batch_requests_per_minute,
-            batch_tokens_per_minute=batch_tokens_per_minute,
-        )
+        _check_key_name_free(tenant.pk, name)
+        with _key_name_race(tenant.pk, name):
+            key, full_key = ApiKey.issue(
+                tenant=tenant,
+                name=name,
+                scopes=scopes,
+                created_by=created_by,
+                expires_at=expires_at,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                max_concurrent_requests=max_concurrent_requests,
+                batch_requests_per_minute=batch_requests_per_minute,
+                batch_tokens_per_minute=batch_tokens_per_minute,
+            )
         record_audit(
             actor,
             tenant,
@@ -247,14 +275,20 @@ def issue_key(
 
 
 def update_key(key: ApiKey, *, changes: dict[str, Any], actor: Principal | None, request_id: str = "") -> ApiKey:
-    """Rename a key or change its own limits (scopes and secrets never change: issue a new key instead)."""
+    """Rename a key or change its own limits (scopes and secrets never change: issue a new key instead).
+
+    An unrevoked key's new name must be free among the tenant's unrevoked keys (``Invalid`` on ``name`` otherwise).
+    """
     allowed = {"name", "expires_at", *KEY_LIMIT_FIELDS}
     with transaction.atomic():
         diff = diff_fields(key, {k: v for k, v in changes.items() if k in allowed})
         if diff:
+            if "name" in diff and not key.is_revoked:
+                _check_key_name_free(key.tenant_id, changes["name"], other_than=key.pk)
             for field in diff:
                 setattr(key, field, changes[field])
-            key.save(update_fields=list(diff))
+            with _key_name_race(key.tenant_id, key.name, other_than=key.pk):
+                key.save(update_fields=list(diff))
             record_audit(actor, key.tenant, "api_key.update", key, diff, request_id=request_id)
             _publish_after_commit(key.tenant_id)
     return key

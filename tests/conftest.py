@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -160,7 +161,15 @@ def issue_key(db: None) -> Callable[..., tuple[ApiKey, str]]:
     from tenants.models import ApiKey
 
     def make(tenant: Tenant, scopes: list[str], **fields: Any) -> tuple[ApiKey, str]:
-        return ApiKey.issue(tenant=tenant, name=f"key-{'-'.join(scopes)}", scopes=scopes, **fields)
+        # Names are unique among a tenant's unrevoked keys: a second key of the same scopes is "key-<scopes>-2".
+        name = base = f"key-{'-'.join(scopes)}"
+        live = ApiKey.objects.for_tenant(tenant).filter(revoked_at__isnull=True)
+        taken = set(live.filter(name__startswith=base).values_list("name", flat=True))
+        for number in itertools.count(2):
+            if name not in taken:
+                break
+            name = f"{base}-{number}"
+        return ApiKey.issue(tenant=tenant, name=name, scopes=scopes, **fields)
 
     return make
 

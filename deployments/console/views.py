@@ -22,11 +22,11 @@ from controlplane.console import (
     query_without_page,
     render_page_or_partial,
 )
-from controlplane.domain_errors import DomainError
+from controlplane.domain_errors import DomainError, RolloutConflict
 from deployments import rollout as rollouts
 from deployments import services
 from deployments.backends import manifests
-from deployments.console.figures import live_figures, quota_bars
+from deployments.console.figures import live_figures, quota_bars, rollout_progress
 from deployments.console.forms import (
     ROLLOUT_ACTIONS,
     CanaryForm,
@@ -187,6 +187,11 @@ class DeploymentCreateView(TenantConsoleView):
         return self._render(form, status=422)
 
 
+def refused_status(exc: DomainError) -> int:
+    """A refused form's status: 409 when a rollout holds the traffic, else 422 (the input was refused)."""
+    return 409 if isinstance(exc, RolloutConflict) else 422
+
+
 class DeploymentMixin(TenantConsoleView):
     """Pages about one deployment (``/t/<tenant>/deployments/<name>/...``)."""
 
@@ -229,6 +234,7 @@ class DeploymentMixin(TenantConsoleView):
                 prefix="rev",
                 initial={"model": deployment.model, "image": deployment.image, **deployment.sizing_values()},
                 defaults=deployment.sizing_defaults,
+                runtime=deployment.runtime,
             ),
             sizing_rows=sizing_rows(deployment),
             example=call_example(deployment),
@@ -238,7 +244,8 @@ class DeploymentMixin(TenantConsoleView):
 
     def rollout_context(self, form: RolloutStartForm | None) -> dict[str, Any]:
         """The rollout panel's context: the newest rollout (the running one if any: only one runs at a time, and it
-        is the newest), the running one or None, the start form and the buttons."""
+        is the newest), the running one or None with where it stands (``rollout_progress``), the start form and the
+        buttons."""
         latest = (
             Rollout.objects.for_tenant(self.tenant)
             .filter(deployment=self.deployment)
@@ -246,12 +253,26 @@ class DeploymentMixin(TenantConsoleView):
             .order_by("-started_at", "-id")
             .first()
         )
+        running = latest if latest is not None and latest.status == Rollout.Status.RUNNING else None
         return {
             "latest_rollout": latest,
-            "rollout": latest if latest is not None and latest.status == Rollout.Status.RUNNING else None,
+            "rollout": running,
+            "progress": rollout_progress(running) if running is not None else None,
             "rollout_form": form or RolloutStartForm(prefix="rollout"),
             "rollout_actions": ROLLOUT_ACTIONS,
         }
+
+    def refuse_while_rolling_out(self) -> None:
+        """Refuse a manual traffic change (``RolloutConflict``) while a rollout sets the traffic itself.
+
+        A check, not a lock: a rollout that starts between it and the change sets its own weights at its first step.
+        """
+        running = rollouts.running_rollout(self.deployment)
+        if running is not None:
+            raise RolloutConflict(
+                f"A rollout of {running.revision.name} is running and sets the traffic itself: "
+                "promote, pause or roll it back in the rollout panel first."
+            )
 
     def render_detail(self, status: int = 200, **extra: Any) -> HttpResponse:
         return render(self.request, "deployments/detail.html", self.detail_context(**extra), status=status)
@@ -291,15 +312,17 @@ class DeploymentTrafficView(DeploymentMixin):
         deployment = self.get_deployment(name)
         form = CanaryForm(request.POST)
         revisions = list(Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("-number"))
+        status = 422
         if form.is_valid():
             weight = form.cleaned_data["canary_weight"]
             if len(revisions) < 2:
                 form.add_error(
-                    "canary_weight", "there is only one revision; change the model or image to make a canary"
+                    "canary_weight", "There is only one revision: change the model or image to make a canary."
                 )
             else:
                 newest, stable = revisions[0], next((r for r in revisions[1:] if r.weight > 0), revisions[1])
                 try:
+                    self.refuse_while_rolling_out()
                     services.set_traffic(
                         deployment,
                         {newest.number: weight, stable.number: 100 - weight},
@@ -308,10 +331,11 @@ class DeploymentTrafficView(DeploymentMixin):
                     )
                 except DomainError as exc:
                     show_service_errors(form, exc)
+                    status = refused_status(exc)
                 else:
                     messages.success(request, f"Traffic: {newest.name} {weight}%, {stable.name} {100 - weight}%.")
                     return redirect("console-deployment", tenant=self.tenant.slug, name=name)
-        return self.render_detail(status=422, canary_form=form)
+        return self.render_detail(status=status, canary_form=form)
 
 
 class DeploymentRevisionView(DeploymentMixin):
@@ -319,9 +343,13 @@ class DeploymentRevisionView(DeploymentMixin):
 
     def post(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         deployment = self.get_deployment(name)
-        form = NewRevisionForm(request.POST, prefix="rev", defaults=deployment.sizing_defaults)
+        form = NewRevisionForm(
+            request.POST, prefix="rev", defaults=deployment.sizing_defaults, runtime=deployment.runtime
+        )
+        status = 422
         if form.is_valid():
             try:
+                self.refuse_while_rolling_out()
                 services.update_deployment(
                     deployment,
                     form.service_data(),
@@ -331,10 +359,11 @@ class DeploymentRevisionView(DeploymentMixin):
                 )
             except DomainError as exc:
                 show_service_errors(form, exc)
+                status = refused_status(exc)
             else:
                 messages.success(request, "New revision created.")
                 return redirect("console-deployment", tenant=self.tenant.slug, name=name)
-        return self.render_detail(status=422, revision_form=form)
+        return self.render_detail(status=status, revision_form=form)
 
 
 class DeploymentRolloutView(DeploymentMixin):
@@ -343,21 +372,23 @@ class DeploymentRolloutView(DeploymentMixin):
     ``deployments.rollout`` (the REST API's ``RolloutViewSet`` calls the same functions).
 
     htmx 2 does not swap 4xx answers, so an htmx request that is refused on its input gets the panel with the error
-    at 200; a plain form post gets the page at 422/409, or a redirect on success."""
+    at 200; a plain form post gets the page at 422/409, or a redirect on success.
 
-    def panel(self, form: RolloutStartForm | None = None, **extra: Any) -> HttpResponse:
-        revisions = list(
-            Revision.objects.for_tenant(self.tenant).filter(deployment=self.deployment).order_by("-number")
+    The panel is the one place that steers traffic while a rollout runs, so its htmx answers carry the traffic forms
+    out of band (locked while a rollout runs, unlocked once it ends), and, after an action that moved the traffic,
+    the status card with the revisions and events (which then refresh themselves while the deployment moves)."""
+
+    def panel(
+        self, form: RolloutStartForm | None = None, *, steering: bool = True, moved: bool = False, **extra: Any
+    ) -> HttpResponse:
+        """The panel; ``steering``: with the traffic forms out of band (not when the start form was refused: the
+        other forms may hold what the user typed); ``moved``: with the status, revisions and events too."""
+        context = self.detail_context(rollout_form=form, **extra)
+        return render(
+            self.request,
+            "deployments/partials/rollout.html",
+            {**context, "steering_oob": steering, "status_oob": moved},
         )
-        context = self.base_context(
-            deployment=self.deployment,
-            revisions=revisions,
-            newest=revisions[0] if revisions else None,
-            deleting=self.deployment.desired_state == ModelDeployment.DesiredState.DELETING,
-            **self.rollout_context(form),
-            **extra,
-        )
-        return render(self.request, "deployments/partials/rollout.html", context)
 
     def get(self, request: HttpRequest, tenant: str, name: str) -> HttpResponse:
         self.get_deployment(name)
@@ -374,15 +405,18 @@ class DeploymentRolloutView(DeploymentMixin):
                 newest = (
                     Revision.objects.for_tenant(self.tenant).filter(deployment=deployment).order_by("-number").first()
                 )
+                if newest is None or newest.weight >= 100:
+                    form.add_error(None, nothing_to_roll_out(newest))
+                    return self.refused(422, rollout_form=form)
                 rollouts.start_rollout(
                     deployment,
-                    revision_number=newest.number if newest else 0,
+                    revision_number=newest.number,
                     steps=form.cleaned_data["steps"],
                     pause_s=form.cleaned_data["pause_s"],
                     actor=self.principal,
                     request_id=self.request_id,
                 )
-                done = f"Rollout of r{newest.number if newest else 0} started."
+                done = f"Rollout of {newest.name} started."
             elif action in dict(ROLLOUT_ACTIONS):
                 rollouts.act(deployment, action, actor=self.principal, request_id=self.request_id)
                 done = {
@@ -400,14 +434,24 @@ class DeploymentRolloutView(DeploymentMixin):
             refusal = console_refusal(exc)
             return self.refused(refusal.status, rollout_error=refusal.message)
         if getattr(request, "htmx", False):
-            return self.panel(rollout_done=done)
+            return self.panel(moved=True, rollout_done=done)
         messages.success(request, done)
         return redirect("console-deployment", tenant=self.tenant.slug, name=name)
 
     def refused(self, status: int, rollout_form: RolloutStartForm | None = None, **extra: Any) -> HttpResponse:
         if getattr(self.request, "htmx", False):
-            return self.panel(rollout_form, **extra)
+            return self.panel(rollout_form, steering=rollout_form is None, **extra)
         return self.render_detail(status=status, rollout_form=rollout_form, **extra)
+
+
+def nothing_to_roll_out(newest: Revision | None) -> str:
+    """Why the newest revision cannot be rolled out: it already takes all the traffic (or there is none)."""
+    if newest is None:
+        return "There is no revision to roll out."
+    return (
+        f"{newest.name} already takes all traffic, so there is nothing to roll out: "
+        "create a new revision (change the model or image) first."
+    )
 
 
 class DeploymentManifestsView(DeploymentMixin):

@@ -2,6 +2,7 @@
 
 from tenants.models.invitations import Invitation as Invitation
 from tenants.models.settings import TenantSettings as TenantSettings
+from tenants.models.tenant import KEY_NAME_MAX_LENGTH as KEY_NAME_MAX_LENGTH
 from tenants.models.tenant import ApiKey as ApiKey
 from tenants.models.tenant import AuditEvent as AuditEvent
 from tenants.models.tenant import IdempotencyRecord as IdempotencyRecord

@@ -84,11 +84,18 @@ class Scope(models.TextChoices):
     READ = "read"
 
 
+KEY_NAME_MAX_LENGTH = 100
+
+
 class ApiKey(models.Model):
-    """An API key. Only its public id and the HMAC of its secret are stored; the full key is shown once."""
+    """An API key. Only its public id and the HMAC of its secret are stored; the full key is shown once.
+
+    Its name is unique among the tenant's unrevoked keys, so a person can tell their keys apart (and a form sent
+    twice cannot make a second key of the same name); a revoked key keeps its name, which a new key may take again.
+    """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=KEY_NAME_MAX_LENGTH)
     key_id = models.CharField(max_length=keyformat.KEY_ID_LENGTH, unique=True, editable=False)
     env = models.CharField(max_length=8, default="live", editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
@@ -116,6 +123,13 @@ class ApiKey(models.Model):
         default_manager_name = "unscoped_objects"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["tenant", "-created_at"], name="apikey_tenant_created")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="apikey_unique_live_name_per_tenant",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
@@ -220,4 +234,3 @@ class IdempotencyRecord(models.Model):
     @staticmethod
     def body_digest(body: bytes) -> str:
         return hashlib.sha256(body).hexdigest()
-

@@ -53,13 +53,13 @@ def test_the_same_key_on_another_path_is_a_422(api: Api, staff: User, alice: Use
 def test_different_keys_execute_separately(api: Api, adam: User, acme: Tenant) -> None:
     client = api(adam)
     post(client, {"name": "ci", "scopes": ["read"]}, "k-1")
-    post(client, {"name": "ci", "scopes": ["read"]}, "k-2")
+    post(client, {"name": "ci-2", "scopes": ["read"]}, "k-2")
     assert ApiKey.objects.for_tenant(acme).count() == 2
 
 
 def test_keys_belong_to_their_principal(api: Api, adam: User, alice: User, acme: Tenant) -> None:
     post(api(adam), {"name": "ci", "scopes": ["read"]}, "shared")
-    response = post(api(alice), {"name": "ci", "scopes": ["read"]}, "shared")
+    response = post(api(alice), {"name": "ci-2", "scopes": ["read"]}, "shared")
     assert response.status_code == 201
     assert "Idempotent-Replayed" not in response
     assert ApiKey.objects.for_tenant(acme).count() == 2
@@ -81,7 +81,7 @@ def test_a_refused_request_stores_nothing(api: Api, bob: User) -> None:
 def test_posts_without_the_header_are_not_recorded(api: Api, adam: User, acme: Tenant) -> None:
     client = api(adam)
     client.post(KEYS, {"name": "ci", "scopes": ["read"]}, format="json")
-    client.post(KEYS, {"name": "ci", "scopes": ["read"]}, format="json")
+    client.post(KEYS, {"name": "ci-2", "scopes": ["read"]}, format="json")
     assert ApiKey.objects.for_tenant(acme).count() == 2
     assert not IdempotencyRecord.objects.exists()
 

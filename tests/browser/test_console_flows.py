@@ -158,7 +158,7 @@ def test_it_steers_a_canary_rollout_from_the_panel(
     page.locator("#rollout-panel").get_by_role("button", name="Pause").click()
     page.get_by_text("Rollout paused.").wait_for()
     page.locator("#rollout-panel").get_by_role("button", name="Roll back").click()  # confirm() accepted
-    page.get_by_text("rolled back by hand").wait_for()
+    page.locator("#rollout-panel").get_by_text("rolled back by hand").wait_for()  # the events say it too
     rollout = Rollout.objects.for_tenant(acme).get(deployment=deployment)
     assert rollout.status == Rollout.Status.ROLLED_BACK and rollout.reason == "rolled back by hand"
     assert dict(Revision.objects.for_tenant(acme).filter(deployment=deployment).values_list("number", "weight")) == {

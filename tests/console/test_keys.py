@@ -17,9 +17,11 @@ def test_it_reveals_the_secret_once_and_stores_only_its_hash(
 ) -> None:
     client = console(adam)
     expires = (timezone.localdate() + timedelta(days=30)).isoformat()
-    response = client.post("/t/acme/keys/", {"name": "ci", "scopes": ["inference", "read"], "expires_on": expires})
-    assert response.status_code == 201 and response["Cache-Control"] == "no-store"
-    full_key = response.context["full_key"]
+    created = client.post("/t/acme/keys/", {"name": "ci", "scopes": ["inference", "read"], "expires_on": expires})
+    assert created.status_code == 302 and created["Location"] == "/t/acme/keys/"
+    response = client.get("/t/acme/keys/")
+    assert response["Cache-Control"] == "no-store"
+    full_key = response.context["new_key"]
     key = ApiKey.objects.for_tenant(acme).get(name="ci")
     assert full_key in response.content.decode() and key.verify(full_key.rsplit("_", 1)[1])
     assert key.scopes == ["inference", "read"] and key.expires_at is not None and key.created_by == adam
@@ -68,7 +70,7 @@ def test_it_hides_revoked_keys_unless_asked(
 def test_it_sets_a_keys_own_batch_limit(console: Callable[[User | None], Client], adam: User, acme: Tenant) -> None:
     client = console(adam)
     made = client.post("/t/acme/keys/", {"name": "batcher", "scopes": ["inference"], "batch_requests_per_minute": 25})
-    assert made.status_code == 201
+    assert made.status_code == 302
     key = ApiKey.objects.for_tenant(acme).get(name="batcher")
     assert (key.batch_requests_per_minute, key.requests_per_minute) == (25, None)
     refused = client.post("/t/acme/keys/", {"name": "x", "scopes": ["inference"], "batch_requests_per_minute": 2**31})

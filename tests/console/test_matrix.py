@@ -40,7 +40,14 @@ from tests.support.batches import reset_batch_storage
 pytestmark = pytest.mark.django_db
 
 # Routes outside both rules, each with its own tests (sign-in, home, invitations).
-UNSCOPED = {"console-home", "login", "logout", "console-invitation"}
+UNSCOPED = {
+    "console-home",
+    "login",
+    "logout",
+    "console-invitation",
+    "oidc_authentication_init",
+    "oidc_authentication_callback",
+}
 _CONVERTER = re.compile(r"<(?:\w+:)?(\w+)>")
 
 

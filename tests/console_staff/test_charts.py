@@ -12,8 +12,8 @@ from controlplane import charts
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def parse(svg: str) -> ET.Element:
-    root = ET.fromstring(svg)  # noqa: S314 - our own output, not untrusted input
+def parse(chart: charts.Chart) -> ET.Element:
+    root = ET.fromstring(str(chart))  # noqa: S314 - our own output, not untrusted input
     assert root.tag == f"{SVG}svg"
     assert root.get("role") == "img"
     title_id, desc_id = root.get("aria-labelledby", "").split()

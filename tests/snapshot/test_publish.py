@@ -467,7 +467,7 @@ def test_it_builds_a_large_snapshot_in_four_queries(r: redis.Redis, settings: An
     Quota.unscoped_objects.bulk_create([Quota(tenant=t) for t in tenants])
     ApiKey.unscoped_objects.bulk_create(
         [
-            ApiKey(tenant=t, name="k", key_id=f"{i:04d}{j:04d}", secret_hash="0" * 64, scopes=["inference"])
+            ApiKey(tenant=t, name=f"k{j}", key_id=f"{i:04d}{j:04d}", secret_hash="0" * 64, scopes=["inference"])
             for i, t in enumerate(tenants)
             for j in range(2)
         ]
