@@ -161,7 +161,7 @@ def _set_weight(
     rollout: Rollout, deployment: ModelDeployment, weight: int, *, actor: Principal | None, request_id: str = ""
 ) -> None:
     weights = {rollout.stable_revision.number: 100 - weight, rollout.revision.number: weight}
-    set_traffic(deployment, weights, actor=actor, request_id=request_id)
+    set_traffic(deployment, weights, actor=actor, request_id=request_id, by_rollout=True)
 
 
 def _finish(rollout: Rollout, deployment: ModelDeployment, status: str, reason: str, now: datetime) -> None:
@@ -255,7 +255,7 @@ def _rollback(
     request_id: str = "",
 ) -> None:
     weights = {rollout.stable_revision.number: 100, rollout.revision.number: 0}
-    set_traffic(deployment, weights, actor=actor, request_id=request_id)
+    set_traffic(deployment, weights, actor=actor, request_id=request_id, by_rollout=True)
     _finish(rollout, deployment, Rollout.Status.ROLLED_BACK, reason, now)
 
 

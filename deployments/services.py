@@ -27,9 +27,9 @@ from controlplane.audit import diff_fields, record_audit
 from controlplane.contracts.addresses import AddressRefused, split_url
 from controlplane.contracts.protocols import default_protocol, protocol_refusal
 from controlplane.contracts.replica_env import args_errors, env_errors
-from controlplane.domain_errors import Deleting, Invalid
+from controlplane.domain_errors import Deleting, Invalid, RolloutConflict
 from deployments import network
-from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Runtime
+from deployments.models import REVISION_SPEC_FIELDS, DeploymentEvent, ModelDeployment, Revision, Rollout, Runtime
 from deployments.models.deployment import spec_protocol
 from deployments.reconcile.enqueue import enqueue_reconcile
 from deployments.secrets import secret_reference_errors
@@ -293,6 +293,8 @@ def update_deployment(
         _admit(current, replacing=stored)
     current.desired_replicas = _clamp_desired(current, current.desired_replicas)
     spec_changed = bool(set(REVISION_SPEC_FIELDS) & set(changes))
+    if spec_changed:
+        _refuse_while_rolling_out(current)  # a new revision would take traffic the rollout is moving
     if set(changes) - _SLO_FIELDS:
         current.generation += 1
     current.save()
@@ -376,12 +378,22 @@ def scale_deployment(
 
 @transaction.atomic
 def set_traffic(
-    deployment: ModelDeployment, weights: Mapping[int, int], *, actor: Principal | None, request_id: str = ""
+    deployment: ModelDeployment,
+    weights: Mapping[int, int],
+    *,
+    actor: Principal | None,
+    request_id: str = "",
+    by_rollout: bool = False,
 ) -> ModelDeployment:
-    """Set the traffic split by revision number; revisions left out get 0. Weights must sum to 100."""
+    """Set the traffic split by revision number; revisions left out get 0. Weights must sum to 100.
+
+    While a rollout runs, only the rollout itself (``by_rollout``) sets the split: a change by hand is refused.
+    """
     current = _lock_deployment(deployment)
     if current.desired_state == ModelDeployment.DesiredState.DELETING:
         raise Deleting()
+    if not by_rollout:
+        _refuse_while_rolling_out(current)
     revisions = {r.number: r for r in Revision.unscoped_objects.filter(deployment=current)}
     problems = [f"there is no revision r{number}" for number in sorted(set(weights) - set(revisions))]
     problems += [f"r{n}: weight {w} is not between 0 and 100" for n, w in sorted(weights.items()) if not 0 <= w <= 100]
@@ -407,6 +419,24 @@ def set_traffic(
     record_audit(actor, current.tenant, "deployment.traffic", current, {"weights": changes}, request_id=request_id)
     enqueue_reconcile(current.pk)
     return current
+
+
+def _refuse_while_rolling_out(deployment: ModelDeployment) -> None:
+    """``RolloutConflict`` while a rollout of the deployment runs (it sets the traffic itself, step by step).
+
+    Called under the deployment's row lock, which the rollout's steps take too: a step and a change by hand never
+    interleave.
+    """
+    running = (
+        Rollout.unscoped_objects.filter(deployment=deployment, status=Rollout.Status.RUNNING)
+        .select_related("revision")
+        .first()
+    )
+    if running is not None:
+        raise RolloutConflict(
+            f"A rollout of {running.revision.name} is running and sets the traffic itself: "
+            "promote, pause or roll it back first."
+        )
 
 
 @transaction.atomic

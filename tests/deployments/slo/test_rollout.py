@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from controlplane.domain_errors import Invalid, RolloutConflict
 from deployments import rollout as rollouts
+from deployments import services
 from deployments.models import DeploymentEvent, ModelDeployment, Revision, Rollout
 from tenants.models import Tenant
 from tests.support.scaling import add_revision, sample
@@ -35,8 +36,15 @@ def _canary_ready(canary: Revision) -> None:
     Revision.unscoped_objects.filter(pk=canary.pk).update(ready_replicas=1, desired_replicas=1)
 
 
-def _traffic(deployment: ModelDeployment, stable: Revision, canary: Revision, since: datetime, *,
-             canary_errors: int = 0, canary_latency_ms: float = 40.0) -> None:
+def _traffic(
+    deployment: ModelDeployment,
+    stable: Revision,
+    canary: Revision,
+    since: datetime,
+    *,
+    canary_errors: int = 0,
+    canary_latency_ms: float = 40.0,
+) -> None:
     """Three 10 s samples for each revision from ``since`` on."""
     for step in range(3):
         start = since + timedelta(seconds=10 * step)
@@ -44,8 +52,9 @@ def _traffic(deployment: ModelDeployment, stable: Revision, canary: Revision, si
         sample(deployment, canary, start, requests=10, errors=canary_errors, latency_ms=canary_latency_ms)
 
 
-def _through_one_step(rollout: Rollout, deployment: ModelDeployment, stable: Revision, canary: Revision,
-                      start: datetime, **traffic: float) -> str:
+def _through_one_step(
+    rollout: Rollout, deployment: ModelDeployment, stable: Revision, canary: Revision, start: datetime, **traffic: float
+) -> str:
     """Walk one step: canary seen ready, the pause passes with traffic, then the step is judged."""
     assert rollouts.advance(rollout.pk, start) == "canary ready; pause started"
     assert rollouts.advance(rollout.pk, start + timedelta(seconds=10)) == "pausing"
@@ -54,15 +63,19 @@ def _through_one_step(rollout: Rollout, deployment: ModelDeployment, stable: Rev
 
 
 def _reasons(deployment: ModelDeployment) -> list[tuple[str, str]]:
-    return list(DeploymentEvent.unscoped_objects.filter(deployment=deployment, reason__startswith="Rollout")
-                .order_by("id").values_list("reason", "kind"))
+    return list(
+        DeploymentEvent.unscoped_objects.filter(deployment=deployment, reason__startswith="Rollout")
+        .order_by("id")
+        .values_list("reason", "kind")
+    )
 
 
 @pytest.mark.django_db
 def test_a_healthy_canary_reaches_100_percent(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, steps=[10, 50, 100],
-                                     pause_s=30, min_requests=5)
+    rollout = rollouts.start_rollout(
+        deployment, actor=None, revision_number=canary.number, steps=[10, 50, 100], pause_s=30, min_requests=5
+    )
     assert _weights(deployment) == {"r1": 90, "r2": 10}
     assert rollouts.advance(rollout.pk) == "waiting for the canary to be ready"
     _canary_ready(canary)
@@ -75,7 +88,9 @@ def test_a_healthy_canary_reaches_100_percent(canary_setup: tuple[ModelDeploymen
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.SUCCEEDED and rollout.finished_at is not None
     assert _reasons(deployment) == [
-        ("RolloutStarted", "Normal"), ("RolloutStepped", "Normal"), ("RolloutStepped", "Normal"),
+        ("RolloutStarted", "Normal"),
+        ("RolloutStepped", "Normal"),
+        ("RolloutStepped", "Normal"),
         ("RolloutSucceeded", "Normal"),
     ]
 
@@ -100,8 +115,9 @@ def test_a_canary_returning_errors_is_rolled_back(canary_setup: tuple[ModelDeplo
 @pytest.mark.django_db
 def test_a_slow_canary_is_rolled_back(canary_setup: tuple[ModelDeployment, Revision, Revision]) -> None:
     deployment, stable, canary = canary_setup
-    rollout = rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, pause_s=30, min_requests=5,
-                                     max_p95_ratio=1.5)
+    rollout = rollouts.start_rollout(
+        deployment, actor=None, revision_number=canary.number, pause_s=30, min_requests=5, max_p95_ratio=1.5
+    )
     _canary_ready(canary)
     outcome = _through_one_step(rollout, deployment, stable, canary, timezone.now(), canary_latency_ms=900.0)
     assert outcome == "rolled back"
@@ -157,3 +173,17 @@ def test_it_refuses_a_second_rollout_and_bad_steps(canary_setup: tuple[ModelDepl
     rollouts.start_rollout(deployment, actor=None, revision_number=canary.number)
     with pytest.raises(RolloutConflict):
         rollouts.start_rollout(deployment, actor=None, revision_number=canary.number)
+
+
+def test_traffic_and_new_revisions_by_hand_are_refused_while_a_rollout_runs(
+    canary_setup: tuple[ModelDeployment, Revision, Revision],
+) -> None:
+    deployment, stable, canary = canary_setup
+    rollouts.start_rollout(deployment, actor=None, revision_number=canary.number, steps=[10, 50, 100])
+    with pytest.raises(RolloutConflict, match="is running and sets the traffic itself"):
+        services.set_traffic(deployment, {stable.number: 50, canary.number: 50}, actor=None)
+    with pytest.raises(RolloutConflict, match="is running and sets the traffic itself"):
+        services.update_deployment(deployment, {"args": ["--stall-ms", "2"]}, actor=None)
+    weights = dict(Revision.unscoped_objects.filter(deployment=deployment).values_list("number", "weight"))
+    assert weights == {stable.number: 90, canary.number: 10}  # the rollout's first step, untouched
+    services.update_deployment(deployment, {"max_replicas": deployment.max_replicas}, actor=None)  # no new revision
