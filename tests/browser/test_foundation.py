@@ -92,7 +92,8 @@ def test_an_htmx_form_shows_its_errors_with_focus_then_its_success_message_once(
     assert summary.get_attribute("role") == "alert"
     assert "New value: enter the new value" in summary.inner_text()
     assert page.locator("#id_rotate_hf-token_value").get_attribute("aria-invalid") == "true"
-    assert page.evaluate("document.activeElement.id") == "id_rotate_hf-token_value"
+    # Focus moves once htmx has settled the swap, a moment after the summary is in the page.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'id_rotate_hf-token_value'")
     assert page.url == console_url + SECRETS  # no navigation
 
     # Saved: the message shows above the table it concerns, once, and is not carried to the next page.

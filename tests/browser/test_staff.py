@@ -42,7 +42,8 @@ def test_the_quota_editor_shows_a_refused_value_on_its_field_without_the_console
     error = page.locator(".field.has-error").filter(has=page.get_by_label("Max replicas:"))
     error.get_by_text("Ensure this value is greater than or equal to 0.").wait_for()
     assert page.get_by_label("Max replicas:").input_value() == "-3"  # the input is kept
-    assert page.evaluate("document.activeElement.name") == "max_replicas"  # and the focus is on it
+    # And the focus is on it, once the swap has settled.
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'max_replicas'")
     assert Quota.objects.for_tenant(acme).get().max_replicas == Quota().max_replicas
 
 
