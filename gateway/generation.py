@@ -11,7 +11,7 @@ from gateway.asgi import encode_headers, respond
 from gateway.context import GatewayContext
 from gateway.errors import UpstreamFailure, bad_gateway, is_openai_error
 from gateway.outcome import DISCONNECTED, SSE_HEADERS, Admitted
-from gateway.proxy import StreamRelay, open_upstream, rewrite_model
+from gateway.proxy import StreamRelay, connection_failed, end_attempt, open_upstream, rewrite_model
 from gateway.snapshot_index import DeploymentEntry, RevisionEntry
 from gateway.transport import UpstreamAnswer
 from gateway.validation import COMPLETIONS, ParsedRequest
@@ -82,17 +82,9 @@ async def serve_generation(ctx: GatewayContext, call: Admitted, deployment: Depl
             await respond(call.send, 200, rewrite_model(data, patterns), call.rid, call.rate_headers)
         clean = True
     except OSError as exc:  # the transports' UpstreamReset
-        raise UpstreamFailure(
-            bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset"
-        ) from None
+        raise connection_failed(exc) from None
     finally:
-        # A clean end hands the connection back to the pool; anything else (disconnect, timeout) closes it,
-        # which is what tells the model server to stop generating.
-        if clean:
-            response.release()
-        else:
-            response.close()
-        ctx.balancer.release(attempt.endpoint)
+        end_attempt(ctx, attempt, clean)
 
 
 def _usage_of(data: bytes) -> Any:

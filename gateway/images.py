@@ -15,7 +15,7 @@ from gateway.asgi import respond
 from gateway.context import GatewayContext
 from gateway.errors import UpstreamFailure, bad_gateway, is_openai_error
 from gateway.outcome import Admitted
-from gateway.proxy import open_upstream
+from gateway.proxy import connection_failed, end_attempt, open_upstream
 from gateway.snapshot_index import DeploymentEntry, RevisionEntry
 
 
@@ -56,15 +56,9 @@ async def serve_images(ctx: GatewayContext, call: Admitted, deployment: Deployme
         await respond(call.send, outcome.status, data, call.rid, call.rate_headers)
         clean = True
     except OSError as exc:  # the transports' UpstreamReset
-        raise UpstreamFailure(
-            bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset"
-        ) from None
+        raise connection_failed(exc) from None
     finally:
-        if clean:
-            response.release()
-        else:
-            response.close()
-        ctx.balancer.release(attempt.endpoint)
+        end_attempt(ctx, attempt, clean)
 
 
 def _images_in(data: bytes) -> int | None:

@@ -117,6 +117,21 @@ async def open_upstream(
     )
 
 
+def connection_failed(exc: OSError) -> UpstreamFailure:
+    """What a relay raises when the replica's connection broke while its answer was read (``UpstreamReset``)."""
+    return UpstreamFailure(bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset")
+
+
+def end_attempt(ctx: GatewayContext, attempt: Attempt, clean: bool) -> None:
+    """Hand the attempt's connection back after a clean end, else close it (what tells a model server to stop
+    generating: a disconnect, a timeout, an error), and give its replica's slot back to the balancer."""
+    if clean:
+        attempt.response.release()
+    else:
+        attempt.response.close()
+    ctx.balancer.release(attempt.endpoint)
+
+
 def rewrite_model(data: bytes, patterns: tuple[tuple[bytes, bytes], ...]) -> bytes:
     for upstream, mine in patterns:
         if upstream in data:

@@ -20,7 +20,7 @@ from gateway.asgi import respond
 from gateway.context import GatewayContext
 from gateway.errors import UpstreamFailure, bad_gateway
 from gateway.outcome import Admitted
-from gateway.proxy import open_upstream
+from gateway.proxy import connection_failed, end_attempt, open_upstream
 from gateway.snapshot_index import DeploymentEntry, RevisionEntry
 from gateway.transport import RequestHead
 from gateway.validation import V2_INFER
@@ -75,15 +75,9 @@ async def serve_v2_model(ctx: GatewayContext, call: Admitted, deployment: Deploy
             )
         clean = True
     except OSError as exc:  # the transports' UpstreamReset
-        raise UpstreamFailure(
-            bad_gateway(f"The model server connection failed: {type(exc).__name__}."), "reset"
-        ) from None
+        raise connection_failed(exc) from None
     finally:
-        if clean:
-            response.release()
-        else:
-            response.close()
-        ctx.balancer.release(attempt.endpoint)
+        end_attempt(ctx, attempt, clean)
 
 
 def _renamed(data: bytes, upstream: str, mine: str, field: str) -> bytes:

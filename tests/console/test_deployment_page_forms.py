@@ -29,7 +29,8 @@ NEW = {
     "timeout_s": "120",
 }
 # What the create form's script sends for runtime 'external': the inputs of replicas (GPUs, image, sizing, secret
-# environment) and the protocol are disabled, so they are absent.
+# environment) and the protocol are disabled, so they are absent. The endpoint is only checked and stored: no gateway
+# runs in these tests and the console never calls it, so nothing connects to that private address.
 EXTERNAL = {
     "name": "hosted",
     "runtime": "external",
